@@ -1,0 +1,298 @@
+"""BaNEL: Bayesian Negative Evidence Learning (arXiv 2510.09596), Algorithms 1 and 2.
+
+Each round: draw m*f candidates from the proposal, score them by the length-normalised likelihood ratio
+log p_theta(x)/l - kappa * log p_phi(x)/l (Eq. 5, Appendix B.2), keep the top m (the adaptive threshold
+tau), spend m reward evaluations on them, fit the negative model p_phi on the failures by maximum
+likelihood, and either keep the filter (Algorithm 1) or distil the filtered proposal into the generator
+(Algorithm 2). Samples with reward 1 are recorded but, by default, never trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from banel.config import BanelConfig
+from banel.models.protocol import FitConfig, GenerativeModel
+from banel.sequences import Sequences, derive_seed
+
+if TYPE_CHECKING:
+    from banel.runner import Run
+
+log = logging.getLogger(__name__)
+
+REJECTION_CHUNK = 4096  # candidates drawn at a time by rejection sampling from Algorithm 1's posterior
+REJECTION_MAX_DRAWS = 2_000_000  # give up (with a clear error) rather than loop forever on a tiny acceptance
+
+
+def ratio_scores(
+    x: Sequences, numerator: GenerativeModel, negative: GenerativeModel, kappa: float, normalise: bool
+) -> torch.Tensor:
+    """score(x) = (log p_num(x) - kappa * log p_phi(x)) / l(x) (Eq. 5; l(x) = 1 without normalisation): (n,) float64."""
+    score = numerator.log_prob(x) - kappa * negative.log_prob(x) if kappa else numerator.log_prob(x)
+    if normalise:
+        score = score / numerator.token_counts(x).double().clamp(min=1)
+    return score
+
+
+def select(scores: torch.Tensor, m: int, how: str = "top_m", seed: int = 0) -> tuple[torch.Tensor, float]:
+    """Indices of the m kept candidates and the threshold tau (the lowest kept score).
+
+    top_m: the m highest scores (ties broken by position, so the cut is deterministic).
+    importance: m draws without replacement with probability proportional to exp(score), i.e. the
+    likelihood ratio, by the Gumbel-top-k trick (the soft alternative of Section 4.1).
+    """
+    if m > len(scores):
+        raise ValueError(f"cannot keep m={m} of {len(scores)} candidates")
+    if how == "top_m":
+        keys = scores
+    elif how == "importance":
+        gen = torch.Generator().manual_seed(seed)
+        u = torch.rand(len(scores), generator=gen, dtype=torch.float64).clamp(1e-300, 1.0)
+        keys = scores - torch.log(-torch.log(u))
+    else:
+        raise ValueError(f"selection must be 'top_m' or 'importance', got {how!r}")
+    order = torch.sort(keys, descending=True, stable=True).indices[:m]
+    return order, float(scores[order].min())
+
+
+@dataclass
+class Filter:
+    """One Bayesian update: accept x iff score(x) >= tau for this negative model (Eq. 5-6)."""
+
+    numerator: GenerativeModel
+    negative: GenerativeModel
+    kappa: float
+    tau: float
+    normalise: bool
+
+    def accepts(self, x: Sequences) -> torch.Tensor:
+        """Boolean (n,) mask of samples outside the rejection region."""
+        return ratio_scores(x, self.numerator, self.negative, self.kappa, self.normalise) >= self.tau
+
+
+class FilteredModel:
+    """Algorithm 1's posterior p_theta(x) * prod_k 1[accepted by filter k] / Z, sampled by rejection.
+
+    log Z is exact when the support is enumerated (`support`), else a Monte-Carlo estimate of the prior's
+    acceptance probability from `z_samples` draws. Training is not supported: Algorithm 1 never distils.
+    """
+
+    def __init__(
+        self,
+        base: GenerativeModel,
+        filters: Sequence[Filter],
+        support: Sequences | None = None,
+        z_samples: int = 20_000,
+        seed: int = 0,
+    ) -> None:
+        self.base, self.filters = base, list(filters)
+        self._support, self._z_samples, self._seed = support, z_samples, seed
+        self._log_z: float | None = None
+
+    def accepts(self, x: Sequences) -> torch.Tensor:
+        """Accepted by every filter: (n,) bool."""
+        ok = torch.ones(len(x), dtype=torch.bool)
+        for f in self.filters:
+            ok &= f.accepts(x)
+        return ok
+
+    def log_z(self) -> float:
+        """Log of the prior mass that every filter accepts."""
+        if self._log_z is None:
+            if self._support is not None:
+                lp = self.base.log_prob(self._support)
+                self._log_z = (
+                    float(torch.logsumexp(lp[self.accepts(self._support)], 0)) if len(lp) else -math.inf
+                )
+            else:
+                draws = self.base.sample(self._z_samples, derive_seed(self._seed, "log_z"))
+                self._log_z = math.log(max(float(self.accepts(draws).double().mean()), 1.0 / self._z_samples))
+        return self._log_z
+
+    def sample(self, n: int, seed: int, temperature: float = 1.0) -> Sequences:
+        """n draws from the filtered prior by rejection sampling."""
+        kept: list[Sequences] = []
+        have, drawn, chunk = 0, 0, 0
+        while have < n:
+            if drawn >= REJECTION_MAX_DRAWS:
+                raise RuntimeError(
+                    f"Algorithm 1 rejection sampling accepted {have} of {drawn} draws; the posterior is too narrow "
+                    "to sample by rejection: use banel.algorithm=2 (distillation)"
+                )
+            x = self.base.sample(REJECTION_CHUNK, derive_seed(seed, "rejection", chunk), temperature)
+            acc = x[self.accepts(x)]
+            kept.append(acc)
+            have, drawn, chunk = have + len(acc), drawn + len(x), chunk + 1
+        return Sequences.cat(kept)[torch.arange(n)]
+
+    def log_prob(self, x: Sequences) -> torch.Tensor:
+        """log p_theta(x) - log Z where accepted, -inf elsewhere: (n,) float64."""
+        lp = self.base.log_prob(x) - self.log_z()
+        return torch.where(self.accepts(x), lp, torch.full_like(lp, -math.inf))
+
+    def token_counts(self, x: Sequences) -> torch.Tensor:
+        """The base model's token counts."""
+        return self.base.token_counts(x)
+
+    def fit(self, x: Sequences, epochs: int, seed: int, config: FitConfig | None = None) -> list[float]:
+        """Not available: Algorithm 1 keeps filters instead of training."""
+        raise NotImplementedError("Algorithm 1's posterior is not trained; use banel.algorithm=2 to distil")
+
+
+Distiller = Callable[[GenerativeModel, Sequences, Filter, int], list[float]]
+"""distil(generator, kept_samples, filter, seed) -> training losses: fold one filter into the generator."""
+
+
+def mle_distiller(epochs: int, config: FitConfig) -> Distiller:
+    """Distillation by maximum likelihood on the kept samples (the paper's implementation, Section 4.2)."""
+
+    def distil(generator: GenerativeModel, kept: Sequences, _filter: Filter, seed: int) -> list[float]:
+        return generator.fit(kept, epochs, seed, config)
+
+    return distil
+
+
+@dataclass
+class RoundResult:
+    """What one BaNEL round did, for the run's history."""
+
+    candidates: int
+    kept: int
+    tau: float | None
+    log_ratio_kept: list[float]
+    log_ratio_rejected: list[float]
+    successes: int
+    negative_loss: float | None
+    generator_loss: float | None
+
+
+def _quantiles(x: torch.Tensor) -> list[float]:
+    """Min, 10%, 50%, 90% and max of a score vector (empty list if empty)."""
+    x = x[torch.isfinite(x)]
+    if not len(x):
+        return []
+    return [
+        float(v)
+        for v in torch.quantile(x.double(), torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64))
+    ]
+
+
+class Banel:
+    """The BaNEL state machine: one call of `round()` is one round of Algorithm 1 or 2."""
+
+    def __init__(
+        self,
+        prior: GenerativeModel,
+        config: BanelConfig,
+        seed: int,
+        distiller: Distiller | None = None,
+        support: Sequences | None = None,
+    ) -> None:
+        self.prior, self.config, self.seed = prior, config, seed
+        self.generator: GenerativeModel = prior.clone()
+        self.negative: GenerativeModel | None = None
+        self.filters: list[Filter] = []
+        self.failures: list[Sequences] = []
+        self.round_index = 0
+        self.support = support
+        self.distil = distiller or mle_distiller(config.generator_epochs, config.generator_fit)
+
+    def proposal(self) -> GenerativeModel:
+        """The current posterior: the distilled generator (Algorithm 2) or the filtered prior (Algorithm 1)."""
+        if self.config.algorithm == 1:
+            return FilteredModel(self.prior, self.filters, self.support, seed=derive_seed(self.seed, "z"))
+        return self.generator
+
+    def round(
+        self, oracle: Callable[[Sequences], torch.Tensor]
+    ) -> tuple[RoundResult, Sequences, torch.Tensor]:
+        """One round: propose, filter, evaluate, fit p_phi, update the posterior. Returns (stats, kept, rewards)."""
+        cfg, i = self.config, self.round_index
+        proposal = self.proposal()
+        new_filter, tau = None, None
+        ratio_kept: list[float] = []
+        ratio_rejected: list[float] = []
+        if self.negative is None:
+            candidates = kept = proposal.sample(cfg.m, derive_seed(self.seed, i, "sample"))
+        else:
+            candidates = proposal.sample(cfg.m * cfg.filter_factor, derive_seed(self.seed, i, "sample"))
+            numerator = self.prior if cfg.numerator == "base" else self.generator
+            scores = ratio_scores(candidates, numerator, self.negative, cfg.kappa, cfg.length_normalise)
+            idx, tau = select(scores, cfg.m, cfg.selection, derive_seed(self.seed, i, "select"))
+            kept = candidates[idx]
+            rejected = torch.ones(len(candidates), dtype=torch.bool)
+            rejected[idx] = False
+            ratio_kept, ratio_rejected = _quantiles(scores[idx]), _quantiles(scores[rejected])
+            new_filter = Filter(numerator, self.negative, cfg.kappa, tau, cfg.length_normalise)
+
+        rewards = oracle(kept)
+        failed = kept[rewards == 0]
+        n_success = int((rewards == 1).sum())
+
+        generator_loss = None
+        if new_filter is not None:
+            if cfg.algorithm == 1:
+                self.filters.append(new_filter)
+            else:
+                if cfg.numerator == "generator":
+                    new_filter.numerator = self.generator.clone()  # the filter must not change as we train
+                if cfg.reset_generator:
+                    self.generator = self.prior.clone()
+                distil_on = kept if cfg.train_on_successes else failed
+                losses = self.distil(
+                    self.generator, distil_on, new_filter, derive_seed(self.seed, i, "distil")
+                )
+                generator_loss = losses[-1] if losses else None
+
+        self.failures.append(failed)
+        negative_loss = self._fit_negative(failed, i)
+        self.round_index += 1
+        result = RoundResult(
+            candidates=len(candidates),
+            kept=len(kept),
+            tau=tau,
+            log_ratio_kept=ratio_kept,
+            log_ratio_rejected=ratio_rejected,
+            successes=n_success,
+            negative_loss=negative_loss,
+            generator_loss=generator_loss,
+        )
+        return result, kept, rewards
+
+    def _fit_negative(self, failed: Sequences, i: int) -> float | None:
+        """Fit p_phi by maximum likelihood on the failures (this round's or all so far)."""
+        cfg = self.config
+        data = failed if cfg.negative_data == "round" else Sequences.cat(self.failures)
+        if cfg.negative_init == "continue" and self.negative is not None:
+            # Algorithm 1 keeps the old model inside its filter: train a copy.
+            negative = self.negative.clone() if cfg.algorithm == 1 else self.negative
+        else:
+            negative = self.prior.clone()
+            if cfg.negative_init == "scratch":
+                negative.reinitialise(derive_seed(self.seed, i, "negative_init"))
+        losses = negative.fit(
+            data, cfg.negative_epochs, derive_seed(self.seed, i, "negative"), cfg.negative_fit
+        )
+        self.negative = negative
+        return losses[-1] if losses else None
+
+
+def run(run: Run) -> None:
+    """BaNEL as a method: rounds of m evaluations until the NRE budget cannot pay for another round."""
+    cfg = run.config.banel
+    support_fn = getattr(run.task, "support", None)
+    support = support_fn() if (cfg.algorithm == 1 and support_fn is not None) else None
+    banel = Banel(run.prior, cfg, run.config.seed, support=support)
+    while run.oracle.remaining >= cfg.m:
+        result, kept, rewards = banel.round(run.oracle)
+        posterior = banel.proposal()
+        models = {"prior": run.prior, "posterior": posterior}
+        if banel.negative is not None:
+            models["negative"] = banel.negative
+        run.end_round(posterior, kept, rewards, asdict(result), snapshot_models=models)

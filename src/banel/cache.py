@@ -1,0 +1,68 @@
+"""Where pre-trained priors and other derived artefacts are cached, and how they are written and read safely."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CACHE_ENV = "BANEL_CACHE"
+
+
+def cache_dir(override: str | Path | None = None) -> Path:
+    """The cache folder: the override, else $BANEL_CACHE, else $XDG_CACHE_HOME/banel or ~/.cache/banel."""
+    if override:
+        path = Path(override)
+    elif os.environ.get(CACHE_ENV):
+        path = Path(os.environ[CACHE_ENV])
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "banel"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def config_hash(data: dict[str, Any]) -> str:
+    """A short stable hash of a JSON-able dict (the cache key of an artefact)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write text to a temporary file, fsync, then rename over path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """torch.load with weights_only=True: tensors and plain containers only, never arbitrary pickles."""
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,75 @@
+"""The contract between BaNEL (or any method) and a likelihood-based generative model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from banel.sequences import Sequences
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How `fit` trains: AdamW with these settings for a number of epochs over a batch."""
+
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    batch_size: int = 64
+    """Sequences per optimiser step."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 disables)."""
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"fit.lr must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"fit.batch_size must be >= 1, got {self.batch_size}")
+        if self.weight_decay < 0:
+            raise ValueError(f"fit.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.grad_clip < 0:
+            raise ValueError(f"fit.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+
+
+@runtime_checkable
+class GenerativeModel(Protocol):
+    """A distribution over token sequences with exact likelihoods.
+
+    Wrap your own model by implementing these seven methods; `banel.testing.check_model` verifies a
+    wrapper (sampling frequencies agree with `log_prob`, `clone` is independent, state round-trips).
+    """
+
+    def sample(self, n: int, seed: int, temperature: float = 1.0) -> Sequences:
+        """Draw n sequences; the same seed gives the same draws."""
+        ...
+
+    def log_prob(self, x: Sequences) -> torch.Tensor:
+        """Exact log-likelihood of each sequence, end token included: (n,) float64."""
+        ...
+
+    def token_counts(self, x: Sequences) -> torch.Tensor:
+        """Number of scored tokens l(x) per sequence (for length normalisation): (n,) int64."""
+        ...
+
+    def fit(self, x: Sequences, epochs: int, seed: int, config: FitConfig | None = None) -> list[float]:
+        """Maximum-likelihood training on x for `epochs` passes; returns mean NLL per token per epoch."""
+        ...
+
+    def clone(self) -> GenerativeModel:
+        """An independent deep copy (same weights, own parameters)."""
+        ...
+
+    def reinitialise(self, seed: int) -> None:
+        """Reset the parameters to a fresh random initialisation (the 'from scratch' negative model)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to restore the model's weights (tensors and plain values only)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore weights saved by `state_dict`."""
+        ...

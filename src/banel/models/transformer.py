@@ -1,0 +1,281 @@
+"""Our own causal transformer (nanoGPT-style: pre-LN, GELU, learned positions) as a GenerativeModel.
+
+Sequences start with an internal begin token; a model with `end_token=True` also predicts an end
+token after the content (so lengths vary up to `max_len`), otherwise every sequence has exactly
+`max_len` tokens. A sequence that reaches `max_len` stops there with no end-token term, so sampling
+and `log_prob` describe the same normalised distribution.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from banel.models.protocol import FitConfig
+from banel.sequences import Sequences
+
+SCORE_BATCH = 1024  # sequences per forward pass when scoring: bounded memory, near-peak CPU throughput
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of the causal transformer."""
+
+    vocab_size: int
+    """Number of content tokens (the end and begin tokens are added internally)."""
+    max_len: int
+    """Maximum number of content tokens per sequence."""
+    end_token: bool = True
+    """Variable length with a learned end token (True) or fixed length max_len (False)."""
+    d_model: int = 64
+    """Width of the residual stream."""
+    n_layer: int = 2
+    """Number of transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block (must divide d_model)."""
+    dropout: float = 0.0
+    """Dropout in attention and MLP during fit."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "max_len", "d_model", "n_layer", "n_head"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_head:
+            raise ValueError(
+                f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+class _Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(), nn.Linear(4 * cfg.d_model, cfg.d_model)
+        )
+        self.dropout = cfg.dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: list[torch.Tensor] | None = None,
+        key_padding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: (n, t, d). With a cache [k, v], x holds only the new positions and k, v are extended."""
+        n, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (z.view(n, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
+        drop = self.dropout if self.training else 0.0
+        if cache is not None:
+            if cache:
+                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+                cache[0], cache[1] = k, v
+            else:
+                cache.extend([k, v])
+            # One new query attends to every cached key: no mask needed.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, dropout_p=drop)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+        y = y.transpose(1, 2).reshape(n, t, d)
+        x = x + F.dropout(self.proj(y), drop, self.training)
+        return x + F.dropout(self.mlp(self.ln2(x)), drop, self.training)
+
+
+class _Net(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_out = cfg.vocab_size + int(cfg.end_token)
+        self.begin = self.n_out  # input-only token id
+        self.tok = nn.Embedding(self.n_out + 1, cfg.d_model)
+        self.pos = nn.Embedding(cfg.max_len + 1, cfg.d_model)
+        self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layer))
+        self.ln = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, self.n_out, bias=False)
+        self.apply(self._init)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                # GPT-2 scaled init of residual projections (nanoGPT model.py).
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+
+    def forward(self, idx: torch.Tensor, start: int = 0, caches: list[list[torch.Tensor]] | None = None):
+        """Logits (n, t, n_out) for input ids idx (n, t) placed at positions start..start+t-1."""
+        pos = torch.arange(start, start + idx.shape[1], device=idx.device)
+        x = self.tok(idx) + self.pos(pos)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if caches is None else caches[i])
+        return self.head(self.ln(x))
+
+
+class TransformerModel:
+    """A causal transformer implementing the GenerativeModel protocol (CPU by default, CUDA if asked)."""
+
+    def __init__(self, config: TransformerConfig, seed: int = 0, device: str | torch.device = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = _Net(config)
+        self.net.to(self.device)
+
+    # -- sampling -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, seed: int, temperature: float = 1.0) -> Sequences:
+        """Draw n sequences with a KV cache; the same seed gives the same draws."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        cfg, net = self.config, self.net
+        net.eval()
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        tokens = torch.zeros((n, cfg.max_len), dtype=torch.long, device=self.device)
+        lengths = torch.full((n,), cfg.max_len, dtype=torch.long, device=self.device)
+        alive = torch.ones(n, dtype=torch.bool, device=self.device)
+        caches: list[list[torch.Tensor]] = [[] for _ in range(cfg.n_layer)]
+        idx = torch.full((n, 1), net.begin, dtype=torch.long, device=self.device)
+        for t in range(cfg.max_len):
+            logits = net(idx, start=t, caches=caches)[:, -1].float() / temperature
+            nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen).squeeze(1)
+            if cfg.end_token:
+                ended = alive & (nxt == cfg.vocab_size)
+                lengths[ended] = t
+                alive &= ~ended
+                nxt = torch.where(alive, nxt, torch.zeros_like(nxt))
+            tokens[:, t] = nxt
+            if not alive.any():
+                break
+            idx = nxt.unsqueeze(1)
+        width = int(lengths.max()) if n else 0
+        return Sequences(tokens[:, :width].contiguous(), lengths)
+
+    # -- scoring --------------------------------------------------------------------------------
+    def _nll_terms(self, x: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-position NLL (n, t) and its mask (n, t) for a batch on this device."""
+        cfg, net = self.config, self.net
+        tokens, lengths = x.tokens.to(self.device), x.lengths.to(self.device)
+        if len(x) and int(lengths.max()) > cfg.max_len:
+            raise ValueError(f"a sequence is longer than model.max_len={cfg.max_len}")
+        n = tokens.shape[0]
+        width = tokens.shape[1]
+        targets = torch.zeros((n, width + 1), dtype=torch.long, device=self.device)
+        targets[:, :width] = tokens
+        positions = torch.arange(width + 1, device=self.device)
+        mask = positions.unsqueeze(0) < lengths.unsqueeze(1)
+        if cfg.end_token:
+            end_here = (positions.unsqueeze(0) == lengths.unsqueeze(1)) & (lengths.unsqueeze(1) < cfg.max_len)
+            targets[end_here] = cfg.vocab_size
+            mask = mask | end_here
+        steps = min(width + 1, cfg.max_len)
+        targets, mask = targets[:, :steps], mask[:, :steps]
+        inputs = torch.cat([torch.full((n, 1), net.begin, dtype=torch.long, device=self.device), tokens], 1)
+        logits = net(inputs[:, :steps])
+        nll = F.cross_entropy(logits.reshape(-1, net.n_out), targets.reshape(-1), reduction="none")
+        return nll.view(n, steps), mask
+
+    @torch.no_grad()
+    def log_prob(self, x: Sequences) -> torch.Tensor:
+        """Exact log-likelihood per sequence, end token included: (n,) float64 on CPU."""
+        self.net.eval()
+        out = []
+        for i in range(0, len(x), SCORE_BATCH):
+            nll, mask = self._nll_terms(x[i : i + SCORE_BATCH])
+            out.append(-(nll.double() * mask).sum(1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+    def token_counts(self, x: Sequences) -> torch.Tensor:
+        """Scored tokens per sequence: content length plus one for the end token when it is predicted."""
+        lengths = x.lengths.cpu()
+        if self.config.end_token:
+            return lengths + (lengths < self.config.max_len).long()
+        return lengths.clone()
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(self, x: Sequences, epochs: int, seed: int, config: FitConfig | None = None) -> list[float]:
+        """AdamW maximum likelihood on x for `epochs` passes; returns mean NLL per token per epoch."""
+        config = config or FitConfig()
+        if epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {epochs}")
+        if epochs == 0 or len(x) == 0:
+            return []
+        net = self.net
+        opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        gen = torch.Generator().manual_seed(seed)
+        x = x.to(self.device)
+        losses = []
+        net.train()
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=gen)
+            total, count = 0.0, 0
+            for i in range(0, len(x), config.batch_size):
+                batch = x[order[i : i + config.batch_size]]
+                nll, mask = self._nll_terms(batch)
+                tokens = mask.sum()
+                loss = (nll * mask).sum() / tokens
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+                opt.step()
+                total += float(loss.detach()) * int(tokens)
+                count += int(tokens)
+            losses.append(total / max(count, 1))
+        net.eval()
+        return losses
+
+    # -- state ----------------------------------------------------------------------------------
+    def clone(self) -> TransformerModel:
+        """An independent deep copy."""
+        other = copy.copy(self)
+        other.net = copy.deepcopy(self.net)
+        return other
+
+    def reinitialise(self, seed: int) -> None:
+        """Fresh random weights from a seed."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = _Net(self.config)
+        self.net.load_state_dict(net.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights and architecture (tensors and plain values only: loadable with weights_only=True)."""
+        return {
+            "config": asdict(self.config),
+            "weights": {k: v.cpu() for k, v in self.net.state_dict().items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore weights saved by `state_dict` (the architecture must match)."""
+        if TransformerConfig(**state["config"]) != self.config:
+            raise ValueError(f"checkpoint architecture {state['config']} differs from {asdict(self.config)}")
+        self.net.load_state_dict(state["weights"])
+
+    @staticmethod
+    def from_state_dict(state: dict[str, Any], device: str | torch.device = "cpu") -> TransformerModel:
+        """Build a model from a saved state."""
+        model = TransformerModel(TransformerConfig(**state["config"]), device=device)
+        model.load_state_dict(state)
+        return model
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.net.parameters())

@@ -1,0 +1,202 @@
+"""A run: one method on one task with one seed, recorded in a run folder.
+
+The folder holds `config.json` (everything needed to reproduce the run), `history.jsonl` (one row per
+round, appended and fsynced as the round ends), `successes.jsonl` (every reward-1 sample found, with the
+round it was found in), `snapshots/round_NNN.npz` (exact densities, for tasks that can enumerate them)
+and, at the end, `summary.json`. Plots are made from the folder afterwards (`banel.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from banel.cache import atomic_write_text
+from banel.config import RunConfig, to_dict
+from banel.eval.success import SuccessRate, success_rate
+from banel.models.protocol import GenerativeModel
+from banel.oracle.budget import BudgetedOracle
+from banel.sequences import Sequences, derive_seed
+from banel.tasks.protocol import Task
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FIELDS = (
+    "task",
+    "method",
+    "seed",
+    "nre_budget",
+    "nre_used",
+    "base_success_rate",
+    "final_success_rate",
+    "best_success_rate",
+    "improvement",
+    "successes_found",
+    "wall_seconds",
+)
+
+
+class Run:
+    """The shared bookkeeping of every method: oracle, evaluation, history, best-so-far, summary."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        task: Task,
+        out: str | Path,
+        on_round: Callable[[dict[str, Any]], None] | None = None,
+        oracle: BudgetedOracle | None = None,
+    ) -> None:
+        self.config, self.task, self.out = config, task, Path(out)
+        self.on_round = on_round
+        self.prior = task.prior(config.device)
+        self.oracle = oracle or BudgetedOracle(task.reward, config.nre_budget)
+        self.round_index = 0
+        self.success_keys: set[bytes] = set()
+        self.best: SuccessRate | None = None
+        self.base: SuccessRate | None = None
+        self.last: SuccessRate | None = None
+        self.started = time.time()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the run folder, write config.json and measure the prior's success rate."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "snapshots").mkdir(exist_ok=True)
+        config = {"run": to_dict(self.config), "task": self.task.describe()}
+        atomic_write_text(json.dumps(config, indent=2, default=str), self.out / "config.json")
+        self.base = success_rate(
+            self.task, self.prior, self.config.eval, derive_seed(self.config.seed, "eval", "base")
+        )
+        self.best = self.last = self.base
+        log.info("%s: base success rate %.3e", self.task.name, self.base.rate)
+        self._save_snapshot(-1, {"prior": self.prior})
+        self._append(
+            "history.jsonl",
+            {
+                "round": -1,
+                "nre_used": 0,
+                "nre_left": self.oracle.remaining,
+                "queries": 0,
+                "success_rate": self.base.as_dict(),
+                "best_success_rate": self.base.rate,
+                "successes_found": 0,
+                "wall_seconds": 0.0,
+            },
+        )
+
+    def end_round(
+        self,
+        model: GenerativeModel,
+        kept: Sequences,
+        rewards: torch.Tensor,
+        stats: dict[str, Any],
+        snapshot_models: dict[str, GenerativeModel] | None = None,
+    ) -> dict[str, Any]:
+        """Record a finished round: successes, the model's success rate (when due), history row, snapshot."""
+        i = self.round_index
+        if rewards.numel():
+            wins = kept[rewards == 1]
+            new = []
+            for key, text in zip(wins.keys(), self.task.decode(wins), strict=True):
+                if key not in self.success_keys:
+                    self.success_keys.add(key)
+                    new.append({"round": i, "sample": text, "tokens": key.decode()})
+            for row in new:
+                self._append("successes.jsonl", row)
+        rounds_total = self.config.rounds
+        due = (
+            i % self.config.eval.every == 0
+            or self.oracle.remaining < self.config.banel.m
+            or i == rounds_total - 1
+        )
+        rate = None
+        if due:
+            rate = success_rate(self.task, model, self.config.eval, derive_seed(self.config.seed, "eval", i))
+            self.last = rate
+            if self.best is None or rate.rate > self.best.rate:
+                self.best = rate
+        row = {
+            "round": i,
+            "nre_used": self.oracle.used,
+            "nre_left": self.oracle.remaining,
+            "queries": self.oracle.queries,
+            **stats,
+            "successes": int((rewards == 1).sum()),
+            "successes_found": len(self.success_keys),
+            "success_rate": rate.as_dict() if rate else None,
+            "best_success_rate": self.best.rate if self.best else None,
+            "wall_seconds": round(time.time() - self.started, 3),
+        }
+        self._append("history.jsonl", row)
+        if snapshot_models:
+            self._save_snapshot(i, snapshot_models)
+        self.round_index += 1
+        if self.on_round:
+            self.on_round(row)
+        return row
+
+    def finish(self) -> dict[str, Any]:
+        """Write summary.json and return it."""
+        assert self.base is not None and self.best is not None and self.last is not None
+        base = self.base.rate
+        summary = {
+            "task": self.task.name,
+            "method": self.config.method,
+            "seed": self.config.seed,
+            "nre_budget": self.oracle.budget,
+            "nre_used": self.oracle.used,
+            "queries": self.oracle.queries,
+            "rounds": self.round_index,
+            "base_success_rate": base,
+            "final_success_rate": self.last.rate,
+            "best_success_rate": self.best.rate,
+            "improvement": self.best.rate / base if base > 0 else None,
+            "success_rate_exact": self.best.exact,
+            "best_success_interval": [self.best.low, self.best.high],
+            "successes_found": len(self.success_keys),
+            "trained_on_successes": bool(self.config.banel.train_on_successes),
+            "wall_seconds": round(time.time() - self.started, 3),
+        }
+        atomic_write_text(json.dumps(summary, indent=2), self.out / "summary.json")
+        return summary
+
+    # -- files --------------------------------------------------------------------------------------
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        with open(self.out / name, "a") as f:
+            f.write(json.dumps(row, default=_jsonable) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _save_snapshot(self, i: int, models: dict[str, GenerativeModel]) -> None:
+        arrays = self.task.snapshot(models)
+        if arrays:
+            np.savez_compressed(self.out / "snapshots" / f"round_{i + 1:03d}.npz", **arrays)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic | torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def read_history(out: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run folder's history.jsonl (a torn last line from a crash is skipped)."""
+    rows = []
+    for line in (Path(out) / "history.jsonl").read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("skipping a torn line in %s/history.jsonl", out)
+    return rows

@@ -1,0 +1,42 @@
+"""The contract of a task: a pre-trained prior, a reward function, and (where possible) exact success rates."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from banel.models.protocol import GenerativeModel
+from banel.sequences import Sequences
+
+
+class Task(Protocol):
+    """A sparse-reward problem: a prior p_theta and a binary reward r."""
+
+    name: str
+    """Short name used on the command line."""
+
+    def prior(self, device: str) -> GenerativeModel:
+        """The pre-trained model p_theta (trained on first use and cached; the same for every run seed)."""
+        ...
+
+    def reward(self, x: Sequences) -> torch.Tensor:
+        """The ground-truth reward of a batch: (n,) float64 of 0/1. Methods only reach it through an oracle."""
+        ...
+
+    def exact_success_rate(self, model: GenerativeModel) -> float | None:
+        """Sum of p(x) over every x with r(x) = 1, when the success set is enumerable; else None."""
+        ...
+
+    def decode(self, x: Sequences) -> list[str]:
+        """Human-readable form of each sample (for ledgers, logs and reports)."""
+        ...
+
+    def snapshot(self, models: dict[str, GenerativeModel]) -> dict[str, np.ndarray] | None:
+        """Arrays worth saving each round for plots (e.g. exact densities on a grid), or None."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Task settings, saved in the run's config.json."""
+        ...

@@ -1,0 +1,236 @@
+"""Toy tasks of the paper: a 1D line with reward-one regions near -2 and 2 (blog figure) and two circles (Fig. 1).
+
+A point in a box is discretised on a grid and written as tokens: each coordinate's bin index in base
+`base` with `digits` digits, most significant first, coordinates one after the other. The prior is our
+transformer pre-trained on samples of a broad distribution; the success set is a finite set of grid cells,
+so success rates are exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from banel.cache import atomic_torch_save, cache_dir, config_hash, safe_torch_load
+from banel.models.protocol import FitConfig, GenerativeModel
+from banel.models.transformer import TransformerConfig, TransformerModel
+from banel.sequences import Sequences
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PriorTraining:
+    """How a toy prior is pre-trained."""
+
+    samples: int = 20_000
+    """Training points drawn from the pre-training distribution."""
+    epochs: int = 8
+    """Passes over them."""
+    seed: int = 0
+    """Seed of the data and the initial weights (the prior is shared by every run seed)."""
+    d_model: int = 64
+    """Transformer width."""
+    n_layer: int = 2
+    """Transformer depth."""
+    n_head: int = 4
+    """Attention heads."""
+    fit: FitConfig = field(default_factory=lambda: FitConfig(lr=3e-3, batch_size=256))
+    """Optimiser settings."""
+
+
+class GridTask:
+    """A continuous toy problem discretised on a grid; subclasses give the data, the box and the reward."""
+
+    name = "grid"
+    dims = 1
+    low, high = -4.0, 4.0
+    base, digits = 32, 2
+
+    def __init__(self, prior_training: PriorTraining | None = None, cache: str | Path | None = None) -> None:
+        self.training = prior_training or PriorTraining()
+        self._cache = cache
+        self.bins = self.base**self.digits
+        self.width = (self.high - self.low) / self.bins
+        self._prior: dict[str, GenerativeModel] = {}
+        self.grid = self._all_cells()
+        self.centres = self.cell_centres(self.grid)
+        mask = self.reward_at(self.centres)
+        self.success_cells = self.grid[mask]
+        if not mask.any():
+            raise ValueError(f"{self.name}: no grid cell lies in the reward region")
+
+    # -- subclasses --------------------------------------------------------------------------------
+    def sample_data(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n points (n, dims) of the pre-training distribution."""
+        raise NotImplementedError
+
+    def reward_at(self, points: np.ndarray) -> np.ndarray:
+        """Boolean success of points (n, dims) (evaluated at cell centres)."""
+        raise NotImplementedError
+
+    # -- encoding ----------------------------------------------------------------------------------
+    def _all_cells(self) -> np.ndarray:
+        axes = [np.arange(self.bins)] * self.dims
+        return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, self.dims)
+
+    def cell_centres(self, cells: np.ndarray) -> np.ndarray:
+        """Coordinates of the centres of cells (n, dims)."""
+        return self.low + (cells + 0.5) * self.width
+
+    def encode(self, cells: np.ndarray) -> Sequences:
+        """Token sequences of cells (n, dims): each index in base `base`, most significant digit first."""
+        powers = self.base ** np.arange(self.digits - 1, -1, -1)
+        digits = (cells[:, :, None] // powers) % self.base
+        tokens = torch.as_tensor(digits.reshape(len(cells), -1), dtype=torch.long)
+        return Sequences(tokens, torch.full((len(cells),), tokens.shape[1], dtype=torch.long))
+
+    def decode_cells(self, x: Sequences) -> np.ndarray:
+        """Cells (n, dims) of well-formed sequences; -1 rows for sequences of the wrong length."""
+        length = self.dims * self.digits
+        out = np.full((len(x), self.dims), -1, dtype=np.int64)
+        ok = (x.lengths == length).numpy()
+        if ok.any() and x.tokens.shape[1] >= length:
+            toks = x.tokens[:, :length].numpy()[ok].reshape(-1, self.dims, self.digits)
+            powers = self.base ** np.arange(self.digits - 1, -1, -1)
+            out[ok] = (toks * powers).sum(-1)
+        return out
+
+    def discretise(self, points: np.ndarray) -> np.ndarray:
+        """Grid cells of points, clipped into the box."""
+        return np.clip(np.floor((points - self.low) / self.width), 0, self.bins - 1).astype(np.int64)
+
+    # -- Task protocol ------------------------------------------------------------------------------
+    def model_config(self) -> TransformerConfig:
+        """The prior's architecture."""
+        t = self.training
+        return TransformerConfig(
+            vocab_size=self.base,
+            max_len=self.dims * self.digits,
+            end_token=False,
+            d_model=t.d_model,
+            n_layer=t.n_layer,
+            n_head=t.n_head,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Task settings for config.json."""
+        return {
+            "name": self.name,
+            "box": [self.low, self.high],
+            "bins_per_dim": self.bins,
+            "tokens": f"{self.dims} x {self.digits} digits in base {self.base}",
+            "prior_training": asdict(self.training),
+            "success_cells": int(len(self.success_cells)),
+        }
+
+    def prior(self, device: str = "cpu") -> GenerativeModel:
+        """The pre-trained prior, loaded from the cache or trained (a few seconds) and cached."""
+        if device in self._prior:
+            return self._prior[device]
+        key = config_hash({"task": self.name, "version": 1, **self.describe()})
+        path = cache_dir(self._cache) / "priors" / f"{self.name}-{key}.pt"
+        model = TransformerModel(self.model_config(), seed=self.training.seed, device=device)
+        if path.is_file():
+            model.load_state_dict(safe_torch_load(path))
+        else:
+            log.info("pre-training the %s prior (cached at %s)", self.name, path)
+            rng = np.random.default_rng(self.training.seed)
+            data = self.encode(self.discretise(self.sample_data(self.training.samples, rng)))
+            losses = model.fit(data, self.training.epochs, self.training.seed, self.training.fit)
+            log.info("%s prior: final NLL per token %.4f", self.name, losses[-1])
+            atomic_torch_save(model.state_dict(), path)
+        self._prior[device] = model
+        return model
+
+    def reward(self, x: Sequences) -> torch.Tensor:
+        """1 where the sample is a well-formed cell inside the reward region."""
+        cells = self.decode_cells(x)
+        ok = (cells >= 0).all(1)
+        r = np.zeros(len(x))
+        if ok.any():
+            r[ok] = self.reward_at(self.cell_centres(cells[ok]))
+        return torch.as_tensor(r, dtype=torch.float64)
+
+    def exact_success_rate(self, model: GenerativeModel) -> float:
+        """Sum of the model's probabilities over the success cells."""
+        return float(torch.logsumexp(model.log_prob(self.encode(self.success_cells)), 0).exp())
+
+    def decode(self, x: Sequences) -> list[str]:
+        """Cell centres as text ('invalid' for malformed sequences)."""
+        cells = self.decode_cells(x)
+        return [
+            "invalid" if (c < 0).any() else ",".join(f"{v:.4f}" for v in self.cell_centres(c[None])[0])
+            for c in cells
+        ]
+
+    def snapshot(self, models: dict[str, GenerativeModel]) -> dict[str, np.ndarray]:
+        """Exact log-probabilities of every grid cell under each model (for density plots)."""
+        x = self.encode(self.grid)
+        return {
+            name: model.log_prob(x).numpy().reshape((self.bins,) * self.dims)
+            for name, model in models.items()
+        }
+
+    def support(self) -> Sequences:
+        """Every well-formed sequence (the whole grid)."""
+        return self.encode(self.grid)
+
+
+class Toy1D(GridTask):
+    """1D: prior pre-trained on N(0, 1) over [-4, 4) in 1024 cells; reward one within 0.03 of -2 or 2."""
+
+    name = "toy1d"
+    dims = 1
+    low, high = -4.0, 4.0
+    base, digits = 32, 2
+    centres_1d = (-2.0, 2.0)
+    half_width = 0.03
+    data_std = 1.0
+
+    def sample_data(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """N(0, data_std) points."""
+        return rng.normal(0.0, self.data_std, size=(n, 1))
+
+    def reward_at(self, points: np.ndarray) -> np.ndarray:
+        """Within half_width of one of the centres."""
+        return np.any([np.abs(points[:, 0] - c) < self.half_width for c in self.centres_1d], axis=0)
+
+
+class Toy2D(GridTask):
+    """2D two circles (Fig. 1): radii 1 and 0.5, 64x64 cells on [-1.5, 1.5)^2; reward one on a short arc of the inner one."""
+
+    name = "toy2d"
+    dims = 2
+    low, high = -1.5, 1.5
+    base, digits = 64, 1
+    radii = (1.0, 0.5)
+    weights = (0.75, 0.25)
+    noise = 0.04
+    arc_centre = math.pi / 4  # radians
+    arc_half_width = math.pi / 40
+    ring_half_width = 0.06
+
+    def sample_data(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Points on the two circles with Gaussian radial noise."""
+        which = rng.choice(len(self.radii), size=n, p=self.weights)
+        radius = np.asarray(self.radii)[which] + rng.normal(0, self.noise, size=n)
+        angle = rng.uniform(0, 2 * math.pi, size=n)
+        return np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1)
+
+    def reward_at(self, points: np.ndarray) -> np.ndarray:
+        """On the inner ring, within arc_half_width of arc_centre."""
+        r = np.hypot(points[:, 0], points[:, 1])
+        a = np.arctan2(points[:, 1], points[:, 0])
+        d = np.abs((a - self.arc_centre + math.pi) % (2 * math.pi) - math.pi)
+        return (np.abs(r - self.radii[1]) < self.ring_half_width) & (d < self.arc_half_width)
+
+
+TASKS: dict[str, Callable[..., GridTask]] = {"toy1d": Toy1D, "toy2d": Toy2D}
