@@ -270,3 +270,25 @@ def test_oracle_config_validation_names_the_field():
         OracleConfig(executor="thread", workers=0)
     with pytest.raises(ValueError, match="oracle.timeout"):
         OracleConfig(timeout=-1)
+
+
+def hang_on_zero(x: Sequences) -> torch.Tensor:
+    """Hangs on sample [0] (module level: picklable for the process pool)."""
+    if int(x.tokens[0, 0]) == 0:
+        time.sleep(60)
+    return first_token_odd(x)
+
+
+@pytest.mark.slow
+def test_process_pool_kills_a_call_past_its_timeout(tmp_path):
+    oracle = make_oracle(
+        tmp_path, hang_on_zero, budget=10, executor="process", workers=2, chunk_size=1, timeout=2.0, retries=0
+    )
+    try:
+        start = time.monotonic()
+        r = oracle(batch([0], [1], [2], [3]))
+        assert time.monotonic() - start < 40
+    finally:
+        oracle.close()
+    assert math.isnan(r[0]) and r[1:].tolist() == [1.0, 0.0, 1.0]
+    assert (oracle.used, oracle.errors) == (3, 1)

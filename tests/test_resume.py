@@ -64,16 +64,17 @@ def reference(tmp_path_factory):
     return out, uninterrupted(small_config(), out)
 
 
-def test_resume_after_a_crash_between_a_round_and_its_checkpoint(tmp_path, reference):
+@pytest.mark.parametrize("crash_round", [0, 2])
+def test_resume_after_a_crash_between_a_round_and_its_checkpoint(tmp_path, reference, crash_round):
     ref_out, ref = reference
     out = tmp_path / "run"
     config = small_config()
 
-    def crash_in_round_2(row: dict) -> None:
-        if row["round"] == 2:  # history row of round 2 written, its checkpoint not yet
+    def crash(row: dict) -> None:
+        if row["round"] == crash_round:  # the round's history row is written, its checkpoint not yet
             raise Crash
 
-    run = Run(config, make_task("toy1d"), out, on_round=crash_in_round_2)
+    run = Run(config, make_task("toy1d"), out, on_round=crash)
     run.start()
     with pytest.raises(Crash):
         algorithm.run(run)
@@ -83,7 +84,7 @@ def test_resume_after_a_crash_between_a_round_and_its_checkpoint(tmp_path, refer
 
     resumed = Run(config, make_task("toy1d"), out, run_id=run_id)
     resumed.resume()
-    assert resumed.round_index == 2 and resumed.oracle.used == paid_before
+    assert resumed.round_index == crash_round and resumed.oracle.used == paid_before
     algorithm.run(resumed)
     summary = resumed.finish()
 

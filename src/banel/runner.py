@@ -203,6 +203,8 @@ class Run:
         atomic_write_text(json.dumps(summary, indent=2), self.out / "summary.json")
         if isinstance(self.oracle, LedgerOracle):
             self.oracle.close()
+        if self.ledger is not None:
+            self.ledger.close()
         return summary
 
     # -- checkpoints and resume ------------------------------------------------------------------------

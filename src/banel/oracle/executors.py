@@ -31,6 +31,7 @@ OnResult = Callable[[int, Any, BaseException | None], None]
 """on_result(chunk_index, value, error): value is fn's return when error is None."""
 
 PROCESS_START_METHOD = "spawn"  # fork is unsafe once torch has started its own threads
+WARM_UP_S = 0.2  # a no-op this long per worker makes the pool start all its processes at once
 
 
 class Executor(Protocol):
@@ -177,6 +178,8 @@ class ProcessExecutor:
         if self._pool is None:
             ctx = multiprocessing.get_context(PROCESS_START_METHOD)
             self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx)
+            # start every worker now, so that no call's timeout is spent importing torch in a new process
+            cf.wait([self._pool.submit(time.sleep, WARM_UP_S) for _ in range(self.workers)])
         return self._pool
 
     def _kill_pool(self) -> None:

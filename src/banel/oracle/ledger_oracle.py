@@ -38,7 +38,6 @@ from banel.sequences import Sequences
 log = logging.getLogger(__name__)
 
 
-
 def check_chunk(value: object, texts: list[str]) -> list[float | str]:
     """Per sample of a chunk: its 0/1 reward, or an error message naming the sample."""
     try:
@@ -80,7 +79,7 @@ class LedgerOracle(BudgetedOracle):
         self.query_limit = self.config.query_limit or self.budget
         self.round = 0
         self.errors = 0
-        self.answered = 0  # samples answered from the ledger (no NRE)
+        self.answered = 0  # samples answered without paying: from the ledger or a repeat in the batch
         self.lost = ledger.recover(run_id)
         if self.lost:
             log.warning(
@@ -128,7 +127,7 @@ class LedgerOracle(BudgetedOracle):
         for i in todo:
             groups[hashes[i] if self.config.dedupe else i].append(i)
         payers = [members[0] for members in groups.values()]
-        self.answered += n - len(todo)
+        self.answered += n - len(payers)
         self._pay(x, payers, hashes, rewards)
         for members in groups.values():
             rewards[members[1:]] = float(rewards[members[0]])
