@@ -78,9 +78,10 @@ def ledger_overhead(n: int, repeats: int, folder: Path) -> list[dict]:
                     "overhead_us_per_eval": 1e6 * (best_ledger - best_bare) / n,
                 }
             )
+            row = out[-1]
             print(
-                f"ledger sync={sync:6s} {out[-1]['calls']:15s}: {out[-1]['overhead_us_per_eval']:8.1f} µs/eval "
-                f"(bare {out[-1]['bare_us_per_eval']:.1f})"
+                f"ledger sync={sync:6s} {row['calls']:15s}: {row['overhead_us_per_eval']:8.1f} µs/eval "
+                f"(bare {row['bare_us_per_eval']:.1f})"
             )
     return out
 
