@@ -84,7 +84,7 @@ class CategoricalModel:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         self.logits = logits.detach()
         return losses
 
