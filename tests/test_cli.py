@@ -38,9 +38,7 @@ def test_run_writes_the_run_folder(tmp_path, cache, capsys):
     assert summary["task"] == "toy1d" and summary["method"] == "banel" and summary["seed"] == 2
     assert summary["nre_budget"] == 160 and summary["nre_used"] == 150  # 3 rounds of 50; 10 left unspent
     assert summary["trained_on_successes"] is False
-    assert summary["improvement"] == pytest.approx(
-        summary["best_success_rate"] / summary["base_success_rate"]
-    )
+    assert summary["improvement"] == pytest.approx(summary["best_success_rate"] / summary["base_success_rate"])
     rows = read_history(out)
     assert [r["round"] for r in rows] == [-1, 0, 1, 2]
     assert rows[1]["tau"] is None and rows[2]["candidates"] == 100 and rows[2]["kept"] == 50
@@ -57,10 +55,7 @@ def test_same_seed_same_result(tmp_path, cache):
         assert main(["run", "toy1d", "--out", str(tmp_path / name), "--no-plot", *FAST]) == 0
     a = json.loads((tmp_path / "a" / "summary.json").read_text())
     b = json.loads((tmp_path / "b" / "summary.json").read_text())
-    assert (
-        a["best_success_rate"] == b["best_success_rate"]
-        and a["final_success_rate"] == b["final_success_rate"]
-    )
+    assert a["best_success_rate"] == b["best_success_rate"] and a["final_success_rate"] == b["final_success_rate"]
 
 
 def test_bad_settings_exit_2_with_a_clear_message(tmp_path, capsys):

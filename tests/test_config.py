@@ -4,9 +4,7 @@ from banel.config import BanelConfig, RunConfig, from_dict, merge, parse_overrid
 
 
 def test_from_dict_builds_nested_configs_and_coerces_strings():
-    cfg = from_dict(
-        RunConfig, {"seed": "3", "banel": {"kappa": "2", "length_normalise": "false", "algorithm": "1"}}
-    )
+    cfg = from_dict(RunConfig, {"seed": "3", "banel": {"kappa": "2", "length_normalise": "false", "algorithm": "1"}})
     assert cfg.seed == 3 and cfg.banel.kappa == 2.0 and cfg.banel.length_normalise is False
     assert cfg.banel.algorithm == 1
     assert cfg.rounds == 7500 // 250

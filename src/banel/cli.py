@@ -60,9 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", type=int, help="NRE budget (same as --set nre_budget=N)")
     run.add_argument("--device", help="cpu (default), cuda or cuda:N")
     run.add_argument("--out", help="run folder (default runs/TASK-METHOD-seedS)")
-    run.add_argument(
-        "--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)"
-    )
+    run.add_argument("--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)")
     run.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -101,9 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {config.device!r} requested but CUDA is not available")
     task = make_task(config.task, config.task_options, args.cache)
-    print(
-        f"banel: {config.method} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}"
-    )
+    print(f"banel: {config.method} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}")
     bar = None
     if not args.quiet:
         from tqdm import tqdm

@@ -74,9 +74,7 @@ class Run:
         (self.out / "snapshots").mkdir(exist_ok=True)
         config = {"run": to_dict(self.config), "task": self.task.describe()}
         atomic_write_text(json.dumps(config, indent=2, default=str), self.out / "config.json")
-        self.base = success_rate(
-            self.task, self.prior, self.config.eval, derive_seed(self.config.seed, "eval", "base")
-        )
+        self.base = success_rate(self.task, self.prior, self.config.eval, derive_seed(self.config.seed, "eval", "base"))
         self.best = self.last = self.base
         log.info("%s: base success rate %.3e", self.task.name, self.base.rate)
         self._save_snapshot(-1, {"prior": self.prior})
@@ -114,11 +112,7 @@ class Run:
             for row in new:
                 self._append("successes.jsonl", row)
         rounds_total = self.config.rounds
-        due = (
-            i % self.config.eval.every == 0
-            or self.oracle.remaining < self.config.banel.m
-            or i == rounds_total - 1
-        )
+        due = i % self.config.eval.every == 0 or self.oracle.remaining < self.config.banel.m or i == rounds_total - 1
         rate = None
         if due:
             rate = success_rate(self.task, model, self.config.eval, derive_seed(self.config.seed, "eval", i))

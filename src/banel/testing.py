@@ -48,9 +48,7 @@ class ScriptedOracle:
         return torch.tensor([float(tuple(s) in self.successes) for s in x.to_lists()], dtype=torch.float64)
 
 
-def check_model(
-    model: GenerativeModel, support: Sequences, n: int = 20_000, seed: int = 0
-) -> dict[str, float]:
+def check_model(model: GenerativeModel, support: Sequences, n: int = 20_000, seed: int = 0) -> dict[str, float]:
     """Check a GenerativeModel wrapper on an enumerable support; returns the measured discrepancies.
 
     `total_mass`: sum of exp(log_prob) over the support (1 for a normalised model);

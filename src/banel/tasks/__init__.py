@@ -16,9 +16,7 @@ def _toy(cls: type) -> Callable[[dict[str, Any], str | Path | None], Task]:
         training = from_dict(PriorTraining, options.get("prior_training", {}), "task_options.prior_training.")
         unknown = set(options) - {"prior_training"}
         if unknown:
-            raise ValueError(
-                f"unknown task_options {sorted(unknown)} for {cls.name}; allowed: prior_training"
-            )
+            raise ValueError(f"unknown task_options {sorted(unknown)} for {cls.name}; allowed: prior_training")
         return cls(training, cache)
 
     return make
