@@ -70,10 +70,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
-    """Merge defaults, config file, flags and --set overrides into a validated RunConfig."""
-    data: dict[str, Any] = {}
+    """Merge the task's default settings, config file, --set overrides and flags into a validated RunConfig."""
+    from banel.tasks import DEFAULT_SETTINGS
+
+    data: dict[str, Any] = DEFAULT_SETTINGS.get(args.task, {})
     if args.config:
-        data = load_file(args.config)
+        data = merge(data, load_file(args.config))
     data = merge(data, parse_overrides(args.overrides))
     flags = {"task": args.task, "method": args.method}
     for name, key in (("seed", "seed"), ("budget", "nre_budget"), ("device", "device")):
@@ -154,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         if args.command == "tasks":
-            from banel.tasks import DESCRIPTIONS
+            from banel.tasks import DEFAULT_SETTINGS, DESCRIPTIONS
 
             for name, text in DESCRIPTIONS.items():
                 print(f"{name:12s} {text}")
+                if name in DEFAULT_SETTINGS:
+                    print(f"{'':12s} defaults: {json.dumps(DEFAULT_SETTINGS[name])}")
             return 0
         if args.command == "methods":
             from banel.methods import DESCRIPTIONS as METHOD_TEXT
