@@ -63,9 +63,7 @@ def ledger_overhead(n: int, repeats: int, folder: Path) -> list[dict]:
                     free_reward(x[s : s + (chunk or n)])
                 best_bare = min(best_bare, time.perf_counter() - t)
                 ledger = Ledger(folder / f"overhead-{sync}-{chunk}-{r}.sqlite", synchronous=sync)
-                oracle = LedgerOracle(
-                    free_reward, n, ledger, "bench", "bench", OracleConfig(chunk_size=chunk)
-                )
+                oracle = LedgerOracle(free_reward, n, ledger, "bench", "bench", OracleConfig(chunk_size=chunk))
                 t = time.perf_counter()
                 oracle(x)
                 best_ledger = min(best_ledger, time.perf_counter() - t)
@@ -98,9 +96,7 @@ def throughput(n: int, workers_list: list[int], executors: list[str], folder: Pa
             config = OracleConfig(executor=name, workers=workers, chunk_size=1, dedupe=False)
             executor = make_executor(config)
             ledger = Ledger(folder / f"tp-{name}-{workers}.sqlite", synchronous="NORMAL")
-            oracle = LedgerOracle(
-                sleepy_reward, (REPEATS + 1) * n, ledger, "bench", "bench", config, executor=executor
-            )
+            oracle = LedgerOracle(sleepy_reward, (REPEATS + 1) * n, ledger, "bench", "bench", config, executor=executor)
             oracle(fresh(n, offset=10**6))  # warm-up: Ray starts its worker processes lazily, seconds each
             wall = float("inf")
             for rep in range(REPEATS):  # best of REPEATS: start-up stragglers and a noisy shared machine

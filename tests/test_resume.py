@@ -27,9 +27,7 @@ SMALL = ["--set", "banel.m=100", "--set", "banel.negative_epochs=3", "--set", "b
 
 def small_config(budget: int = 400, **oracle) -> RunConfig:
     banel_cfg = BanelConfig(m=100, negative_epochs=3, generator_epochs=2)
-    return RunConfig(
-        task="toy1d", nre_budget=budget, banel=banel_cfg, eval=EvalConfig(), oracle=OracleConfig(**oracle)
-    )
+    return RunConfig(task="toy1d", nre_budget=budget, banel=banel_cfg, eval=EvalConfig(), oracle=OracleConfig(**oracle))
 
 
 class Crash(Exception):
@@ -51,21 +49,23 @@ def ledger_rows(out: Path) -> list[dict]:
     return [dict(r) for r in db.execute("SELECT * FROM evaluations ORDER BY id")]
 
 
-def uninterrupted(config: RunConfig, out: Path) -> dict:
-    run = Run(config, make_task("toy1d"), out)
-    run.start()
-    algorithm.run(run)
-    return run.finish()
+@pytest.fixture(scope="module")
+def prior_cache(tmp_path_factory) -> Path:
+    """The session's private prior cache (the same folder as conftest's `cache`)."""
+    return tmp_path_factory.getbasetemp() / "banel-cache"
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, prior_cache):
     out = tmp_path_factory.mktemp("reference") / "run"
-    return out, uninterrupted(small_config(), out)
+    run = Run(small_config(), make_task("toy1d", cache=prior_cache), out)
+    run.start()
+    algorithm.run(run)
+    return out, run.finish()
 
 
 @pytest.mark.parametrize("crash_round", [0, 2])
-def test_resume_after_a_crash_between_a_round_and_its_checkpoint(tmp_path, reference, crash_round):
+def test_resume_after_a_crash_between_a_round_and_its_checkpoint(tmp_path, reference, prior_cache, crash_round):
     ref_out, ref = reference
     out = tmp_path / "run"
     config = small_config()
@@ -74,7 +74,7 @@ def test_resume_after_a_crash_between_a_round_and_its_checkpoint(tmp_path, refer
         if row["round"] == crash_round:  # the round's history row is written, its checkpoint not yet
             raise Crash
 
-    run = Run(config, make_task("toy1d"), out, on_round=crash)
+    run = Run(config, make_task("toy1d", cache=prior_cache), out, on_round=crash)
     run.start()
     with pytest.raises(Crash):
         algorithm.run(run)
@@ -82,7 +82,7 @@ def test_resume_after_a_crash_between_a_round_and_its_checkpoint(tmp_path, refer
     paid_before = len(ledger_rows(out))
     run_id = json.loads((out / "config.json").read_text())["run_id"]
 
-    resumed = Run(config, make_task("toy1d"), out, run_id=run_id)
+    resumed = Run(config, make_task("toy1d", cache=prior_cache), out, run_id=run_id)
     resumed.resume()
     assert resumed.round_index == crash_round and resumed.oracle.used == paid_before
     algorithm.run(resumed)
@@ -96,8 +96,8 @@ def test_resume_after_a_crash_between_a_round_and_its_checkpoint(tmp_path, refer
     assert all(r["status"] == "ok" for r in rows)
 
 
-def test_ctrl_c_mid_batch_keeps_every_paid_row_and_the_budget(tmp_path):
-    task = make_task("toy1d")
+def test_ctrl_c_mid_batch_keeps_every_paid_row_and_the_budget(tmp_path, prior_cache):
+    task = make_task("toy1d", cache=prior_cache)
     calls = {"n": 0}
     real_reward = task.reward
 
@@ -127,9 +127,9 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_round_then_resume_matches_an_uninterrupted_run(tmp_path):
+def test_sigkill_mid_round_then_resume_matches_an_uninterrupted_run(tmp_path, prior_cache):
     out = tmp_path / "killed"
-    args = ["toy1d", "--budget", "600", *SMALL, "--quiet", "--no-plot"]
+    args = ["toy1d", "--budget", "600", *SMALL, "--quiet", "--no-plot", "--cache", str(prior_cache)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "banel.cli", "run", *args, "--out", str(out)],
         env=_env(),
@@ -157,7 +157,7 @@ def test_sigkill_mid_round_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert not (out / "summary.json").exists()
 
     done = subprocess.run(
-        [sys.executable, "-m", "banel.cli", "resume", str(out), "--quiet", "--no-plot"],
+        [sys.executable, "-m", "banel.cli", "resume", str(out), "--quiet", "--no-plot", "--cache", str(prior_cache)],
         env=_env(),
         capture_output=True,
         text=True,

@@ -64,9 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", type=int, help="NRE budget (same as --set nre_budget=N)")
     run.add_argument("--device", help="cpu (default), cuda or cuda:N")
     run.add_argument("--out", help="run folder (default runs/TASK-METHOD-seedS)")
-    run.add_argument(
-        "--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)"
-    )
+    run.add_argument("--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)")
     run.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -87,10 +85,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
-    """Merge defaults, config file, flags and --set overrides into a validated RunConfig."""
-    data: dict[str, Any] = {}
+    """Merge the task's default settings, config file, --set overrides and flags into a validated RunConfig."""
+    from banel.tasks import DEFAULT_SETTINGS
+
+    data: dict[str, Any] = DEFAULT_SETTINGS.get(args.task, {})
     if args.config:
-        data = load_file(args.config)
+        data = merge(data, load_file(args.config))
     data = merge(data, parse_overrides(args.overrides))
     flags = {"task": args.task, "method": args.method}
     for name, key in (("seed", "seed"), ("budget", "nre_budget"), ("device", "device")):
@@ -114,9 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {config.device!r} requested but CUDA is not available")
     task = make_task(config.task, config.task_options, args.cache)
-    print(
-        f"banel: {config.method} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}"
-    )
+    print(f"banel: {config.method} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}")
     return _execute(config, task, out, args, run_id=None)
 
 
@@ -131,9 +129,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise ValueError(f"{out} already finished (summary.json exists); nothing to resume")
     saved = json.loads((out / "config.json").read_text())
     if "run_id" not in saved:
-        raise ValueError(
-            f"{out}/config.json has no run_id: the run was not made by a version that can resume"
-        )
+        raise ValueError(f"{out}/config.json has no run_id: the run was not made by a version that can resume")
     config = from_dict(RunConfig, saved["run"])
     task = make_task(config.task, config.task_options, args.cache)
     print(f"banel: resuming {config.method} on {config.task}, seed {config.seed} in {out}")
@@ -208,10 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "resume":
             return cmd_resume(args)
         if args.command == "tasks":
-            from banel.tasks import DESCRIPTIONS
+            from banel.tasks import DEFAULT_SETTINGS, DESCRIPTIONS
 
             for name, text in DESCRIPTIONS.items():
                 print(f"{name:12s} {text}")
+                if name in DEFAULT_SETTINGS:
+                    print(f"{'':12s} defaults: {json.dumps(DEFAULT_SETTINGS[name])}")
             return 0
         if args.command == "methods":
             from banel.methods import DESCRIPTIONS as METHOD_TEXT

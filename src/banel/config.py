@@ -69,13 +69,9 @@ class BanelConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"banel.{name} must be >= 0, got {getattr(self, name)}")
         if self.algorithm == 1 and self.selection != "top_m":
-            raise ValueError(
-                "banel.selection='importance' needs banel.algorithm=2: Algorithm 1 filters by a hard tau"
-            )
+            raise ValueError("banel.selection='importance' needs banel.algorithm=2: Algorithm 1 filters by a hard tau")
         if self.algorithm == 1 and self.numerator != "base":
-            raise ValueError(
-                "banel.numerator='generator' needs banel.algorithm=2: Algorithm 1 has no generator"
-            )
+            raise ValueError("banel.numerator='generator' needs banel.algorithm=2: Algorithm 1 has no generator")
 
 
 @dataclass(frozen=True)
@@ -128,9 +124,7 @@ class OracleConfig:
             if getattr(self, name) < low:
                 raise ValueError(f"oracle.{name} must be >= {low}, got {getattr(self, name)}")
         if self.executor != "ray" and self.workers < 1:
-            raise ValueError(
-                f"oracle.workers must be >= 1 for executor {self.executor!r}, got {self.workers}"
-            )
+            raise ValueError(f"oracle.workers must be >= 1 for executor {self.executor!r}, got {self.workers}")
         if not self.timeout >= 0:
             raise ValueError(f"oracle.timeout must be >= 0 seconds (0: no limit), got {self.timeout}")
 

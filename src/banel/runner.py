@@ -103,9 +103,7 @@ class Run:
         (self.out / "snapshots").mkdir(exist_ok=True)
         config = {"run": to_dict(self.config), "task": self.task.describe(), "run_id": self.run_id}
         atomic_write_text(json.dumps(config, indent=2, default=str), self.out / "config.json")
-        self.base = success_rate(
-            self.task, self.prior, self.config.eval, derive_seed(self.config.seed, "eval", "base")
-        )
+        self.base = success_rate(self.task, self.prior, self.config.eval, derive_seed(self.config.seed, "eval", "base"))
         self.best = self.last = self.base
         log.info("%s: base success rate %.3e", self.task.name, self.base.rate)
         self._save_snapshot(-1, {"prior": self.prior})
@@ -114,7 +112,7 @@ class Run:
             {
                 "round": -1,
                 "nre_used": 0,
-                "nre_left": self.oracle.remaining,
+                "nre_left": self.oracle.budget,
                 "queries": 0,
                 "success_rate": self.base.as_dict(),
                 "best_success_rate": self.base.rate,
@@ -143,11 +141,7 @@ class Run:
             for row in new:
                 self._append("successes.jsonl", row)
         rounds_total = self.config.rounds
-        due = (
-            i % self.config.eval.every == 0
-            or self.oracle.remaining < self.config.banel.m
-            or i == rounds_total - 1
-        )
+        due = i % self.config.eval.every == 0 or self.oracle.remaining < self.config.banel.m or i == rounds_total - 1
         rate = None
         if due:
             rate = success_rate(self.task, model, self.config.eval, derive_seed(self.config.seed, "eval", i))
@@ -157,7 +151,7 @@ class Run:
         row = {
             "round": i,
             "nre_used": self.oracle.used,
-            "nre_left": self.oracle.remaining,
+            "nre_left": self.oracle.budget - self.oracle.used,
             "queries": self.oracle.queries,
             **stats,
             "successes": int((rewards == 1).sum()),
@@ -244,9 +238,7 @@ class Run:
             return
         ckpt = safe_torch_load(path)
         if ckpt.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{path} is checkpoint version {ckpt.get('version')}, expected {CHECKPOINT_VERSION}"
-            )
+            raise ValueError(f"{path} is checkpoint version {ckpt.get('version')}, expected {CHECKPOINT_VERSION}")
         state = ckpt["run"]
         self.round_index = int(state["round_index"])
         self.success_keys = {k.encode() for k in state["success_keys"]}
@@ -258,9 +250,7 @@ class Run:
             self.oracle.round = self.round_index
         if hasattr(self.oracle, "replay_round"):
             replayed = self.oracle.replay_round(self.round_index)
-            log.info(
-                "resuming %s at round %d; %d ledger rows to replay", self.out, self.round_index, replayed
-            )
+            log.info("resuming %s at round %d; %d ledger rows to replay", self.out, self.round_index, replayed)
         self.started = time.time() - float(state["wall_seconds"])
         # drop what a killed round wrote after the checkpoint: it is redone, identically
         self._keep_rows("history.jsonl", self.round_index)

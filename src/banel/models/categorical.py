@@ -18,9 +18,7 @@ class CategoricalModel:
     directly (exact, tabular distillation in tests).
     """
 
-    def __init__(
-        self, support: Sequences, logits: torch.Tensor | None = None, end_token: bool = False
-    ) -> None:
+    def __init__(self, support: Sequences, logits: torch.Tensor | None = None, end_token: bool = False) -> None:
         keys = support.keys()
         if len(set(keys)) != len(keys):
             raise ValueError("CategoricalModel support contains duplicate sequences")
@@ -49,9 +47,7 @@ class CategoricalModel:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         gen = torch.Generator().manual_seed(seed)
-        idx = torch.multinomial(
-            torch.softmax(self.logits / temperature, 0), n, replacement=True, generator=gen
-        )
+        idx = torch.multinomial(torch.softmax(self.logits / temperature, 0), n, replacement=True, generator=gen)
         return self.support[idx]
 
     def log_prob(self, x: Sequences) -> torch.Tensor:
@@ -84,7 +80,7 @@ class CategoricalModel:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         self.logits = logits.detach()
         return losses
 

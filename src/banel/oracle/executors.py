@@ -63,9 +63,7 @@ def is_async(fn: Callable) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
-def run_async(
-    fn: Callable, chunks: Sequence[Sequences], workers: int, timeout: float, on_result: OnResult
-) -> None:
+def run_async(fn: Callable, chunks: Sequence[Sequences], workers: int, timeout: float, on_result: OnResult) -> None:
     """Run an async oracle on one event loop, `workers` calls in flight, each cancelled after `timeout`."""
 
     async def main() -> None:
@@ -213,9 +211,7 @@ class ProcessExecutor:
             if late:
                 for f in late:
                     i, _ = running.pop(f)
-                    log.warning(
-                        "oracle call on chunk %d exceeded the %s s timeout; killing the pool", i, timeout
-                    )
+                    log.warning("oracle call on chunk %d exceeded the %s s timeout; killing the pool", i, timeout)
                     on_result(i, None, TimeoutError(f"oracle call exceeded the {timeout} s timeout"))
                 self._kill_pool()
                 todo.extend(i for i, _ in running.values())

@@ -77,9 +77,7 @@ class Ledger:
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         if synchronous not in SYNCHRONOUS:
-            raise ValueError(
-                f"ledger synchronous must be one of {', '.join(SYNCHRONOUS)}; got {synchronous!r}"
-            )
+            raise ValueError(f"ledger synchronous must be one of {', '.join(SYNCHRONOUS)}; got {synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # autocommit mode: every transaction below is explicit, so none is left open by accident
@@ -130,8 +128,7 @@ class Ledger:
             used = self._charged(run_id)
             if used + len(requests) > budget:
                 raise BudgetExceeded(
-                    f"request of {len(requests)} evaluations exceeds the {budget - used} NREs left"
-                    f" of {budget}"
+                    f"request of {len(requests)} evaluations exceeds the {budget - used} NREs left of {budget}"
                 )
             ids = []
             for r in requests:
@@ -198,8 +195,7 @@ class Ledger:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany(
-                "UPDATE evaluations SET status = 'lost', error = ?, ended = ?"
-                " WHERE id = ? AND status = 'pending'",
+                "UPDATE evaluations SET status = 'lost', error = ?, ended = ? WHERE id = ? AND status = 'pending'",
                 [(why, time.time(), i) for i in row_ids],
             )
             self._db.execute("COMMIT")
@@ -226,8 +222,7 @@ class Ledger:
             part = unique[i : i + 500]
             marks = ",".join("?" * len(part))
             for row in self._db.execute(
-                "SELECT hash, reward FROM evaluations WHERE oracle = ? AND status = 'ok'"
-                f" AND hash IN ({marks})",
+                f"SELECT hash, reward FROM evaluations WHERE oracle = ? AND status = 'ok' AND hash IN ({marks})",
                 (oracle, *part),
             ):
                 out[row["hash"]] = float(row["reward"])
@@ -238,8 +233,7 @@ class Ledger:
         return [
             (r["hash"], float(r["reward"]))
             for r in self._db.execute(
-                "SELECT hash, reward FROM evaluations WHERE run_id = ? AND round = ? AND status = 'ok'"
-                " ORDER BY id",
+                "SELECT hash, reward FROM evaluations WHERE run_id = ? AND round = ? AND status = 'ok' ORDER BY id",
                 (run_id, round_index),
             )
         ]

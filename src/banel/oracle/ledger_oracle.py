@@ -46,8 +46,7 @@ def check_chunk(value: object, texts: list[str]) -> list[float | str]:
         return [f"oracle returned {type(value).__name__} ({err}) for sample {t!r}" for t in texts]
     if r.shape[0] != len(texts):
         return [
-            f"oracle returned {r.shape[0]} values for a call of {len(texts)} samples (this one {t!r})"
-            for t in texts
+            f"oracle returned {r.shape[0]} values for a call of {len(texts)} samples (this one {t!r})" for t in texts
         ]
     out: list[float | str] = []
     for v, t in zip(r.tolist(), texts, strict=True):
@@ -82,9 +81,7 @@ class LedgerOracle(BudgetedOracle):
         self.answered = 0  # samples answered without paying: from the ledger or a repeat in the batch
         self.lost = ledger.recover(run_id)
         if self.lost:
-            log.warning(
-                "%d evaluations of run %s were in flight when it died: charged, no reward", self.lost, run_id
-            )
+            log.warning("%d evaluations of run %s were in flight when it died: charged, no reward", self.lost, run_id)
         self.used = ledger.charged(run_id)
         self._replay: tuple[int, dict[str, deque[float]]] | None = None
 
@@ -106,9 +103,7 @@ class LedgerOracle(BudgetedOracle):
         """Rewards of a batch: (n,) float64 of 0/1, NaN where evaluation failed; may raise BudgetExceeded."""
         n = len(x)
         if n > self.query_limit - self.queries:
-            raise BudgetExceeded(
-                f"request of {n} samples exceeds the {self.query_limit - self.queries} queries left"
-            )
+            raise BudgetExceeded(f"request of {n} samples exceeds the {self.query_limit - self.queries} queries left")
         rewards = torch.full((n,), math.nan, dtype=torch.float64)
         if n == 0:
             return rewards
@@ -165,15 +160,11 @@ class LedgerOracle(BudgetedOracle):
             for _attempt in range(self.config.retries + 1):
                 if not pending:
                     break
-                slices = split(
-                    len(pending), self.config.chunk_size, getattr(self.executor, "workers", 1) or 1
-                )
+                slices = split(len(pending), self.config.chunk_size, getattr(self.executor, "workers", 1) or 1)
                 chunks_idx = [pending[s] for s in slices]
                 failed: list[int] = []
 
-                def on_result(
-                    c: int, value: Any, err: BaseException | None, chunks_idx=chunks_idx, failed=failed
-                ):
+                def on_result(c: int, value: Any, err: BaseException | None, chunks_idx=chunks_idx, failed=failed):
                     members = chunks_idx[c]
                     if err is not None:
                         checked: list[float | str] = [
@@ -193,9 +184,7 @@ class LedgerOracle(BudgetedOracle):
                             open_rows.discard(j)
                     self.ledger.settle(done)  # committed before any reward leaves this object
 
-                self.executor.run(
-                    self.reward_fn, [sub[idx] for idx in chunks_idx], self.config.timeout, on_result
-                )
+                self.executor.run(self.reward_fn, [sub[idx] for idx in chunks_idx], self.config.timeout, on_result)
                 pending = sorted(failed)
                 if pending:
                     log.warning(
@@ -215,9 +204,7 @@ class LedgerOracle(BudgetedOracle):
                 )
         finally:
             if open_rows:  # interrupted (Ctrl-C, an exception in the executor): keep what was paid
-                self.ledger.mark_lost(
-                    [row_ids[j] for j in sorted(open_rows)], "interrupted before a reward arrived"
-                )
+                self.ledger.mark_lost([row_ids[j] for j in sorted(open_rows)], "interrupted before a reward arrived")
                 self.used = self.ledger.charged(self.run_id)
 
     def state_dict(self) -> dict[str, int]:
