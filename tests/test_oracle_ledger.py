@@ -282,7 +282,7 @@ def hang_on_zero(x: Sequences) -> torch.Tensor:
 @pytest.mark.slow
 def test_process_pool_kills_a_call_past_its_timeout(tmp_path):
     oracle = make_oracle(
-        tmp_path, hang_on_zero, budget=10, executor="process", workers=2, chunk_size=1, timeout=2.0, retries=0
+        tmp_path, hang_on_zero, budget=10, executor="process", workers=2, chunk_size=1, timeout=5.0, retries=0
     )
     try:
         start = time.monotonic()

@@ -25,7 +25,7 @@ from banel.tasks import make_task
 SMALL = ["--set", "banel.m=100", "--set", "banel.negative_epochs=3", "--set", "banel.generator_epochs=2"]
 
 
-def small_config(budget: int = 400, **oracle) -> RunConfig:
+def small_config(budget: int = 300, **oracle) -> RunConfig:
     banel_cfg = BanelConfig(m=100, negative_epochs=3, generator_epochs=2)
     return RunConfig(task="toy1d", nre_budget=budget, banel=banel_cfg, eval=EvalConfig(), oracle=OracleConfig(**oracle))
 
@@ -176,3 +176,12 @@ def test_sigkill_mid_round_then_resume_matches_an_uninterrupted_run(tmp_path, pr
     assert resumed.keys() == reference.keys()
     assert comparable(resumed) == comparable(reference)
     assert history(out) == history(ref_out)
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
+    assert main(["resume", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "summary.json").write_text("{}")
+    assert main(["resume", str(tmp_path)]) == 2
+    assert "already finished" in capsys.readouterr().err

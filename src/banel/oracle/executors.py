@@ -31,7 +31,7 @@ OnResult = Callable[[int, Any, BaseException | None], None]
 """on_result(chunk_index, value, error): value is fn's return when error is None."""
 
 PROCESS_START_METHOD = "spawn"  # fork is unsafe once torch has started its own threads
-WARM_UP_S = 0.2  # a no-op this long per worker makes the pool start all its processes at once
+WARM_UP_S = 0.2  # a warm-up call this long per worker makes the pool start all its processes at once
 
 
 class Executor(Protocol):
@@ -159,6 +159,11 @@ class ThreadExecutor:
         """Nothing to release (abandoned threads are daemons)."""
 
 
+def _touch(fn: Callable) -> None:
+    """Receive fn (so its module is imported) and hold the worker long enough for the pool to start all."""
+    time.sleep(WARM_UP_S)
+
+
 class ProcessExecutor:
     """A pool of `workers` processes (spawned); a call past its timeout gets its pool killed and restarted.
 
@@ -172,12 +177,13 @@ class ProcessExecutor:
         self.workers = workers
         self._pool: cf.ProcessPoolExecutor | None = None
 
-    def _get_pool(self) -> cf.ProcessPoolExecutor:
+    def _get_pool(self, fn: Callable) -> cf.ProcessPoolExecutor:
         if self._pool is None:
             ctx = multiprocessing.get_context(PROCESS_START_METHOD)
             self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx)
-            # start every worker now, so that no call's timeout is spent importing torch in a new process
-            cf.wait([self._pool.submit(time.sleep, WARM_UP_S) for _ in range(self.workers)])
+            # start every worker and unpickle fn there now (importing torch and fn's module), so that no
+            # call's timeout is spent on start-up
+            cf.wait([self._pool.submit(_touch, fn) for _ in range(self.workers)])
         return self._pool
 
     def _kill_pool(self) -> None:
@@ -194,7 +200,7 @@ class ProcessExecutor:
         todo = list(range(len(chunks)))[::-1]
         running: dict[cf.Future, tuple[int, float]] = {}
         while todo or running:
-            pool = self._get_pool()
+            pool = self._get_pool(fn)
             while todo and len(running) < self.workers:
                 i = todo.pop()
                 running[pool.submit(call, fn, chunks[i])] = (i, time.monotonic())

@@ -87,8 +87,17 @@ class LedgerOracle(BudgetedOracle):
 
     @property
     def remaining(self) -> int:
-        """NREs left, and never more than the samples left under oracle.query_limit."""
-        return min(self.budget - self.used, self.query_limit - self.queries)
+        """NREs left, and never more than the samples left under oracle.query_limit.
+
+        While a resumed round is replayed, the NREs it already paid for count as left: the method asks
+        for them again and gets them free, exactly as the uninterrupted run paid for them in that round.
+        """
+        return min(self.budget - self.used + self._replay_credit(), self.query_limit - self.queries)
+
+    def _replay_credit(self) -> int:
+        if self._replay is None or self._replay[0] != self.round:
+            return 0
+        return sum(len(q) for q in self._replay[1].values())
 
     def replay_round(self, round_index: int) -> int:
         """Answer this round's samples first from this run's ledger rows of it (resume); returns how many."""
