@@ -28,7 +28,7 @@ TASKS: dict[str, Callable[[dict[str, Any], str | Path | None], Task]] = {
 }
 
 DESCRIPTIONS: dict[str, str] = {
-    "toy1d": "1D line, prior pre-trained on N(0,1); reward one near -2 and 2 (blog figure). Exact rates.",
+    "toy1d": "1D line, prior pre-trained on N(0, 0.4^2); reward one within 0.05 of -2 and 2 (blog figure). Exact rates.",
     "toy2d": "Two circles (Fig. 1); reward one on a short arc of the inner circle. Exact rates.",
 }
 
