@@ -176,9 +176,12 @@ class GridTask:
         ]
 
     def snapshot(self, models: dict[str, GenerativeModel]) -> dict[str, np.ndarray]:
-        """Exact log-probabilities of every grid cell under each model (for density plots)."""
+        """Exact log-probabilities of every grid cell under each model, and the reward of each cell (for plots)."""
         x = self.encode(self.grid)
-        return {name: model.log_prob(x).numpy().reshape((self.bins,) * self.dims) for name, model in models.items()}
+        shape = (self.bins,) * self.dims
+        arrays = {name: model.log_prob(x).numpy().reshape(shape) for name, model in models.items()}
+        arrays["reward"] = self.reward(x).numpy().reshape(shape)
+        return arrays
 
     def support(self) -> Sequences:
         """Every well-formed sequence (the whole grid)."""
