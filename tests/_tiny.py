@@ -1,4 +1,4 @@
-"""A tiny enumerable task for the baseline tests: 3 tokens over a vocabulary of 4 (64 sequences), exact rates."""
+"""A tiny enumerable task for the baseline tests: 3 tokens over 4 symbols (64 sequences), exact rates."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def support() -> Sequences:
 
 
 class TinyTask:
-    """Reward 1 exactly for [3, 3, 3]; the prior is a random tiny transformer or a skewed categorical table."""
+    """Reward 1 exactly for [3, 3, 3]; the prior: a random tiny transformer, or a skewed categorical table."""
 
     name = "tiny"
 

@@ -1,7 +1,5 @@
 import math
 
-import torch
-
 from banel.baselines.count import DensityModel, bonus, decayed_gain, pseudo_count
 from banel.models.categorical import CategoricalModel
 from banel.sequences import Sequences

@@ -1,8 +1,8 @@
 import math
 
 import torch
-from _tiny import TinyTask
 
+from _tiny import TinyTask
 from banel.baselines.negrl import negative_rl_loss
 from banel.config import BanelConfig, RunConfig
 from banel.methods import METHODS

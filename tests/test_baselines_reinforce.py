@@ -1,7 +1,7 @@
 import pytest
 import torch
-from _tiny import TinyTask, support
 
+from _tiny import TinyTask, support
 from banel.baselines.common import adam, optimiser_step, parse_options, reinforce_loss
 from banel.baselines.reinforce import ReinforceConfig, advantages
 from banel.models.categorical import CategoricalModel
@@ -25,7 +25,8 @@ def test_reinforce_update_is_exactly_zero_on_an_all_failure_batch():
 
 def test_reinforce_gradient_on_a_hand_computed_batch():
     # Uniform over 3 items; batch [item0 (r=1), item1 (r=0)]: A = [0.5, -0.5], and
-    # d/dlogits of -(1/2) sum_i A_i log softmax(logits)[x_i] = -(1/2)(0.5 (e0 - p) - 0.5 (e1 - p)) = [-1/4, 1/4, 0].
+    # d/dlogits of -(1/2) sum_i A_i log softmax(logits)[x_i]
+    #   = -(1/2)(0.5 (e0 - p) - 0.5 (e1 - p)) = [-1/4, 1/4, 0].
     s = Sequences.from_lists([[0], [1], [2]])
     policy = CategoricalModel(s)
     log_p = policy.log_prob_grad(s[[0, 1]])

@@ -2,8 +2,8 @@ import math
 
 import pytest
 import torch
-from _tiny import TinyTask, support
 
+from _tiny import TinyTask, support
 from banel.baselines.temperature import tempered
 from banel.models.categorical import CategoricalModel
 from banel.models.transformer import TransformerConfig, TransformerModel
@@ -20,7 +20,9 @@ def test_tempered_transformer_is_normalised_and_identity_at_t1():
 
 
 def test_one_token_tempered_transformer_is_p_to_the_one_over_t():
-    model = TransformerModel(TransformerConfig(5, 1, end_token=False, d_model=16, n_layer=1, n_head=2), seed=3)
+    model = TransformerModel(
+        TransformerConfig(5, 1, end_token=False, d_model=16, n_layer=1, n_head=2), seed=3
+    )
     with torch.no_grad():
         model.net.head.weight.mul_(40.0)  # a peaked distribution, so tempering visibly changes it
     s = Sequences.from_lists([[k] for k in range(5)])

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-from _tiny import TinyTask
 
+from _tiny import TinyTask
 from banel.config import BanelConfig, EvalConfig, RunConfig
 from banel.methods import DESCRIPTIONS, METHODS
 from banel.oracle.budget import BudgetedOracle, BudgetExceeded

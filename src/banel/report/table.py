@@ -160,6 +160,8 @@ def plot_compare(records: list[RunRecord], path: str | Path) -> Path:
             grid,
             np.median(stacked, 0),
             drawstyle="steps-post",
+            marker="o",
+            ms=2,
             color=color,
             label=f"{method} ({len(curves)})",
         )
