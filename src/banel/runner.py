@@ -71,6 +71,7 @@ class Run:
         self.last: SuccessRate | None = None
         self.base_drift: Drift | None = None
         self.last_drift: Drift | None = None
+        self._heldout = Sequences.empty()
         self.trained_on_successes: bool | None = None
         """Set by a method whose flag is not banel.train_on_successes (the baselines)."""
         self.started = time.time()
