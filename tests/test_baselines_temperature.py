@@ -20,9 +20,7 @@ def test_tempered_transformer_is_normalised_and_identity_at_t1():
 
 
 def test_one_token_tempered_transformer_is_p_to_the_one_over_t():
-    model = TransformerModel(
-        TransformerConfig(5, 1, end_token=False, d_model=16, n_layer=1, n_head=2), seed=3
-    )
+    model = TransformerModel(TransformerConfig(5, 1, end_token=False, d_model=16, n_layer=1, n_head=2), seed=3)
     with torch.no_grad():
         model.net.head.weight.mul_(40.0)  # a peaked distribution, so tempering visibly changes it
     s = Sequences.from_lists([[k] for k in range(5)])

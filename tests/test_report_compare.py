@@ -157,3 +157,14 @@ def test_compare_in_parallel_processes_on_toy1d(tmp_path, monkeypatch):
     compare("toy1d", ["base", "gfn"], [0, 1], data, tmp_path / "cmp", jobs=2, on_done=done.append)
     assert len(done) == 4 and all(d["nre_used"] == 500 for d in done)
     assert len(collect(tmp_path / "cmp")) == 4
+
+
+def test_cli_compare_applies_the_task_default_settings_like_banel_run(tmp_path, tiny, monkeypatch):
+    from banel.tasks import DEFAULT_SETTINGS
+
+    monkeypatch.setitem(DEFAULT_SETTINGS, "tiny", {"banel": {"kappa": 3.0, "m": 20}})
+    out = tmp_path / "cmp"
+    argv = ["compare", "tiny", "--methods", "base", "--seeds", "0", "--budget", "40", "--jobs", "1"]
+    assert main([*argv, "--set", "banel.kappa=5", "--out", str(out)]) == 0
+    config = json.loads((out / "base" / "seed0" / "config.json").read_text())["run"]
+    assert config["banel"]["kappa"] == 5.0 and config["banel"]["m"] == 20

@@ -107,9 +107,7 @@ class FilteredModel:
         if self._log_z is None:
             if self._support is not None:
                 lp = self.base.log_prob(self._support)
-                self._log_z = (
-                    float(torch.logsumexp(lp[self.accepts(self._support)], 0)) if len(lp) else -math.inf
-                )
+                self._log_z = float(torch.logsumexp(lp[self.accepts(self._support)], 0)) if len(lp) else -math.inf
             else:
                 draws = self.base.sample(self._z_samples, derive_seed(self._seed, "log_z"))
                 self._log_z = math.log(max(float(self.accepts(draws).double().mean()), 1.0 / self._z_samples))
@@ -177,10 +175,7 @@ def _quantiles(x: torch.Tensor) -> list[float]:
     x = x[torch.isfinite(x)]
     if not len(x):
         return []
-    return [
-        float(v)
-        for v in torch.quantile(x.double(), torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64))
-    ]
+    return [float(v) for v in torch.quantile(x.double(), torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64))]
 
 
 class Banel:
@@ -209,9 +204,7 @@ class Banel:
             return FilteredModel(self.prior, self.filters, self.support, seed=derive_seed(self.seed, "z"))
         return self.generator
 
-    def round(
-        self, oracle: Callable[[Sequences], torch.Tensor]
-    ) -> tuple[RoundResult, Sequences, torch.Tensor]:
+    def round(self, oracle: Callable[[Sequences], torch.Tensor]) -> tuple[RoundResult, Sequences, torch.Tensor]:
         """One round: propose, filter, evaluate, fit p_phi, update the posterior. Returns (stats, kept, rewards)."""
         cfg, i = self.config, self.round_index
         proposal = self.proposal()
@@ -245,9 +238,7 @@ class Banel:
                 if cfg.reset_generator:
                     self.generator = self.prior.clone()
                 distil_on = kept if cfg.train_on_successes else failed
-                losses = self.distil(
-                    self.generator, distil_on, new_filter, derive_seed(self.seed, i, "distil")
-                )
+                losses = self.distil(self.generator, distil_on, new_filter, derive_seed(self.seed, i, "distil"))
                 generator_loss = losses[-1] if losses else None
 
         self.failures.append(failed)
@@ -276,9 +267,7 @@ class Banel:
             negative = self.prior.clone()
             if cfg.negative_init == "scratch":
                 negative.reinitialise(derive_seed(self.seed, i, "negative_init"))
-        losses = negative.fit(
-            data, cfg.negative_epochs, derive_seed(self.seed, i, "negative"), cfg.negative_fit
-        )
+        losses = negative.fit(data, cfg.negative_epochs, derive_seed(self.seed, i, "negative"), cfg.negative_fit)
         self.negative = negative
         return losses[-1] if losses else None
 

@@ -67,9 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", type=int, help="NRE budget (same as --set nre_budget=N)")
     run.add_argument("--device", help="cpu (default), cuda or cuda:N")
     run.add_argument("--out", help="run folder (default runs/TASK-METHOD-seedS)")
-    run.add_argument(
-        "--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)"
-    )
+    run.add_argument("--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)")
     run.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -84,9 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     comp.add_argument("task", help="task name (see `banel tasks`)")
-    comp.add_argument(
-        "--methods", default="all", help=f"comma-separated, or all (default): {', '.join(METHODS)}"
-    )
+    comp.add_argument("--methods", default="all", help=f"comma-separated, or all (default): {', '.join(METHODS)}")
     comp.add_argument("--seeds", default="0-4", help="0-4 (a range), 0,3,7 (a list) or both (default 0-4)")
     comp.add_argument("--config", help="a .toml or .json file of settings shared by every run")
     comp.add_argument(
@@ -98,9 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--out", help="output folder (default runs/compare-TASK)")
     comp.add_argument("--cache", help="cache folder for pre-trained priors")
 
-    rep = sub.add_parser(
-        "report", help="rebuild table.md, table.csv and compare.png of a `banel compare` folder"
-    )
+    rep = sub.add_parser("report", help="rebuild table.md, table.csv and compare.png of a `banel compare` folder")
     rep.add_argument("folder", help="the folder given to `banel compare --out`")
 
     sub.add_parser("tasks", help="list the tasks")
@@ -109,10 +103,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
-    """Merge defaults, config file, flags and --set overrides into a validated RunConfig."""
-    data: dict[str, Any] = {}
+    """Merge the task's default settings, config file, --set overrides and flags into a validated RunConfig."""
+    from banel.tasks import DEFAULT_SETTINGS
+
+    data: dict[str, Any] = DEFAULT_SETTINGS.get(args.task, {})
     if args.config:
-        data = load_file(args.config)
+        data = merge(data, load_file(args.config))
     data = merge(data, parse_overrides(args.overrides))
     flags = {"task": args.task, "method": args.method}
     for name, key in (("seed", "seed"), ("budget", "nre_budget"), ("device", "device")):
@@ -129,7 +125,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     methods = parse_methods(args.methods, list(METHODS))
     seeds = parse_seeds(args.seeds)
-    data: dict[str, Any] = load_file(args.config) if args.config else {}
+    from banel.tasks import DEFAULT_SETTINGS
+
+    # The same layering as `banel run`: task defaults, then the config file, then --set.
+    data: dict[str, Any] = DEFAULT_SETTINGS.get(args.task, {})
+    if args.config:
+        data = merge(data, load_file(args.config))
     data = merge(data, parse_overrides(args.overrides))
     for key in ("task", "method", "seed"):
         if key in data:
@@ -186,9 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {config.device!r} requested but CUDA is not available")
     task = make_task(config.task, config.task_options, args.cache)
-    print(
-        f"banel: {config.method} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}"
-    )
+    print(f"banel: {config.method} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}")
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -247,10 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return cmd_report(args)
         if args.command == "tasks":
-            from banel.tasks import DESCRIPTIONS
+            from banel.tasks import DEFAULT_SETTINGS, DESCRIPTIONS
 
             for name, text in DESCRIPTIONS.items():
                 print(f"{name:12s} {text}")
+                if name in DEFAULT_SETTINGS:
+                    print(f"{'':12s} defaults: {json.dumps(DEFAULT_SETTINGS[name])}")
             return 0
         if args.command == "methods":
             from banel.methods import DESCRIPTIONS as METHOD_TEXT

@@ -69,13 +69,9 @@ class BanelConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"banel.{name} must be >= 0, got {getattr(self, name)}")
         if self.algorithm == 1 and self.selection != "top_m":
-            raise ValueError(
-                "banel.selection='importance' needs banel.algorithm=2: Algorithm 1 filters by a hard tau"
-            )
+            raise ValueError("banel.selection='importance' needs banel.algorithm=2: Algorithm 1 filters by a hard tau")
         if self.algorithm == 1 and self.numerator != "base":
-            raise ValueError(
-                "banel.numerator='generator' needs banel.algorithm=2: Algorithm 1 has no generator"
-            )
+            raise ValueError("banel.numerator='generator' needs banel.algorithm=2: Algorithm 1 has no generator")
 
 
 @dataclass(frozen=True)

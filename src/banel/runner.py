@@ -83,9 +83,7 @@ class Run:
         (self.out / "snapshots").mkdir(exist_ok=True)
         config = {"run": to_dict(self.config), "task": self.task.describe()}
         atomic_write_text(json.dumps(config, indent=2, default=str), self.out / "config.json")
-        self.base = success_rate(
-            self.task, self.prior, self.config.eval, derive_seed(self.config.seed, "eval", "base")
-        )
+        self.base = success_rate(self.task, self.prior, self.config.eval, derive_seed(self.config.seed, "eval", "base"))
         self.best = self.last = self.base
         log.info("%s: base success rate %.3e", self.task.name, self.base.rate)
         self._heldout = heldout_samples(
@@ -128,11 +126,7 @@ class Run:
             for row in new:
                 self._append("successes.jsonl", row)
         rounds_total = self.config.rounds
-        due = (
-            i % self.config.eval.every == 0
-            or self.oracle.remaining < self.config.banel.m
-            or i == rounds_total - 1
-        )
+        due = i % self.config.eval.every == 0 or self.oracle.remaining < self.config.banel.m or i == rounds_total - 1
         rate = None
         if due:
             rate = success_rate(self.task, model, self.config.eval, derive_seed(self.config.seed, "eval", i))
@@ -181,9 +175,7 @@ class Run:
             "best_success_interval": [self.best.low, self.best.high],
             "successes_found": len(self.success_keys),
             "trained_on_successes": bool(
-                self.config.banel.train_on_successes
-                if self.trained_on_successes is None
-                else self.trained_on_successes
+                self.config.banel.train_on_successes if self.trained_on_successes is None else self.trained_on_successes
             ),
             "prior_nll": self.base_drift.drift_nll if self.base_drift else None,
             "drift_nll": self.last_drift.drift_nll if self.last_drift else None,

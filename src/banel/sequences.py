@@ -84,9 +84,7 @@ class Sequences:
         if not batches:
             return Sequences(torch.zeros((0, 0), dtype=torch.long), torch.zeros(0, dtype=torch.long))
         width = max(b.tokens.shape[1] for b in batches)
-        tokens = torch.cat(
-            [torch.nn.functional.pad(b.tokens, (0, width - b.tokens.shape[1])) for b in batches]
-        )
+        tokens = torch.cat([torch.nn.functional.pad(b.tokens, (0, width - b.tokens.shape[1])) for b in batches])
         return Sequences(tokens, torch.cat([b.lengths for b in batches]))
 
     @staticmethod

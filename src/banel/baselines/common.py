@@ -53,16 +53,12 @@ def optimiser_step(
     if grad_clip:
         norm = nn.utils.clip_grad_norm_(params, grad_clip)
     else:
-        norm = torch.linalg.vector_norm(
-            torch.stack([p.grad.detach().norm() for p in params if p.grad is not None])
-        )
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params if p.grad is not None]))
     optimiser.step()
     return float(norm)
 
 
-def training_batch(
-    x: Sequences, rewards: torch.Tensor, train_on_successes: bool
-) -> tuple[Sequences, torch.Tensor]:
+def training_batch(x: Sequences, rewards: torch.Tensor, train_on_successes: bool) -> tuple[Sequences, torch.Tensor]:
     """The samples a method may learn from: the failures only (the paper's protocol), or everything."""
     if train_on_successes:
         return x, rewards

@@ -121,9 +121,7 @@ def run(run: Run) -> None:
             gains, counts = density.observe(batch)
             b = torch.tensor([bonus(n) for n in counts], dtype=torch.float64)
             log_p = policy.log_prob_grad(batch)
-            adv = kl_shaped_advantages(
-                opts.bonus_coef * b + r, log_p.detach(), run.prior.log_prob(batch), opts.kl_coef
-            )
+            adv = kl_shaped_advantages(opts.bonus_coef * b + r, log_p.detach(), run.prior.log_prob(batch), opts.kl_coef)
             loss = reinforce_loss(log_p, adv)
             optimiser_step(policy, optimiser, loss, opts.grad_clip)
             stats["loss"] = float(loss.detach())

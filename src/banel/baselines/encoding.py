@@ -13,9 +13,7 @@ def sequence_shape(model: GenerativeModel, max_len: int = 0, vocab_size: int = 0
     config = getattr(model, "config", None)
     support = getattr(model, "support", None)
     if not max_len:
-        max_len = getattr(config, "max_len", 0) or (
-            int(support.tokens.shape[1]) if support is not None else 0
-        )
+        max_len = getattr(config, "max_len", 0) or (int(support.tokens.shape[1]) if support is not None else 0)
     if not vocab_size:
         vocab_size = getattr(config, "vocab_size", 0) or (
             int(support.tokens.max()) + 1 if support is not None and support.tokens.numel() else 0

@@ -56,11 +56,7 @@ def vargrad_loss(log_p: torch.Tensor, rewards: torch.Tensor, epsilon: float) -> 
 
 def log_z(log_p: torch.Tensor, rewards: torch.Tensor, epsilon: float) -> float:
     """The batch-optimal log Z of Eq. (2): mean of log(r_i + eps) - log p_theta(x_i)."""
-    return (
-        float((torch.log(rewards.double() + epsilon) - log_p.detach().double()).mean())
-        if len(log_p)
-        else math.nan
-    )
+    return float((torch.log(rewards.double() + epsilon) - log_p.detach().double()).mean()) if len(log_p) else math.nan
 
 
 def run(run: Run) -> None:

@@ -109,9 +109,7 @@ class RND:
     """Target and predictor networks, and the intrinsic reward they define."""
 
     def __init__(self, d_in: int, opts: RNDConfig, seed: int) -> None:
-        self.target = mlp(d_in, opts.hidden, opts.layers, derive_seed(seed, "rnd", "target")).requires_grad_(
-            False
-        )
+        self.target = mlp(d_in, opts.hidden, opts.layers, derive_seed(seed, "rnd", "target")).requires_grad_(False)
         self.predictor = mlp(d_in, opts.hidden, opts.layers, derive_seed(seed, "rnd", "predictor"))
         self.optimiser = torch.optim.Adam(self.predictor.parameters(), lr=opts.predictor_lr)
         self.normaliser = RunningStd()

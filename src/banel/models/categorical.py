@@ -18,9 +18,7 @@ class CategoricalModel:
     directly (exact, tabular distillation in tests).
     """
 
-    def __init__(
-        self, support: Sequences, logits: torch.Tensor | None = None, end_token: bool = False
-    ) -> None:
+    def __init__(self, support: Sequences, logits: torch.Tensor | None = None, end_token: bool = False) -> None:
         keys = support.keys()
         if len(set(keys)) != len(keys):
             raise ValueError("CategoricalModel support contains duplicate sequences")
@@ -28,9 +26,7 @@ class CategoricalModel:
         self.end_token = end_token
         self._index = {k: i for i, k in enumerate(keys)}
         k = len(support)
-        self.logits = (
-            torch.zeros(k, dtype=torch.float64) if logits is None else logits.detach().double().clone()
-        )
+        self.logits = torch.zeros(k, dtype=torch.float64) if logits is None else logits.detach().double().clone()
         if self.logits.shape != (k,):
             raise ValueError(f"logits must have shape ({k},), got {tuple(self.logits.shape)}")
 
@@ -99,7 +95,7 @@ class CategoricalModel:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         self.logits = logits.detach()
         return losses
 

@@ -27,9 +27,7 @@ def validate_rewards(rewards: object, x: Sequences) -> torch.Tensor:
     bad = ~((r == 0) | (r == 1))
     if bad.any():
         i = int(bad.nonzero()[0])
-        raise ValueError(
-            f"reward function returned {r[i].item()!r} for sample {x[i].to_lists()[0]}; expected 0 or 1"
-        )
+        raise ValueError(f"reward function returned {r[i].item()!r} for sample {x[i].to_lists()[0]}; expected 0 or 1")
     return r
 
 
@@ -58,9 +56,7 @@ class BudgetedOracle:
         """Rewards of a batch: (n,) float64 of 0/1; raises BudgetExceeded if n > remaining."""
         n = len(x)
         if n > self.remaining:
-            raise BudgetExceeded(
-                f"request of {n} evaluations exceeds the {self.remaining} NREs left of {self.budget}"
-            )
+            raise BudgetExceeded(f"request of {n} evaluations exceeds the {self.remaining} NREs left of {self.budget}")
         if n == 0:
             return torch.zeros(0, dtype=torch.float64)
         rewards = validate_rewards(self.reward_fn(x), x)

@@ -36,9 +36,7 @@ def parse_seeds(text: str) -> list[int]:
             else:
                 seeds.append(int(part))
         except ValueError:
-            raise ValueError(
-                f"--seeds must look like 0-4 or 0,3,7 (non-negative integers); got {text!r}"
-            ) from None
+            raise ValueError(f"--seeds must look like 0-4 or 0,3,7 (non-negative integers); got {text!r}") from None
     if any(s < 0 for s in seeds):
         raise ValueError(f"--seeds must be non-negative integers; got {text!r}")
     if len(set(seeds)) != len(seeds):
@@ -76,8 +74,7 @@ def run_config(base: dict[str, Any], task: str, method: str, seed: int) -> RunCo
     stray = [k for k in per_method if not isinstance(per_method[k], dict)]
     if stray:
         raise ValueError(
-            "in a comparison, method options are per method (method_options.METHOD.KEY); "
-            f"got method_options.{stray[0]}"
+            f"in a comparison, method options are per method (method_options.METHOD.KEY); got method_options.{stray[0]}"
         )
     data = merge(data, {"task": task, "method": method, "seed": seed})
     data["method_options"] = per_method.get(method, {})

@@ -79,9 +79,7 @@ def table_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
                 "successes_found": float(np.mean([r.summary["successes_found"] for r in runs])),
                 "prior_nll": prior_nll,
                 "drift_nll": drift_nll,
-                "drift_nll_increase": None
-                if drift_nll is None or prior_nll is None
-                else drift_nll - prior_nll,
+                "drift_nll_increase": None if drift_nll is None or prior_nll is None else drift_nll - prior_nll,
                 "kl_to_prior": _mean([r.summary.get("kl_to_prior") for r in runs]),
                 "base_success_rate": base,
             }
@@ -169,9 +167,7 @@ def plot_compare(records: list[RunRecord], path: str | Path) -> Path:
             ax.fill_between(grid, stacked.min(0), stacked.max(0), step="post", color=color, alpha=0.2, lw=0)
     if records:
         ax.axhline(records[0].summary["base_success_rate"], color="grey", lw=0.8, ls=":", label="prior")
-        ax.set_title(
-            f"{records[0].summary['task']}: cumulative best success rate (median, min-max over seeds)"
-        )
+        ax.set_title(f"{records[0].summary['task']}: cumulative best success rate (median, min-max over seeds)")
     ax.set_yscale("log")
     ax.set_xlabel("reward evaluations (NREs)")
     ax.set_ylabel("best success rate so far")

@@ -16,9 +16,7 @@ def _toy(cls: type) -> Callable[[dict[str, Any], str | Path | None], Task]:
         training = from_dict(PriorTraining, options.get("prior_training", {}), "task_options.prior_training.")
         unknown = set(options) - {"prior_training"}
         if unknown:
-            raise ValueError(
-                f"unknown task_options {sorted(unknown)} for {cls.name}; allowed: prior_training"
-            )
+            raise ValueError(f"unknown task_options {sorted(unknown)} for {cls.name}; allowed: prior_training")
         return cls(training, cache)
 
     return make
@@ -35,6 +33,14 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+# Settings a task runs with unless the user overrides them (merged under the config file and --set).
+# The toy tasks need a sharper negative model than the paper's image settings: see docs/LOG.md (2026-11-25).
+DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
+    "toy1d": {"banel": {"kappa": 4.0, "negative_epochs": 20}},
+    "toy2d": {"banel": {"kappa": 3.0, "negative_epochs": 20}},
+}
+
+
 def make_task(name: str, options: dict[str, Any] | None = None, cache: str | Path | None = None) -> Task:
     """Build a task by name."""
     if name not in TASKS:
@@ -42,4 +48,4 @@ def make_task(name: str, options: dict[str, Any] | None = None, cache: str | Pat
     return TASKS[name](options or {}, cache)
 
 
-__all__ = ["DESCRIPTIONS", "TASKS", "Task", "make_task"]
+__all__ = ["DEFAULT_SETTINGS", "DESCRIPTIONS", "TASKS", "Task", "make_task"]

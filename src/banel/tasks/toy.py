@@ -167,17 +167,13 @@ class GridTask:
         """Cell centres as text ('invalid' for malformed sequences)."""
         cells = self.decode_cells(x)
         return [
-            "invalid" if (c < 0).any() else ",".join(f"{v:.4f}" for v in self.cell_centres(c[None])[0])
-            for c in cells
+            "invalid" if (c < 0).any() else ",".join(f"{v:.4f}" for v in self.cell_centres(c[None])[0]) for c in cells
         ]
 
     def snapshot(self, models: dict[str, GenerativeModel]) -> dict[str, np.ndarray]:
         """Exact log-probabilities of every grid cell under each model (for density plots)."""
         x = self.encode(self.grid)
-        return {
-            name: model.log_prob(x).numpy().reshape((self.bins,) * self.dims)
-            for name, model in models.items()
-        }
+        return {name: model.log_prob(x).numpy().reshape((self.bins,) * self.dims) for name, model in models.items()}
 
     def support(self) -> Sequences:
         """Every well-formed sequence (the whole grid)."""

@@ -1,0 +1,170 @@
+import math
+
+import pytest
+import torch
+
+from banel.algorithm import Banel, FilteredModel, ratio_scores, select
+from banel.config import BanelConfig
+from banel.models.categorical import CategoricalModel
+from banel.models.protocol import FitConfig
+from banel.oracle import BudgetedOracle
+from banel.sequences import Sequences
+from banel.testing import ScriptedOracle, enumerate_sequences, exact_distiller
+
+
+class FixedScores:
+    """A stand-in model whose log-likelihoods are given by hand, with an end token scored."""
+
+    def __init__(self, log_probs):
+        self.lp = torch.tensor(log_probs, dtype=torch.float64)
+
+    def log_prob(self, x):
+        return self.lp[: len(x)]
+
+    def token_counts(self, x):
+        return x.lengths + 1
+
+
+def test_top_m_with_length_normalisation_on_hand_computed_numbers():
+    # Lengths 0, 2, 1 -> l(x) = 1, 3, 2 scored tokens (end token included).
+    x = Sequences.from_lists([[], [1, 1], [2]])
+    theta = FixedScores([-2.0, -6.0, -3.0])
+    phi = FixedScores([-1.0, -4.0, -4.0])
+    # raw log ratio (kappa = 1): -1, -2, +1; normalised: -1/1, -2/3, +1/2.
+    raw = ratio_scores(x, theta, phi, kappa=1.0, normalise=False)
+    norm = ratio_scores(x, theta, phi, kappa=1.0, normalise=True)
+    torch.testing.assert_close(raw, torch.tensor([-1.0, -2.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(norm, torch.tensor([-1.0, -2 / 3, 0.5], dtype=torch.float64))
+    idx, tau = select(norm, 2)
+    assert idx.tolist() == [2, 1] and tau == pytest.approx(-2 / 3)
+    idx, tau = select(raw, 2)  # without normalisation the long sequence loses its place
+    assert idx.tolist() == [2, 0] and tau == pytest.approx(-1.0)
+    # kappa = 2: (log p_theta - 2 log p_phi) / l = 0/1, 2/3, 5/2
+    k2 = ratio_scores(x, theta, phi, kappa=2.0, normalise=True)
+    torch.testing.assert_close(k2, torch.tensor([0.0, 2 / 3, 2.5], dtype=torch.float64))
+
+
+def test_select_breaks_ties_by_position_and_importance_is_reproducible():
+    scores = torch.tensor([1.0, 3.0, 3.0, 0.0], dtype=torch.float64)
+    assert select(scores, 2)[0].tolist() == [1, 2]
+    a, _ = select(scores, 2, "importance", seed=4)
+    b, _ = select(scores, 2, "importance", seed=4)
+    assert a.tolist() == b.tolist() and len(set(a.tolist())) == 2
+    # Importance resampling follows the ratio: the first pick is index 1 or 2 with prob e^3/(2e^3+e+1).
+    firsts = [select(scores, 1, "importance", seed=s)[0].item() for s in range(3000)]
+    p12 = 2 * math.e**3 / (2 * math.e**3 + math.e + 1)
+    assert abs(sum(f in (1, 2) for f in firsts) / 3000 - p12) < 0.03
+    with pytest.raises(ValueError):
+        select(scores, 5)
+
+
+def _space(seed=0):
+    support = enumerate_sequences(4, 2, end_token=False)  # 16 sequences
+    gen = torch.Generator().manual_seed(seed)
+    prior = CategoricalModel(support, torch.randn(16, generator=gen, dtype=torch.float64) * 1.5)
+    oracle = ScriptedOracle([[3, 3], [0, 3]])
+    return support, prior, oracle
+
+
+def _formula(prior, filters, support, kappa):
+    """p_theta(x) * prod_k 1[p_theta(x)/p_phi_k(x)^kappa >= tau_k] / Z, computed from the tables (fixed length 2)."""
+    lp = prior.log_prob(support)
+    ok = torch.ones(len(support), dtype=torch.bool)
+    for f in filters:
+        score = (lp - kappa * f.negative.log_prob(support)) / 2.0  # l(x) = 2 for every sequence here
+        ok &= score >= f.tau
+    post = torch.where(ok, lp.exp(), torch.zeros_like(lp))
+    return post / post.sum()
+
+
+CFG = dict(m=6, filter_factor=3, kappa=1.0, negative_epochs=25, negative_fit=FitConfig(lr=0.2))
+
+
+def test_algorithm1_posterior_equals_the_exact_filter_formula():
+    support, prior, oracle = _space()
+    banel = Banel(prior, BanelConfig(algorithm=1, **CFG), seed=0, support=support)
+    budget = BudgetedOracle(oracle, 6 * 5)
+    for _ in range(5):
+        banel.round(budget)
+    assert len(banel.filters) == 4  # round 0 has no filter yet
+    posterior = banel.proposal()
+    expected = _formula(prior, banel.filters, support, kappa=1.0)
+    got = posterior.log_prob(support).exp()
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    assert 0 < int((expected > 0).sum()) < 16  # the filters did remove something, not everything
+    # Rejection sampling from Algorithm 1's posterior follows the same distribution.
+    draws = posterior.sample(20_000, seed=1)
+    freq = torch.bincount(prior.indices(draws), minlength=16).double() / 20_000
+    assert float(0.5 * (freq - expected).abs().sum()) < 0.02
+    assert budget.used == 30 and sum(oracle.calls) == 30
+
+
+def test_algorithm2_with_exact_distillation_gives_the_same_distribution():
+    support, prior, oracle = _space()
+    cfg = BanelConfig(algorithm=2, reset_generator=False, **CFG)
+    banel = Banel(prior, cfg, seed=0, distiller=exact_distiller(support), support=support)
+    filters = []
+    original = Banel.round
+
+    def round_and_record(self, o):
+        negative_before = self.negative
+        result = original(self, o)
+        if negative_before is not None:
+            filters.append(type("F", (), {"negative": negative_before, "tau": result[0].tau})())
+        return result
+
+    budget = BudgetedOracle(oracle, 6 * 5)
+    for _ in range(5):
+        round_and_record(banel, budget)
+    assert len(filters) == 4
+    expected = _formula(prior, filters, support, kappa=1.0)
+    torch.testing.assert_close(banel.generator.probs(), expected, rtol=1e-9, atol=1e-12)
+    # ...and Algorithm 1 with the same filters has exactly this posterior.
+    same = FilteredModel(prior, [_as_filter(prior, f) for f in filters], support)
+    torch.testing.assert_close(same.log_prob(support).exp(), expected, rtol=1e-9, atol=1e-12)
+
+
+def _as_filter(prior, f):
+    from banel.algorithm import Filter
+
+    return Filter(prior, f.negative, 1.0, f.tau, True)
+
+
+def test_successes_are_recorded_but_not_trained_on():
+    support, prior, _ = _space()
+    everything_wins = ScriptedOracle(support.to_lists())
+    banel = Banel(prior, BanelConfig(m=4, filter_factor=2, negative_epochs=5), seed=0)
+    before = prior.log_prob(support)
+    for _ in range(3):
+        result, kept, rewards = banel.round(BudgetedOracle(everything_wins, 4))
+        assert result.successes == 4 and bool((rewards == 1).all())
+    # No failure was ever seen, so neither model moved from the prior.
+    torch.testing.assert_close(banel.generator.log_prob(support), before)
+    torch.testing.assert_close(banel.negative.log_prob(support), before)
+
+
+def test_round_spends_exactly_m_and_respects_the_budget():
+    support, prior, oracle = _space()
+    banel = Banel(prior, BanelConfig(m=5, filter_factor=4, negative_epochs=3, generator_epochs=3), seed=1)
+    budget = BudgetedOracle(oracle, 12)
+    banel.round(budget)
+    banel.round(budget)
+    assert budget.used == 10
+    from banel.oracle import BudgetExceeded
+
+    with pytest.raises(BudgetExceeded):
+        banel.round(budget)
+    assert budget.used == 10
+
+
+def test_config_validation_names_fields_and_values():
+    with pytest.raises(ValueError, match=r"banel.filter_factor must be an integer >= 1"):
+        BanelConfig(filter_factor=0)
+    with pytest.raises(ValueError, match=r"banel.m must be >= 1"):
+        BanelConfig(m=0)
+    with pytest.raises(ValueError, match=r"banel.kappa must be >= 0"):
+        BanelConfig(kappa=-1)
+    with pytest.raises(ValueError, match=r"banel.negative_init must be one of 'base', 'scratch', 'continue'"):
+        BanelConfig(negative_init="warm")
+    with pytest.raises(ValueError, match=r"needs banel.algorithm=2"):
+        BanelConfig(algorithm=1, selection="importance")
