@@ -150,8 +150,8 @@ def test_cli_compare_and_report(tmp_path, tiny, capsys):
 
 
 @pytest.mark.slow
-def test_compare_in_parallel_processes_on_toy1d(tmp_path, monkeypatch):
-    monkeypatch.setenv("BANEL_CACHE", str(tmp_path / "cache"))
+def test_compare_in_parallel_processes_on_toy1d(tmp_path, cache):
+    # The workers are spawned processes: they find the prior through $BANEL_CACHE, set by the `cache` fixture.
     done = []
     data = {"nre_budget": 500, "banel": {"m": 250}}
     compare("toy1d", ["base", "gfn"], [0, 1], data, tmp_path / "cmp", jobs=2, on_done=done.append)
