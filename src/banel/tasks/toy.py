@@ -217,17 +217,21 @@ class Toy1D(GridTask):
 
 
 class Toy2D(GridTask):
-    """2D two circles (Fig. 1): radii 1 and 0.5, 64x64 cells on [-1.5, 1.5)^2; reward one on a short arc of the inner one."""
+    """2D two circles (Fig. 1): 64x64 cells on [-1.5, 1.5)^2; reward one on a quarter of the inner circle.
+
+    The prior is pre-trained on points of two noisy circles (radii 1 and 0.5) with 99.8% of them on the outer
+    one, so the rewarded quarter arc of the inner circle is rare (base success rate about 3e-4).
+    """
 
     name = "toy2d"
     dims = 2
     low, high = -1.5, 1.5
     base, digits = 64, 1
     radii = (1.0, 0.5)
-    weights = (0.75, 0.25)
+    weights = (0.998, 0.002)
     noise = 0.04
     arc_centre = math.pi / 4  # radians
-    arc_half_width = math.pi / 40
+    arc_half_width = math.pi / 4
     ring_half_width = 0.06
 
     def params(self) -> dict[str, Any]:
