@@ -1,4 +1,4 @@
-"""The `banel` command line: `banel run TASK`, `banel tasks`."""
+"""The `banel` command line: `banel run TASK`, `banel compare TASK`, `banel report DIR`, `banel tasks`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,13 @@ default true), oracle.executor (inline|thread|process|ray), oracle.workers, orac
 oracle.timeout (s), oracle.retries, oracle.ray_address, oracle.query_limit, task_options.*, method_options.*
 
 a killed run continues with `banel resume RUN_DIR`."""
+
+
+COMPARE_EPILOG = """examples:
+  banel compare toy1d --methods banel,rnd,count,base --seeds 0-4
+  banel compare toy1d --methods all --seeds 0,3,7 --budget 2500 --out runs/cmp
+  banel compare toy1d --methods banel,temperature --set method_options.temperature.temperature=1.1
+  banel report runs/cmp                    rebuild the table and the figure from the run folders"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +85,31 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--cache", help="cache folder for pre-trained priors")
     resume.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     resume.add_argument("--quiet", action="store_true", help="no progress bar")
+    comp = sub.add_parser(
+        "compare",
+        help="run several methods on several seeds under one budget; write Table 2 and a figure",
+        description="Run every method on every seed (same prior, NRE budget and round size m), one run "
+        "folder each under OUT/METHOD/seedS, then write OUT/table.md, OUT/table.csv and OUT/compare.png. "
+        "Finished runs are kept, so re-running resumes. Method options are per method: "
+        "--set method_options.rnd.hidden=256.",
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    comp.add_argument("task", help="task name (see `banel tasks`)")
+    comp.add_argument("--methods", default="all", help=f"comma-separated, or all (default): {', '.join(METHODS)}")
+    comp.add_argument("--seeds", default="0-4", help="0-4 (a range), 0,3,7 (a list) or both (default 0-4)")
+    comp.add_argument("--config", help="a .toml or .json file of settings shared by every run")
+    comp.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as in `banel run`"
+    )
+    comp.add_argument("--budget", type=int, help="NRE budget of every run")
+    comp.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    comp.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default 2)")
+    comp.add_argument("--out", help="output folder (default runs/compare-TASK)")
+    comp.add_argument("--cache", help="cache folder for pre-trained priors")
+
+    rep = sub.add_parser("report", help="rebuild table.md, table.csv and compare.png of a `banel compare` folder")
+    rep.add_argument("folder", help="the folder given to `banel compare --out`")
 
     sub.add_parser("tasks", help="list the tasks")
     sub.add_parser("methods", help="list the methods")
@@ -98,6 +130,59 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             flags[key] = getattr(args, name)
     data = merge(data, flags)
     return from_dict(RunConfig, data)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """`banel compare`."""
+    from banel.methods import METHODS
+    from banel.report.compare import compare, parse_methods, parse_seeds
+
+    methods = parse_methods(args.methods, list(METHODS))
+    seeds = parse_seeds(args.seeds)
+    from banel.tasks import DEFAULT_SETTINGS
+
+    # The same layering as `banel run`: task defaults, then the config file, then --set.
+    data: dict[str, Any] = DEFAULT_SETTINGS.get(args.task, {})
+    if args.config:
+        data = merge(data, load_file(args.config))
+    data = merge(data, parse_overrides(args.overrides))
+    for key in ("task", "method", "seed"):
+        if key in data:
+            raise ValueError(f"`banel compare` sets {key} itself; remove {key} from --set/--config")
+    for name, key in (("budget", "nre_budget"), ("device", "device")):
+        if getattr(args, name) is not None:
+            data[key] = getattr(args, name)
+    out = Path(args.out or f"runs/compare-{args.task}")
+    total = len(methods) * len(seeds)
+    print(f"banel compare: {', '.join(methods)} on {args.task}, seeds {seeds}, {args.jobs} jobs -> {out}")
+    finished = 0
+
+    def on_done(summary: dict[str, Any]) -> None:
+        nonlocal finished
+        finished += 1
+        print(
+            f"[{finished}/{total}] {summary['method']} seed {summary['seed']}: "
+            f"best {summary['best_success_rate']:.3e} "
+            f"({summary['nre_used']} NREs, {summary['wall_seconds']:.0f} s)",
+            flush=True,
+        )
+
+    paths = compare(args.task, methods, seeds, data, out, args.jobs, args.cache, on_done)
+    print(paths[0].read_text())
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`banel report`."""
+    from banel.report.table import write_report
+
+    paths = write_report(args.folder)
+    print(paths[0].read_text())
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -203,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "resume":
             return cmd_resume(args)
+        if args.command == "compare":
+            return cmd_compare(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "tasks":
             from banel.tasks import DEFAULT_SETTINGS, DESCRIPTIONS
 

@@ -84,6 +84,8 @@ class EvalConfig:
     """Monte-Carlo samples per estimate, for tasks without an exact success rate."""
     confidence: float = 0.95
     """Confidence level of the Clopper-Pearson interval."""
+    drift_samples: int = 1000
+    """Samples for the drift from the prior (held-out prior NLL, sample KL) per evaluation; 0 disables."""
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -92,6 +94,8 @@ class EvalConfig:
             raise ValueError(f"eval.samples must be >= 1, got {self.samples}")
         if not 0 < self.confidence < 1:
             raise ValueError(f"eval.confidence must be in (0, 1), got {self.confidence}")
+        if self.drift_samples < 0:
+            raise ValueError(f"eval.drift_samples must be >= 0 (0 disables), got {self.drift_samples}")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import torch
 
 from banel.cache import atomic_torch_save, atomic_write_text, config_hash, safe_torch_load
 from banel.config import RunConfig, to_dict
+from banel.eval.drift import Drift, drift, heldout_samples
 from banel.eval.success import SuccessRate, success_rate
 from banel.models.protocol import GenerativeModel
 from banel.oracle.budget import BudgetedOracle
@@ -54,6 +55,9 @@ SUMMARY_FIELDS = (
     "improvement",
     "successes_found",
     "wall_seconds",
+    "prior_nll",
+    "drift_nll",
+    "kl_to_prior",
 )
 
 
@@ -94,6 +98,11 @@ class Run:
         self.best: SuccessRate | None = None
         self.base: SuccessRate | None = None
         self.last: SuccessRate | None = None
+        self.base_drift: Drift | None = None
+        self.last_drift: Drift | None = None
+        self._heldout = Sequences.empty()
+        self.trained_on_successes: bool | None = None
+        """Set by a method whose flag is not banel.train_on_successes (the baselines)."""
         self.started = time.time()
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -106,6 +115,10 @@ class Run:
         self.base = success_rate(self.task, self.prior, self.config.eval, derive_seed(self.config.seed, "eval", "base"))
         self.best = self.last = self.base
         log.info("%s: base success rate %.3e", self.task.name, self.base.rate)
+        self._heldout = heldout_samples(
+            self.prior, self.config.eval.drift_samples, derive_seed(self.config.seed, "drift", "heldout")
+        )
+        self.base_drift = self.last_drift = self._drift(self.prior, -1)
         self._save_snapshot(-1, {"prior": self.prior})
         self._append(
             "history.jsonl",
@@ -116,6 +129,7 @@ class Run:
                 "queries": 0,
                 "success_rate": self.base.as_dict(),
                 "best_success_rate": self.base.rate,
+                **(self.base_drift.as_dict() if self.base_drift else {}),
                 "successes_found": 0,
                 "wall_seconds": 0.0,
             },
@@ -148,6 +162,7 @@ class Run:
             self.last = rate
             if self.best is None or rate.rate > self.best.rate:
                 self.best = rate
+            self.last_drift = self._drift(model, i)
         row = {
             "round": i,
             "nre_used": self.oracle.used,
@@ -159,6 +174,7 @@ class Run:
             "successes_found": len(self.success_keys),
             "success_rate": rate.as_dict() if rate else None,
             "best_success_rate": self.best.rate if self.best else None,
+            **(self.last_drift.as_dict() if due and self.last_drift else {}),
             "wall_seconds": round(time.time() - self.started, 3),
         }
         self._append("history.jsonl", row)
@@ -191,7 +207,12 @@ class Run:
             "success_rate_exact": self.best.exact,
             "best_success_interval": [self.best.low, self.best.high],
             "successes_found": len(self.success_keys),
-            "trained_on_successes": bool(self.config.banel.train_on_successes),
+            "trained_on_successes": bool(
+                self.config.banel.train_on_successes if self.trained_on_successes is None else self.trained_on_successes
+            ),
+            "prior_nll": self.base_drift.drift_nll if self.base_drift else None,
+            "drift_nll": self.last_drift.drift_nll if self.last_drift else None,
+            "kl_to_prior": self.last_drift.kl_to_prior if self.last_drift else None,
             "wall_seconds": round(time.time() - self.started, 3),
         }
         atomic_write_text(json.dumps(summary, indent=2), self.out / "summary.json")
@@ -213,6 +234,8 @@ class Run:
             "base": self.base.as_dict() if self.base else None,
             "best": self.best.as_dict() if self.best else None,
             "last": self.last.as_dict() if self.last else None,
+            "base_drift": self.base_drift.as_dict() if self.base_drift else None,
+            "last_drift": self.last_drift.as_dict() if self.last_drift else None,
             "oracle": self.oracle.state_dict(),
             "wall_seconds": time.time() - self.started,
         }
@@ -245,6 +268,12 @@ class Run:
         self.base, self.best, self.last = (
             SuccessRate(**state[k]) if state[k] else None for k in ("base", "best", "last")
         )
+        self.base_drift, self.last_drift = (
+            Drift(**state[k]) if state.get(k) else None for k in ("base_drift", "last_drift")
+        )
+        self._heldout = heldout_samples(
+            self.prior, self.config.eval.drift_samples, derive_seed(self.config.seed, "drift", "heldout")
+        )
         self.oracle.load_state_dict(state["oracle"])
         if hasattr(self.oracle, "round"):
             self.oracle.round = self.round_index
@@ -270,6 +299,13 @@ class Run:
             if row["round"] < before_round:
                 kept.append(line + "\n")
         atomic_write_text("".join(kept), path)
+
+    def _drift(self, model: GenerativeModel, i: int) -> Drift | None:
+        """Detachment of `model` from the prior (None when eval.drift_samples is 0)."""
+        n = self.config.eval.drift_samples
+        if not n:
+            return None
+        return drift(model, self.prior, self._heldout, n, derive_seed(self.config.seed, "drift", i))
 
     # -- files --------------------------------------------------------------------------------------
     def _append(self, name: str, row: dict[str, Any]) -> None:

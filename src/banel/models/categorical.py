@@ -26,13 +26,13 @@ class CategoricalModel:
         self.end_token = end_token
         self._index = {k: i for i, k in enumerate(keys)}
         k = len(support)
-        self.logits = torch.zeros(k, dtype=torch.float64) if logits is None else logits.double().clone()
+        self.logits = torch.zeros(k, dtype=torch.float64) if logits is None else logits.detach().double().clone()
         if self.logits.shape != (k,):
             raise ValueError(f"logits must have shape ({k},), got {tuple(self.logits.shape)}")
 
     def probs(self) -> torch.Tensor:
         """The probability table over the support: (K,) float64."""
-        return torch.softmax(self.logits, 0)
+        return torch.softmax(self.logits.detach(), 0)
 
     def set_log_probs(self, log_probs: torch.Tensor) -> None:
         """Set the distribution (up to normalisation) from unnormalised log-probabilities (-inf allowed)."""
@@ -47,17 +47,32 @@ class CategoricalModel:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         gen = torch.Generator().manual_seed(seed)
-        idx = torch.multinomial(torch.softmax(self.logits / temperature, 0), n, replacement=True, generator=gen)
+        idx = torch.multinomial(
+            torch.softmax(self.logits.detach() / temperature, 0), n, replacement=True, generator=gen
+        )
         return self.support[idx]
 
     def log_prob(self, x: Sequences) -> torch.Tensor:
         """Exact log p(x): (n,) float64, -inf outside the support."""
         idx = self.indices(x)
-        lp = torch.log_softmax(self.logits, 0)
+        lp = torch.log_softmax(self.logits.detach(), 0)
         out = torch.full((len(x),), float("-inf"), dtype=torch.float64)
         inside = idx >= 0
         out[inside] = lp[idx[inside]]
         return out
+
+    def log_prob_grad(self, x: Sequences) -> torch.Tensor:
+        """log p(x) with gradients to the logits table (every x must be in the support): (n,) float64."""
+        idx = self.indices(x)
+        if (idx < 0).any():
+            raise ValueError("CategoricalModel.log_prob_grad got a sequence outside its support")
+        return torch.log_softmax(self.parameters()[0], 0)[idx]
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The logits table, as a leaf tensor that requires grad (optimisers update it in place)."""
+        if not self.logits.requires_grad:
+            self.logits = self.logits.detach().requires_grad_(True)
+        return [self.logits]
 
     def token_counts(self, x: Sequences) -> torch.Tensor:
         """Content length, plus one when the model is declared to score an end token."""
@@ -72,7 +87,7 @@ class CategoricalModel:
         if epochs == 0 or len(x) == 0:
             return []
         counts = torch.bincount(idx, minlength=len(self.support)).double()
-        logits = self.logits.clone().requires_grad_(True)
+        logits = self.logits.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([logits], lr=config.lr)
         losses = []
         for _ in range(epochs):
@@ -94,8 +109,8 @@ class CategoricalModel:
 
     def state_dict(self) -> dict[str, Any]:
         """The logits table."""
-        return {"logits": self.logits.clone()}
+        return {"logits": self.logits.detach().clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the logits table."""
-        self.logits = state["logits"].double().clone()
+        self.logits = state["logits"].detach().double().clone()

@@ -73,3 +73,16 @@ class GenerativeModel(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore weights saved by `state_dict`."""
         ...
+
+
+@runtime_checkable
+class TrainableModel(GenerativeModel, Protocol):
+    """A GenerativeModel whose log-likelihood can be differentiated (for policy-gradient baselines)."""
+
+    def log_prob_grad(self, x: Sequences) -> torch.Tensor:
+        """log p(x) per sequence with autograd attached to `parameters()`: (n,) float tensor."""
+        ...
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The leaf tensors `log_prob_grad` depends on (what an optimiser updates in place)."""
+        ...

@@ -200,6 +200,16 @@ class TransformerModel:
             out.append(-(nll.double() * mask).sum(1).cpu())
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
+    def log_prob_grad(self, x: Sequences) -> torch.Tensor:
+        """log p(x) per sequence with gradients to the weights (one forward pass, eval mode): (n,) float32."""
+        self.net.eval()
+        nll, mask = self._nll_terms(x)
+        return -(nll * mask).sum(1)
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The network's trainable tensors."""
+        return list(self.net.parameters())
+
     def token_counts(self, x: Sequences) -> torch.Tensor:
         """Scored tokens per sequence: content length plus one for the end token when it is predicted."""
         lengths = x.lengths.cpu()

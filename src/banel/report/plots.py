@@ -51,11 +51,15 @@ def plot_densities(run_dir: str | Path, path: str | Path | None = None, panels: 
     picks = [files[int(round(k))] for k in np.linspace(0, len(files) - 1, min(panels, len(files)))]
     snaps = [(int(f.stem.split("_")[1]) - 1, dict(np.load(f))) for f in picks]
     prior = snaps[0][1]["prior"]
+    task = json.loads((run_dir / "config.json").read_text()).get("task", {})
+    low, high = task.get("box", [0.0, 1.0])
     fig, axes = plt.subplots(1, len(snaps), figsize=(3.2 * len(snaps), 3), squeeze=False)
     for ax, (i, snap) in zip(axes[0], snaps, strict=True):
         title = "prior" if i < 0 else f"after round {i}"
         if prior.ndim == 1:
-            grid = np.linspace(0, 1, len(prior))
+            grid = low + (np.arange(len(prior)) + 0.5) * (high - low) / len(prior)
+            if "reward" in snap:
+                ax.fill_between(grid, 1e-7, 1, where=snap["reward"] > 0, color="tab:green", alpha=0.3, lw=0)
             ax.plot(grid, np.exp(snap["prior"]), color="grey", lw=1, label="prior")
             if "negative" in snap:
                 ax.plot(grid, np.exp(snap["negative"]), "r--", lw=1, label="negative")
@@ -63,9 +67,12 @@ def plot_densities(run_dir: str | Path, path: str | Path | None = None, panels: 
                 ax.plot(grid, np.exp(snap["posterior"]), "k", lw=1.2, label="posterior")
             ax.set_yscale("log")
             ax.set_ylim(1e-7, 1)
-            ax.set_xticks([])
+            ax.set_xlabel("x", fontsize=8)
         else:
-            ax.imshow(np.exp(snap.get("posterior", snap["prior"])).T, origin="lower", cmap="magma")
+            extent = (low, high, low, high)
+            ax.imshow(np.exp(snap.get("posterior", snap["prior"])).T, origin="lower", cmap="magma", extent=extent)
+            if "reward" in snap:
+                ax.contour(snap["reward"].T, levels=[0.5], colors="tab:green", linewidths=0.8, extent=extent)
             ax.set_xticks([])
             ax.set_yticks([])
         ax.set_title(title, fontsize=9)

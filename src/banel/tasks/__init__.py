@@ -28,8 +28,8 @@ TASKS: dict[str, Callable[[dict[str, Any], str | Path | None], Task]] = {
 }
 
 DESCRIPTIONS: dict[str, str] = {
-    "toy1d": "1D line, prior pre-trained on N(0,1); reward one near -2 and 2 (blog figure). Exact rates.",
-    "toy2d": "Two circles (Fig. 1); reward one on a short arc of the inner circle. Exact rates.",
+    "toy1d": "1D line, prior pre-trained on N(0, 0.4^2); reward one within 0.05 of -2 and 2 (blog figure). Exact.",
+    "toy2d": "Two circles (Fig. 1), 99.8% of the prior on the outer; reward one on a quarter of the inner one. Exact.",
 }
 
 
@@ -37,7 +37,7 @@ DESCRIPTIONS: dict[str, str] = {
 # The toy tasks need a sharper negative model than the paper's image settings: see docs/LOG.md (2026-11-25).
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "toy1d": {"banel": {"kappa": 4.0, "negative_epochs": 20}},
-    "toy2d": {"banel": {"kappa": 3.0, "negative_epochs": 20}},
+    "toy2d": {"banel": {"kappa": 4.0, "negative_epochs": 20}},
 }
 
 

@@ -129,7 +129,12 @@ class GridTask:
             "tokens": f"{self.dims} x {self.digits} digits in base {self.base}",
             "prior_training": asdict(self.training),
             "success_cells": int(len(self.success_cells)),
+            **self.params(),
         }
+
+    def params(self) -> dict[str, Any]:
+        """The data and reward parameters of the subclass (part of the prior's cache key)."""
+        return {}
 
     def prior(self, device: str = "cpu") -> GenerativeModel:
         """The pre-trained prior, loaded from the cache or trained (a few seconds) and cached."""
@@ -171,9 +176,12 @@ class GridTask:
         ]
 
     def snapshot(self, models: dict[str, GenerativeModel]) -> dict[str, np.ndarray]:
-        """Exact log-probabilities of every grid cell under each model (for density plots)."""
+        """Exact log-probabilities of every grid cell under each model, and the reward of each cell (for plots)."""
         x = self.encode(self.grid)
-        return {name: model.log_prob(x).numpy().reshape((self.bins,) * self.dims) for name, model in models.items()}
+        shape = (self.bins,) * self.dims
+        arrays = {name: model.log_prob(x).numpy().reshape(shape) for name, model in models.items()}
+        arrays["reward"] = self.reward(x).numpy().reshape(shape)
+        return arrays
 
     def support(self) -> Sequences:
         """Every well-formed sequence (the whole grid)."""
@@ -181,15 +189,23 @@ class GridTask:
 
 
 class Toy1D(GridTask):
-    """1D: prior pre-trained on N(0, 1) over [-4, 4) in 1024 cells; reward one within 0.03 of -2 or 2."""
+    """1D: prior pre-trained on N(0, 0.4^2) over [-4, 4) in 1024 cells; reward one within 0.05 of -2 or 2.
+
+    The reward regions sit five standard deviations out, where the pre-trained transformer still puts a
+    little mass (base success rate about 3e-5): rare, but reachable by moving mass outward from the mode.
+    """
 
     name = "toy1d"
     dims = 1
     low, high = -4.0, 4.0
     base, digits = 32, 2
     centres_1d = (-2.0, 2.0)
-    half_width = 0.03
-    data_std = 1.0
+    half_width = 0.05
+    data_std = 0.4
+
+    def params(self) -> dict[str, Any]:
+        """Pre-training distribution and reward regions."""
+        return {"data_std": self.data_std, "reward_centres": list(self.centres_1d), "half_width": self.half_width}
 
     def sample_data(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """N(0, data_std) points."""
@@ -201,18 +217,33 @@ class Toy1D(GridTask):
 
 
 class Toy2D(GridTask):
-    """2D two circles (Fig. 1): radii 1 and 0.5, 64x64 cells on [-1.5, 1.5)^2; reward one on a short arc of the inner one."""
+    """2D two circles (Fig. 1): 64x64 cells on [-1.5, 1.5)^2; reward one on a quarter of the inner circle.
+
+    The prior is pre-trained on points of two noisy circles (radii 1 and 0.5) with 99.8% of them on the outer
+    one, so the rewarded quarter arc of the inner circle is rare (base success rate about 3e-4).
+    """
 
     name = "toy2d"
     dims = 2
     low, high = -1.5, 1.5
     base, digits = 64, 1
     radii = (1.0, 0.5)
-    weights = (0.75, 0.25)
+    weights = (0.998, 0.002)
     noise = 0.04
     arc_centre = math.pi / 4  # radians
-    arc_half_width = math.pi / 40
+    arc_half_width = math.pi / 4
     ring_half_width = 0.06
+
+    def params(self) -> dict[str, Any]:
+        """Circles, mixture weights and the rewarded arc."""
+        return {
+            "radii": list(self.radii),
+            "weights": list(self.weights),
+            "noise": self.noise,
+            "arc_centre": self.arc_centre,
+            "arc_half_width": self.arc_half_width,
+            "ring_half_width": self.ring_half_width,
+        }
 
     def sample_data(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Points on the two circles with Gaussian radial noise."""

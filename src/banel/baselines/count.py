@@ -1,0 +1,130 @@
+"""Pseudo-count exploration bonus (Bellemare et al. 2016; Ostrovski et al. 2017), Appendix B.2.
+
+A density model rho with the prior's architecture and weights is trained online, one SGD step per evaluated
+sample. The prediction gain of a sample is PG = log rho'(x) - log rho(x), rho' being the model after the
+step on x. Ostrovski et al. decay it, PG_n <- c n^(-1/2) PG_n (n the density model's step count), and the
+pseudo-count is the closed form N = rho (1 - rho') / (rho' - rho) with rho' = rho exp(PG_n); the bonus is
+(N + 0.01)^(-1/2). The policy follows REINFORCE on bonus - kl_coef * (log p_theta - log p_prior) (0.05).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from banel.baselines.common import (
+    adam,
+    kl_shaped_advantages,
+    optimiser_step,
+    parse_options,
+    reinforce_loss,
+    trainable_copy,
+    training_batch,
+)
+from banel.models.protocol import TrainableModel
+from banel.sequences import Sequences, derive_seed
+
+if TYPE_CHECKING:
+    from banel.runner import Run
+
+BONUS_OFFSET = 0.01  # (N + 0.01)^(-1/2), Bellemare et al. 2016 and Ostrovski et al. 2017
+
+
+@dataclass(frozen=True)
+class CountConfig:
+    """method_options of `count`."""
+
+    density_lr: float = 1e-3
+    """SGD step size of the density model's one update per sample (defines the prediction gain)."""
+    decay_c: float = 0.1
+    """c in the prediction-gain decay c * n^(-1/2) (Ostrovski et al. 2017)."""
+    lr: float = 1e-3
+    """Adam learning rate of the policy."""
+    kl_coef: float = 0.05
+    """KL penalty to the prior (Appendix B.2: 0.05)."""
+    bonus_coef: float = 1.0
+    """Weight of the exploration bonus in the return."""
+    grad_clip: float = 1.0
+    """Clip the policy's global gradient norm (0 disables)."""
+    train_on_successes: bool = False
+    """Add the task reward of reward-1 samples to their return (off in the paper's protocol)."""
+
+    def __post_init__(self) -> None:
+        for name in ("density_lr", "decay_c", "lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"method_options.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("kl_coef", "bonus_coef", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"method_options.{name} must be >= 0, got {getattr(self, name)}")
+
+
+def pseudo_count(log_rho: float, gain: float) -> float:
+    """N = rho (1 - rho') / (rho' - rho) with rho' = rho exp(gain); inf when gain <= 0 (no novelty)."""
+    if gain <= 0:
+        return math.inf
+    rho_prime = math.exp(log_rho + gain)
+    return (1.0 - rho_prime) / math.expm1(gain)
+
+
+def decayed_gain(gain: float, n: int, c: float) -> float:
+    """c n^(-1/2) (PG)_+: Ostrovski et al.'s prediction-gain decay at density-model step n >= 1."""
+    return c * n**-0.5 * max(gain, 0.0)
+
+
+def bonus(count: float) -> float:
+    """(N + 0.01)^(-1/2); 0 for an infinite count."""
+    return 0.0 if math.isinf(count) else (count + BONUS_OFFSET) ** -0.5
+
+
+class DensityModel:
+    """rho: the prior's architecture and weights, trained by one SGD step per observed sample."""
+
+    def __init__(self, model: TrainableModel, lr: float, c: float) -> None:
+        self.model, self.c, self.steps = model, c, 0
+        self.optimiser = torch.optim.SGD(model.parameters(), lr=lr)
+
+    def observe(self, x: Sequences) -> tuple[list[float], list[float]]:
+        """Update on each sample in turn; returns each sample's raw prediction gain and pseudo-count."""
+        gains, counts = [], []
+        for k in range(len(x)):
+            xk = x[k]
+            log_p = self.model.log_prob_grad(xk)
+            self.optimiser.zero_grad()
+            (-log_p.sum()).backward()
+            self.optimiser.step()
+            self.steps += 1
+            before = float(log_p.detach().sum())
+            gain = float(self.model.log_prob(xk)[0]) - before
+            gains.append(gain)
+            counts.append(pseudo_count(before, decayed_gain(gain, self.steps, self.c)))
+        return gains, counts
+
+
+def run(run: Run) -> None:
+    """Pseudo-count bonus as a method: bonus-driven REINFORCE with a KL penalty, m evaluations per round."""
+    opts = parse_options(CountConfig, run.config.method_options, "count")
+    m, seed = run.config.banel.m, run.config.seed
+    run.trained_on_successes = opts.train_on_successes
+    policy = trainable_copy(run.prior, "count")
+    optimiser = adam(policy, opts.lr)
+    density = DensityModel(trainable_copy(run.prior, "count"), opts.density_lr, opts.decay_c)
+    while run.oracle.remaining >= m:
+        i = run.round_index
+        x = policy.sample(m, derive_seed(seed, i, "sample"))
+        rewards = run.oracle(x)
+        batch, r = training_batch(x, rewards, opts.train_on_successes)
+        stats = {"trained_on": len(batch), "loss": None, "bonus_mean": None, "gain_median": None}
+        if len(batch):
+            gains, counts = density.observe(batch)
+            b = torch.tensor([bonus(n) for n in counts], dtype=torch.float64)
+            log_p = policy.log_prob_grad(batch)
+            adv = kl_shaped_advantages(opts.bonus_coef * b + r, log_p.detach(), run.prior.log_prob(batch), opts.kl_coef)
+            loss = reinforce_loss(log_p, adv)
+            optimiser_step(policy, optimiser, loss, opts.grad_clip)
+            stats["loss"] = float(loss.detach())
+            stats["bonus_mean"] = float(b.mean())
+            stats["gain_median"] = float(torch.tensor(gains).median())
+        run.end_round(policy, x, rewards, stats, snapshot_models={"prior": run.prior, "posterior": policy})

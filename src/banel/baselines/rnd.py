@@ -1,0 +1,166 @@
+"""Random Network Distillation (Burda et al. 2019) as an exploration bonus for the generator (Appendix B.2).
+
+A frozen, randomly initialised target MLP embeds a one-hot encoding of each sample; a predictor MLP of the
+same shape is trained to match it. The prediction error on a fresh sample is its intrinsic reward (high on
+unfamiliar samples), normalised by a running standard deviation. The policy follows REINFORCE on
+intrinsic reward - kl_coef * (log p_theta - log p_prior) (KL penalty 0.01 on MNIST). The predictor is trained
+once per round on the samples just evaluated: more updates would shrink the error of familiar and novel
+samples alike (Section 3.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from banel.baselines.common import (
+    adam,
+    kl_shaped_advantages,
+    optimiser_step,
+    parse_options,
+    reinforce_loss,
+    trainable_copy,
+    training_batch,
+)
+from banel.baselines.encoding import one_hot, sequence_shape
+from banel.sequences import derive_seed
+
+if TYPE_CHECKING:
+    from banel.runner import Run
+
+
+@dataclass(frozen=True)
+class RNDConfig:
+    """method_options of `rnd` (defaults: Appendix B.2 on MNIST)."""
+
+    hidden: int = 1024
+    """Width of the target and predictor MLPs."""
+    layers: int = 4
+    """Linear layers in each MLP."""
+    predictor_lr: float = 1e-4
+    """Adam learning rate of the predictor (Burda et al. 2019)."""
+    predictor_epochs: int = 1
+    """Passes of the predictor over each round's samples."""
+    lr: float = 1e-3
+    """Adam learning rate of the policy."""
+    kl_coef: float = 0.01
+    """KL penalty to the prior (Appendix B.2: 0.01 on MNIST)."""
+    intrinsic_coef: float = 1.0
+    """Weight of the normalised intrinsic reward."""
+    grad_clip: float = 1.0
+    """Clip the policy's global gradient norm (0 disables)."""
+    train_on_successes: bool = False
+    """Add the task reward of reward-1 samples to their return (off in the paper's protocol)."""
+    max_len: int = 0
+    """Sequence length of the encoding (0: read from the model)."""
+    vocab_size: int = 0
+    """Token vocabulary of the encoding (0: read from the model)."""
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "layers", "predictor_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"method_options.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("predictor_lr", "lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"method_options.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("kl_coef", "intrinsic_coef", "grad_clip", "max_len", "vocab_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"method_options.{name} must be >= 0, got {getattr(self, name)}")
+
+
+def mlp(d_in: int, hidden: int, layers: int, seed: int) -> nn.Sequential:
+    """`layers` Linear layers with ReLU between them, width `hidden`, initialised from `seed`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        dims = [d_in] + [hidden] * layers
+        mods: list[nn.Module] = []
+        for k in range(layers):
+            mods.append(nn.Linear(dims[k], dims[k + 1]))
+            if k < layers - 1:
+                mods.append(nn.ReLU())
+        return nn.Sequential(*mods)
+
+
+class RunningStd:
+    """Running mean and variance of a stream (parallel Welford), as in Burda et al.'s reward normaliser."""
+
+    def __init__(self) -> None:
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch into the running moments."""
+        if not len(x):
+            return
+        b_mean, b_var, b_count = float(x.mean()), float(x.var(unbiased=False)), len(x)
+        delta, total = b_mean - self.mean, self.count + b_count
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        self.mean, self.var, self.count = self.mean + delta * b_count / total, m2 / total, total
+
+    @property
+    def std(self) -> float:
+        """Running standard deviation (floored to avoid division by zero)."""
+        return max(self.var, 1e-12) ** 0.5
+
+
+class RND:
+    """Target and predictor networks, and the intrinsic reward they define."""
+
+    def __init__(self, d_in: int, opts: RNDConfig, seed: int) -> None:
+        self.target = mlp(d_in, opts.hidden, opts.layers, derive_seed(seed, "rnd", "target")).requires_grad_(False)
+        self.predictor = mlp(d_in, opts.hidden, opts.layers, derive_seed(seed, "rnd", "predictor"))
+        self.optimiser = torch.optim.Adam(self.predictor.parameters(), lr=opts.predictor_lr)
+        self.normaliser = RunningStd()
+
+    def error(self, e: torch.Tensor) -> torch.Tensor:
+        """Mean squared prediction error per sample: (n,)."""
+        with torch.no_grad():
+            return ((self.predictor(e) - self.target(e)) ** 2).mean(1)
+
+    def bonus(self, e: torch.Tensor) -> torch.Tensor:
+        """Intrinsic reward: prediction error over the running std of all errors so far (this batch too)."""
+        err = self.error(e).double()
+        self.normaliser.update(err)
+        return err / self.normaliser.std
+
+    def train(self, e: torch.Tensor, epochs: int) -> float:
+        """Full-batch steps of the predictor towards the target; returns the last loss."""
+        loss = torch.zeros(())
+        for _ in range(epochs):
+            loss = ((self.predictor(e) - self.target(e)) ** 2).mean()
+            self.optimiser.zero_grad()
+            loss.backward()
+            self.optimiser.step()
+        return float(loss.detach())
+
+
+def run(run: Run) -> None:
+    """RND as a method: intrinsic-reward REINFORCE with a KL penalty, one round of m evaluations at a time."""
+    opts = parse_options(RNDConfig, run.config.method_options, "rnd")
+    m, seed = run.config.banel.m, run.config.seed
+    run.trained_on_successes = opts.train_on_successes
+    max_len, vocab = sequence_shape(run.prior, opts.max_len, opts.vocab_size)
+    policy = trainable_copy(run.prior, "rnd")
+    optimiser = adam(policy, opts.lr)
+    rnd = RND(max_len * (vocab + 1), opts, seed)
+    while run.oracle.remaining >= m:
+        i = run.round_index
+        x = policy.sample(m, derive_seed(seed, i, "sample"))
+        rewards = run.oracle(x)
+        batch, r = training_batch(x, rewards, opts.train_on_successes)
+        stats = {"trained_on": len(batch), "loss": None, "intrinsic_mean": None, "predictor_loss": None}
+        if len(batch):
+            e = one_hot(batch, max_len, vocab)
+            intrinsic = rnd.bonus(e)
+            log_p = policy.log_prob_grad(batch)
+            adv = kl_shaped_advantages(
+                opts.intrinsic_coef * intrinsic + r, log_p.detach(), run.prior.log_prob(batch), opts.kl_coef
+            )
+            loss = reinforce_loss(log_p, adv)
+            optimiser_step(policy, optimiser, loss, opts.grad_clip)
+            stats["loss"] = float(loss.detach())
+            stats["intrinsic_mean"] = float(intrinsic.mean())
+            stats["predictor_loss"] = rnd.train(e, opts.predictor_epochs)
+        run.end_round(policy, x, rewards, stats, snapshot_models={"prior": run.prior, "posterior": policy})

@@ -1,0 +1,190 @@
+"""Table 2 and the cumulative-best figure of a comparison, from its run folders alone (`banel report`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from banel.runner import read_history
+
+log = logging.getLogger(__name__)
+
+ORDER = ("banel", "rnd", "count", "reinforce", "negrl", "gfn", "temperature", "base")
+"""Row order of the table (Table 2 puts BaNEL first); other methods follow alphabetically."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished run folder: its summary and its history rows."""
+
+    path: Path
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    @property
+    def method(self) -> str:
+        """The method's name."""
+        return str(self.summary["method"])
+
+
+def collect(folder: str | Path) -> list[RunRecord]:
+    """Every finished run (a folder with summary.json) under `folder`, sorted by method then seed."""
+    records = []
+    for path in sorted(Path(folder).rglob("summary.json")):
+        run_dir = path.parent
+        records.append(RunRecord(run_dir, json.loads(path.read_text()), read_history(run_dir)))
+    tasks = {r.summary["task"] for r in records}
+    if len(tasks) > 1:
+        raise ValueError(f"{folder} mixes runs of several tasks: {', '.join(sorted(tasks))}")
+    return sorted(records, key=lambda r: (_rank(r.method), r.summary["seed"]))
+
+
+def _rank(method: str) -> tuple[int, str]:
+    return (ORDER.index(method), "") if method in ORDER else (len(ORDER), method)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def table_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
+    """One row per method: best success rate over rounds, its mean, median and std over seeds, and drift."""
+    base = _mean([r.summary["base_success_rate"] for r in records])
+    rows = []
+    for method in dict.fromkeys(r.method for r in records):
+        runs = [r for r in records if r.method == method]
+        best = np.array([r.summary["best_success_rate"] for r in runs], dtype=float)
+        final = np.array([r.summary["final_success_rate"] for r in runs], dtype=float)
+        prior_nll = _mean([r.summary.get("prior_nll") for r in runs])
+        drift_nll = _mean([r.summary.get("drift_nll") for r in runs])
+        rows.append(
+            {
+                "method": method,
+                "seeds": len(runs),
+                "mean": float(best.mean()),
+                "median": float(np.median(best)),
+                "std": float(best.std(ddof=1)) if len(best) > 1 else 0.0,
+                "mean_improvement": float(best.mean()) / base if base else None,
+                "median_improvement": float(np.median(best)) / base if base else None,
+                "final_mean": float(final.mean()),
+                "nre_used": float(np.mean([r.summary["nre_used"] for r in runs])),
+                "successes_found": float(np.mean([r.summary["successes_found"] for r in runs])),
+                "prior_nll": prior_nll,
+                "drift_nll": drift_nll,
+                "drift_nll_increase": None if drift_nll is None or prior_nll is None else drift_nll - prior_nll,
+                "kl_to_prior": _mean([r.summary.get("kl_to_prior") for r in runs]),
+                "base_success_rate": base,
+            }
+        )
+    return rows
+
+
+def _factor(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x:,.0f}×" if x >= 100 else f"{x:.2f}×"
+
+
+def _num(x: float | None, fmt: str = ".3e") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def write_table(rows: list[dict[str, Any]], folder: str | Path, task: str) -> tuple[Path, Path]:
+    """DIR/table.md (Table 2 layout, improvement factors in parentheses) and DIR/table.csv (raw numbers)."""
+    folder = Path(folder)
+    base = rows[0]["base_success_rate"] if rows else None
+    seeds = sorted({r["seeds"] for r in rows})
+    lines = [
+        f"Best mean, median and standard deviation (over seeds) of the success rate on {task}, "
+        f"{'/'.join(map(str, seeds))} seeds per method; the best is taken over the rounds of each run. "
+        f"Improvement factors over the prior ({_num(base)}) in parentheses. Drift is the final model's: "
+        "held-out prior NLL (nats/token; the prior's own value in the last column) and KL(model || prior) "
+        "(nats/sequence, from samples).",
+        "",
+        "| Method | Mean | Median | Std | Final mean | NREs | Drift NLL (Δ) | KL to prior | Prior NLL |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        dnll = "-" if r["drift_nll"] is None else f"{r['drift_nll']:.3f} ({r['drift_nll_increase']:+.3f})"
+        lines.append(
+            f"| {r['method']} | {_num(r['mean'])} ({_factor(r['mean_improvement'])}) "
+            f"| {_num(r['median'])} ({_factor(r['median_improvement'])}) | {_num(r['std'])} "
+            f"| {_num(r['final_mean'])} | {r['nre_used']:.0f} | {dnll} | {_num(r['kl_to_prior'], '.3f')} "
+            f"| {_num(r['prior_nll'], '.3f')} |"
+        )
+    md = folder / "table.md"
+    md.write_text("\n".join(lines) + "\n")
+    path = folder / "table.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["method"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return md, path
+
+
+def cumulative_best(history: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(NREs used, best success rate so far) at every evaluated round of one run."""
+    rows = [r for r in history if r.get("success_rate")]
+    nre = np.array([r["nre_used"] for r in rows], dtype=float)
+    best = np.maximum.accumulate(np.array([r["success_rate"]["rate"] for r in rows], dtype=float))
+    return nre, best
+
+
+def plot_compare(records: list[RunRecord], path: str | Path) -> Path:
+    """Cumulative-best success rate against NREs: median over seeds per method, min-max band (as Fig. 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, method in enumerate(dict.fromkeys(r.method for r in records)):
+        curves = [cumulative_best(r.history) for r in records if r.method == method]
+        grid = np.unique(np.concatenate([nre for nre, _ in curves]))
+        # Step interpolation: the best known after spending x NREs is the last value at or before x.
+        stacked = np.stack(
+            [best[np.clip(np.searchsorted(nre, grid, side="right") - 1, 0, None)] for nre, best in curves]
+        )
+        color = f"C{k % 10}"
+        ax.plot(
+            grid,
+            np.median(stacked, 0),
+            drawstyle="steps-post",
+            marker="o",
+            ms=2,
+            color=color,
+            label=f"{method} ({len(curves)})",
+        )
+        if len(curves) > 1:
+            ax.fill_between(grid, stacked.min(0), stacked.max(0), step="post", color=color, alpha=0.2, lw=0)
+    if records:
+        ax.axhline(records[0].summary["base_success_rate"], color="grey", lw=0.8, ls=":", label="prior")
+        ax.set_title(f"{records[0].summary['task']}: cumulative best success rate (median, min-max over seeds)")
+    ax.set_yscale("log")
+    ax.set_xlabel("reward evaluations (NREs)")
+    ax.set_ylabel("best success rate so far")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(folder: str | Path) -> list[Path]:
+    """Rebuild DIR/table.md, DIR/table.csv and DIR/compare.png from the run folders under DIR."""
+    folder = Path(folder)
+    records = collect(folder)
+    if not records:
+        raise ValueError(f"no finished runs (summary.json) under {folder}")
+    rows = table_rows(records)
+    md, csv_path = write_table(rows, folder, records[0].summary["task"])
+    return [md, csv_path, plot_compare(records, folder / "compare.png")]
