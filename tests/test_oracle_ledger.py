@@ -292,3 +292,19 @@ def test_process_pool_kills_a_call_past_its_timeout(tmp_path):
         oracle.close()
     assert math.isnan(r[0]) and r[1:].tolist() == [1.0, 0.0, 1.0]
     assert (oracle.used, oracle.errors) == (3, 1)
+
+
+def test_replay_answers_a_restarted_run_in_order_and_credits_its_nres(tmp_path):
+    first = make_oracle(tmp_path, budget=4, dedupe=False)
+    first(batch([1], [2]))
+    first.round = 1
+    first(batch([1], [3]))
+    assert first.used == 4 and first.remaining == 0
+    fn = Counting()
+    again = make_oracle(tmp_path, fn, budget=4, dedupe=False)  # same run id, restarted from scratch
+    assert again.replay_round(None) == 4
+    assert again.used == 4 and again.remaining == 4  # the 4 paid NREs are credited until replayed
+    assert again(batch([1], [2])).tolist() == [1.0, 0.0] and again.remaining == 2
+    again.round = 1
+    assert again(batch([1], [3])).tolist() == [1.0, 1.0]
+    assert fn.samples == 0 and again.used == 4 and again.remaining == 0

@@ -257,7 +257,8 @@ class Run:
                 (self.out / name).unlink(missing_ok=True)
             self.start()
             if hasattr(self.oracle, "replay_round"):
-                self.oracle.replay_round(0)
+                # a method that never checkpoints (or died in round 0) starts again: replay every row it paid
+                self.oracle.replay_round(None)
             return
         ckpt = safe_torch_load(path)
         if ckpt.get("version") != CHECKPOINT_VERSION:

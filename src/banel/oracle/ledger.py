@@ -228,15 +228,13 @@ class Ledger:
                 out[row["hash"]] = float(row["reward"])
         return out
 
-    def round_answers(self, run_id: str, round_index: int) -> list[tuple[str, float]]:
-        """(hash, reward) of a run's ok rows of one round, in the order they were reserved."""
-        return [
-            (r["hash"], float(r["reward"]))
-            for r in self._db.execute(
-                "SELECT hash, reward FROM evaluations WHERE run_id = ? AND round = ? AND status = 'ok' ORDER BY id",
-                (run_id, round_index),
-            )
-        ]
+    def round_answers(self, run_id: str, round_index: int | None) -> list[tuple[str, float]]:
+        """(hash, reward) of a run's ok rows of one round (None: every round), in the order they were reserved."""
+        query = "SELECT hash, reward FROM evaluations WHERE run_id = ? AND status = 'ok'"
+        params: tuple = (run_id,)
+        if round_index is not None:
+            query, params = query + " AND round = ?", (run_id, round_index)
+        return [(r["hash"], float(r["reward"])) for r in self._db.execute(query + " ORDER BY id", params)]
 
     def rows(self, run_id: str | None = None) -> list[dict[str, Any]]:
         """Every row (of one run, if given) as a dict, oldest first."""

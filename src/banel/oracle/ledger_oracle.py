@@ -83,7 +83,7 @@ class LedgerOracle(BudgetedOracle):
         if self.lost:
             log.warning("%d evaluations of run %s were in flight when it died: charged, no reward", self.lost, run_id)
         self.used = ledger.charged(run_id)
-        self._replay: tuple[int, dict[str, deque[float]]] | None = None
+        self._replay: tuple[int | None, dict[str, deque[float]]] | None = None
 
     @property
     def remaining(self) -> int:
@@ -94,13 +94,17 @@ class LedgerOracle(BudgetedOracle):
         """
         return min(self.budget - self.used + self._replay_credit(), self.query_limit - self.queries)
 
+    def _replaying(self) -> bool:
+        return self._replay is not None and self._replay[0] in (None, self.round)
+
     def _replay_credit(self) -> int:
-        if self._replay is None or self._replay[0] != self.round:
+        if not self._replaying():
             return 0
         return sum(len(q) for q in self._replay[1].values())
 
-    def replay_round(self, round_index: int) -> int:
-        """Answer this round's samples first from this run's ledger rows of it (resume); returns how many."""
+    def replay_round(self, round_index: int | None) -> int:
+        """Answer a round's samples first from this run's ledger rows of it (None: rows of every round, for a
+        run restarted from scratch); returns how many rows there are to replay."""
         answers: dict[str, deque[float]] = defaultdict(deque)
         rows = self.ledger.round_answers(self.run_id, round_index)
         for h, r in rows:
@@ -118,7 +122,7 @@ class LedgerOracle(BudgetedOracle):
             return rewards
         hashes = x.hashes()
         todo = list(range(n))
-        if self._replay is not None and self._replay[0] == self.round:
+        if self._replaying():
             todo = self._take_replayed(todo, hashes, rewards)
         if self.config.dedupe and todo:
             known = self.ledger.answers(self.oracle_id, (hashes[i] for i in todo))
