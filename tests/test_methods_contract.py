@@ -37,9 +37,11 @@ def _strip(rows):
 def test_every_method_spends_whole_rounds_within_budget_and_writes_the_same_fields(tmp_path, method):
     run, summary, history = _run(tmp_path, method)
     assert set(DESCRIPTIONS) == set(METHODS)
-    # 45 NREs pay for 4 rounds of m = 10; the last 5 are never requested.
-    assert summary["nre_used"] == 40 == run.oracle.used and summary["rounds"] == 4
-    assert [r["nre_used"] for r in history] == [0, 10, 20, 30, 40]
+    # 45 NREs pay for 4 rounds of m = 10; the last 5 are never requested. Repeats are answered from the
+    # ledger for free (oracle.dedupe), so NREs used can be fewer than the 40 samples asked.
+    assert summary["queries"] == 40 == run.oracle.queries and summary["rounds"] == 4
+    assert [r["queries"] for r in history] == [0, 10, 20, 30, 40]
+    assert summary["nre_used"] == run.oracle.used <= 40
     assert set(SUMMARY_FIELDS) <= set(summary)
     assert summary["trained_on_successes"] is False
     assert summary["kl_to_prior"] is not None and summary["drift_nll"] > 0

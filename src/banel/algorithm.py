@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -224,6 +224,8 @@ class Banel:
             ratio_kept, ratio_rejected = _quantiles(scores[idx]), _quantiles(scores[rejected])
             new_filter = Filter(numerator, self.negative, cfg.kappa, tau, cfg.length_normalise)
 
+        # NaN marks a sample the oracle could not evaluate (error after retries, not charged): it is
+        # neither a failure nor a success, so it is dropped from p_phi's data and from distillation
         rewards = oracle(kept)
         failed = kept[rewards == 0]
         n_success = int((rewards == 1).sum())
@@ -237,7 +239,7 @@ class Banel:
                     new_filter.numerator = self.generator.clone()  # the filter must not change as we train
                 if cfg.reset_generator:
                     self.generator = self.prior.clone()
-                distil_on = kept if cfg.train_on_successes else failed
+                distil_on = kept[~rewards.isnan()] if cfg.train_on_successes else failed
                 losses = self.distil(self.generator, distil_on, new_filter, derive_seed(self.seed, i, "distil"))
                 generator_loss = losses[-1] if losses else None
 
@@ -255,6 +257,42 @@ class Banel:
             generator_loss=generator_loss,
         )
         return result, kept, rewards
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything `round` depends on (tensors and plain values: loadable with weights_only=True)."""
+        return {
+            "round_index": self.round_index,
+            "generator": self.generator.state_dict(),
+            "negative": self.negative.state_dict() if self.negative is not None else None,
+            # Algorithm 1's filters all have the prior as numerator (enforced by BanelConfig)
+            "filters": [
+                {
+                    "negative": f.negative.state_dict(),
+                    "kappa": f.kappa,
+                    "tau": f.tau,
+                    "normalise": f.normalise,
+                }
+                for f in self.filters
+            ],
+            "failures": [{"tokens": f.tokens.cpu(), "lengths": f.lengths.cpu()} for f in self.failures],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state saved by `state_dict` (models are rebuilt as clones of the prior)."""
+        self.round_index = int(state["round_index"])
+        self.generator = self.prior.clone()
+        self.generator.load_state_dict(state["generator"])
+        self.negative = None
+        if state["negative"] is not None:
+            self.negative = self.prior.clone()
+            self.negative.load_state_dict(state["negative"])
+        self.filters = []
+        for f in state["filters"]:
+            negative = self.prior.clone()
+            negative.load_state_dict(f["negative"])
+            self.filters.append(Filter(self.prior, negative, float(f["kappa"]), float(f["tau"]), bool(f["normalise"])))
+        device = getattr(self.prior, "device", "cpu")
+        self.failures = [Sequences(f["tokens"].to(device), f["lengths"].to(device)) for f in state["failures"]]
 
     def _fit_negative(self, failed: Sequences, i: int) -> float | None:
         """Fit p_phi by maximum likelihood on the failures (this round's or all so far)."""
@@ -278,6 +316,9 @@ def run(run: Run) -> None:
     support_fn = getattr(run.task, "support", None)
     support = support_fn() if (cfg.algorithm == 1 and support_fn is not None) else None
     banel = Banel(run.prior, cfg, run.config.seed, support=support)
+    state = run.restore()
+    if state is not None:
+        banel.load_state_dict(state)
     while run.oracle.remaining >= cfg.m:
         result, kept, rewards = banel.round(run.oracle)
         posterior = banel.proposal()
@@ -285,3 +326,4 @@ def run(run: Run) -> None:
         if banel.negative is not None:
             models["negative"] = banel.negative
         run.end_round(posterior, kept, rewards, asdict(result), snapshot_models=models)
+        run.checkpoint(banel.state_dict())

@@ -24,7 +24,11 @@ banel.kappa, banel.length_normalise, banel.numerator (base|generator), banel.neg
 (base|scratch|continue), banel.negative_data (round|all), banel.negative_epochs, banel.generator_epochs,
 banel.reset_generator, banel.algorithm (1|2), banel.selection (top_m|importance),
 banel.train_on_successes, banel.negative_fit.lr, banel.generator_fit.lr, eval.every, eval.samples,
-task_options.*, method_options.*"""
+oracle.ledger (path; default RUN/ledger.sqlite), oracle.dedupe (answer repeats from the ledger, free;
+default true), oracle.executor (inline|thread|process|ray), oracle.workers, oracle.chunk_size,
+oracle.timeout (s), oracle.retries, oracle.ray_address, oracle.query_limit, task_options.*, method_options.*
+
+a killed run continues with `banel resume RUN_DIR`."""
 
 
 COMPARE_EPILOG = """examples:
@@ -71,6 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    resume = sub.add_parser(
+        "resume",
+        help="continue a killed run from its last checkpoint",
+        description="Continue a killed run: models, round, NRE counter and failures from checkpoint.pt; "
+        "samples it already paid for are answered from its ledger, never evaluated again.",
+    )
+    resume.add_argument("run_dir", help="the run folder (holds config.json)")
+    resume.add_argument("--cache", help="cache folder for pre-trained priors")
+    resume.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    resume.add_argument("--quiet", action="store_true", help="no progress bar")
     comp = sub.add_parser(
         "compare",
         help="run several methods on several seeds under one budget; write Table 2 and a figure",
@@ -174,8 +188,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """`banel run`."""
     from banel.methods import METHODS
-    from banel.report.plots import plot_run
-    from banel.runner import Run
     from banel.tasks import make_task
 
     config = build_config(args)
@@ -188,6 +200,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"device {config.device!r} requested but CUDA is not available")
     task = make_task(config.task, config.task_options, args.cache)
     print(f"banel: {config.method} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}")
+    return _execute(config, task, out, args, run_id=None)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """`banel resume RUN_DIR`: continue a killed run where its last checkpoint left it."""
+    from banel.tasks import make_task
+
+    out = Path(args.run_dir)
+    if not (out / "config.json").is_file():
+        raise FileNotFoundError(f"{out}/config.json does not exist: not a run folder")
+    if (out / "summary.json").is_file():
+        raise ValueError(f"{out} already finished (summary.json exists); nothing to resume")
+    saved = json.loads((out / "config.json").read_text())
+    if "run_id" not in saved:
+        raise ValueError(f"{out}/config.json has no run_id: the run was not made by a version that can resume")
+    config = from_dict(RunConfig, saved["run"])
+    task = make_task(config.task, config.task_options, args.cache)
+    print(f"banel: resuming {config.method} on {config.task}, seed {config.seed} in {out}")
+    return _execute(config, task, out, args, run_id=saved["run_id"])
+
+
+def _execute(config: RunConfig, task: Any, out: Path, args: argparse.Namespace, run_id: str | None) -> int:
+    """Run (or, with a run_id, resume) a method with a progress bar, then print the summary and plot."""
+    from banel.methods import METHODS
+    from banel.report.plots import plot_run
+    from banel.runner import Run
+
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -204,8 +243,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             bar.update(1)
 
-    run = Run(config, task, out, on_round=on_round)
-    run.start()
+    run = Run(config, task, out, on_round=on_round, run_id=run_id)
+    if run_id is None:
+        run.start()
+    else:
+        run.resume()
+        if bar is not None:
+            bar.update(run.round_index)
     METHODS[config.method](run)
     summary = run.finish()
     if bar is not None:
@@ -226,6 +270,7 @@ _SHOWN = (
     "best_success_rate",
     "final_success_rate",
     "improvement",
+    "queries",
     "successes_found",
     "wall_seconds",
 )
@@ -241,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "resume":
+            return cmd_resume(args)
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "report":

@@ -99,6 +99,41 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class OracleConfig:
+    """How reward evaluations are paid for: ledger, de-duplication, executor, timeouts and retries."""
+
+    ledger: str = ""
+    """SQLite ledger file; empty: ledger.sqlite in the run folder. Runs sharing a file share answers."""
+    dedupe: bool = True
+    """Answer an exact repeat of a sample already in the ledger (same task) from it, at no NRE cost."""
+    executor: Literal["inline", "thread", "process", "ray"] = "inline"
+    """Where oracle calls run: in this process, a thread pool, a process pool, or Ray (extra banel[ray])."""
+    workers: int = 1
+    """Oracle calls in flight at once (thread/process pool size; Ray tasks in flight, 0 = all)."""
+    chunk_size: int = 0
+    """Samples per oracle call; 0: the batch split evenly over the workers (inline: one call per batch)."""
+    timeout: float = 0.0
+    """Seconds one oracle call may take before it is abandoned and retried; 0: no limit."""
+    retries: int = 2
+    """Extra attempts for samples whose call raised, timed out or returned a malformed reward."""
+    ray_address: str = ""
+    """Ray cluster address for executor='ray'; empty: a local ray.init()."""
+    query_limit: int = 0
+    """Samples a run may ask, paid or answered from the ledger; 0: the NRE budget, so dedupe saves NREs
+    without changing the rounds a method runs. Raise it to spend the saved NREs on more rounds."""
+
+    def __post_init__(self) -> None:
+        _choice("oracle", "executor", self.executor, ("inline", "thread", "process", "ray"))
+        for name, low in (("workers", 0), ("chunk_size", 0), ("retries", 0), ("query_limit", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"oracle.{name} must be >= {low}, got {getattr(self, name)}")
+        if self.executor != "ray" and self.workers < 1:
+            raise ValueError(f"oracle.workers must be >= 1 for executor {self.executor!r}, got {self.workers}")
+        if not self.timeout >= 0:
+            raise ValueError(f"oracle.timeout must be >= 0 seconds (0: no limit), got {self.timeout}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One run: a method on a task with a seed and an NRE budget."""
 
@@ -116,6 +151,8 @@ class RunConfig:
     """BaNEL settings (also the round size m and filter settings shared by baselines)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Success-rate evaluation."""
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    """Reward evaluation: ledger, de-duplication, executor, timeouts and retries."""
     task_options: dict[str, Any] = field(default_factory=dict)
     """Task-specific options (see the task's documentation), e.g. {"prior_steps": 2000}."""
     method_options: dict[str, Any] = field(default_factory=dict)

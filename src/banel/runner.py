@@ -4,6 +4,11 @@ The folder holds `config.json` (everything needed to reproduce the run), `histor
 round, appended and fsynced as the round ends), `successes.jsonl` (every reward-1 sample found, with the
 round it was found in), `snapshots/round_NNN.npz` (exact densities, for tasks that can enumerate them)
 and, at the end, `summary.json`. Plots are made from the folder afterwards (`banel.report`).
+
+Reward evaluations go through a `LedgerOracle` writing `ledger.sqlite` (or `oracle.ledger`), and the method
+calls `run.checkpoint(state)` after each round, which writes `checkpoint.pt` atomically, so a killed run
+continues with `Run.resume()` (`banel resume RUN_DIR`) from its last finished round, re-using the ledger
+rows it paid for in the interrupted one.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -20,16 +26,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from banel.cache import atomic_write_text
+from banel.cache import atomic_torch_save, atomic_write_text, config_hash, safe_torch_load
 from banel.config import RunConfig, to_dict
 from banel.eval.drift import Drift, drift, heldout_samples
 from banel.eval.success import SuccessRate, success_rate
 from banel.models.protocol import GenerativeModel
 from banel.oracle.budget import BudgetedOracle
+from banel.oracle.ledger import Ledger
+from banel.oracle.ledger_oracle import LedgerOracle
 from banel.sequences import Sequences, derive_seed
 from banel.tasks.protocol import Task
 
 log = logging.getLogger(__name__)
+
+LEDGER_FILE = "ledger.sqlite"
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
 
 SUMMARY_FIELDS = (
     "task",
@@ -59,11 +71,28 @@ class Run:
         out: str | Path,
         on_round: Callable[[dict[str, Any]], None] | None = None,
         oracle: BudgetedOracle | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.config, self.task, self.out = config, task, Path(out)
         self.on_round = on_round
         self.prior = task.prior(config.device)
-        self.oracle = oracle or BudgetedOracle(task.reward, config.nre_budget)
+        self.run_id = run_id or uuid.uuid4().hex
+        self.ledger: Ledger | None = None
+        if oracle is None:
+            self.ledger = Ledger(config.oracle.ledger or self.out / LEDGER_FILE)
+            oracle = LedgerOracle(
+                task.reward,
+                config.nre_budget,
+                self.ledger,
+                self.run_id,
+                oracle_id=f"{task.name}:{config_hash(task.describe())}",
+                config=config.oracle,
+                method=config.method,
+                seed=config.seed,
+                decode=task.decode,
+            )
+        self.oracle = oracle
+        self._method_state: dict[str, Any] | None = None
         self.round_index = 0
         self.success_keys: set[bytes] = set()
         self.best: SuccessRate | None = None
@@ -81,7 +110,7 @@ class Run:
         """Create the run folder, write config.json and measure the prior's success rate."""
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "snapshots").mkdir(exist_ok=True)
-        config = {"run": to_dict(self.config), "task": self.task.describe()}
+        config = {"run": to_dict(self.config), "task": self.task.describe(), "run_id": self.run_id}
         atomic_write_text(json.dumps(config, indent=2, default=str), self.out / "config.json")
         self.base = success_rate(self.task, self.prior, self.config.eval, derive_seed(self.config.seed, "eval", "base"))
         self.best = self.last = self.base
@@ -96,7 +125,7 @@ class Run:
             {
                 "round": -1,
                 "nre_used": 0,
-                "nre_left": self.oracle.remaining,
+                "nre_left": self.oracle.budget,
                 "queries": 0,
                 "success_rate": self.base.as_dict(),
                 "best_success_rate": self.base.rate,
@@ -137,10 +166,11 @@ class Run:
         row = {
             "round": i,
             "nre_used": self.oracle.used,
-            "nre_left": self.oracle.remaining,
+            "nre_left": self.oracle.budget - self.oracle.used,
             "queries": self.oracle.queries,
             **stats,
             "successes": int((rewards == 1).sum()),
+            "evaluation_errors": int(rewards.isnan().sum()),
             "successes_found": len(self.success_keys),
             "success_rate": rate.as_dict() if rate else None,
             "best_success_rate": self.best.rate if self.best else None,
@@ -151,6 +181,8 @@ class Run:
         if snapshot_models:
             self._save_snapshot(i, snapshot_models)
         self.round_index += 1
+        if hasattr(self.oracle, "round"):
+            self.oracle.round = self.round_index
         if self.on_round:
             self.on_round(row)
         return row
@@ -166,6 +198,7 @@ class Run:
             "nre_budget": self.oracle.budget,
             "nre_used": self.oracle.used,
             "queries": self.oracle.queries,
+            "evaluation_errors": getattr(self.oracle, "errors", 0),
             "rounds": self.round_index,
             "base_success_rate": base,
             "final_success_rate": self.last.rate,
@@ -183,7 +216,90 @@ class Run:
             "wall_seconds": round(time.time() - self.started, 3),
         }
         atomic_write_text(json.dumps(summary, indent=2), self.out / "summary.json")
+        if isinstance(self.oracle, LedgerOracle):
+            self.oracle.close()
+        if self.ledger is not None:
+            self.ledger.close()
         return summary
+
+    # -- checkpoints and resume ------------------------------------------------------------------------
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """Atomically save the method's state (tensors and plain values) with the run's bookkeeping.
+
+        Call it right after `end_round`: a run killed later resumes after this round.
+        """
+        run_state = {
+            "round_index": self.round_index,
+            "success_keys": sorted(k.decode() for k in self.success_keys),
+            "base": self.base.as_dict() if self.base else None,
+            "best": self.best.as_dict() if self.best else None,
+            "last": self.last.as_dict() if self.last else None,
+            "base_drift": self.base_drift.as_dict() if self.base_drift else None,
+            "last_drift": self.last_drift.as_dict() if self.last_drift else None,
+            "oracle": self.oracle.state_dict(),
+            "wall_seconds": time.time() - self.started,
+        }
+        atomic_torch_save(
+            {"version": CHECKPOINT_VERSION, "run": run_state, "method": state}, self.out / CHECKPOINT_FILE
+        )
+
+    def restore(self) -> dict[str, Any] | None:
+        """The method state saved by the last `checkpoint` when this run was resumed, else None."""
+        state, self._method_state = self._method_state, None
+        return state
+
+    def resume(self) -> None:
+        """Continue a killed run from its last checkpoint (instead of `start`): bookkeeping, files, oracle."""
+        path = self.out / CHECKPOINT_FILE
+        if not path.is_file():
+            log.warning("%s has no checkpoint (killed in its first round): starting it again", self.out)
+            for name in ("history.jsonl", "successes.jsonl"):
+                (self.out / name).unlink(missing_ok=True)
+            self.start()
+            if hasattr(self.oracle, "replay_round"):
+                # a method that never checkpoints (or died in round 0) starts again: replay every row it paid
+                self.oracle.replay_round(None)
+            return
+        ckpt = safe_torch_load(path)
+        if ckpt.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{path} is checkpoint version {ckpt.get('version')}, expected {CHECKPOINT_VERSION}")
+        state = ckpt["run"]
+        self.round_index = int(state["round_index"])
+        self.success_keys = {k.encode() for k in state["success_keys"]}
+        self.base, self.best, self.last = (
+            SuccessRate(**state[k]) if state[k] else None for k in ("base", "best", "last")
+        )
+        self.base_drift, self.last_drift = (
+            Drift(**state[k]) if state.get(k) else None for k in ("base_drift", "last_drift")
+        )
+        self._heldout = heldout_samples(
+            self.prior, self.config.eval.drift_samples, derive_seed(self.config.seed, "drift", "heldout")
+        )
+        self.oracle.load_state_dict(state["oracle"])
+        if hasattr(self.oracle, "round"):
+            self.oracle.round = self.round_index
+        if hasattr(self.oracle, "replay_round"):
+            replayed = self.oracle.replay_round(self.round_index)
+            log.info("resuming %s at round %d; %d ledger rows to replay", self.out, self.round_index, replayed)
+        self.started = time.time() - float(state["wall_seconds"])
+        # drop what a killed round wrote after the checkpoint: it is redone, identically
+        self._keep_rows("history.jsonl", self.round_index)
+        self._keep_rows("successes.jsonl", self.round_index)
+        self._method_state = ckpt["method"]
+
+    def _keep_rows(self, name: str, before_round: int) -> None:
+        path = self.out / name
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line
+            if row["round"] < before_round:
+                kept.append(line + "\n")
+        atomic_write_text("".join(kept), path)
 
     def _drift(self, model: GenerativeModel, i: int) -> Drift | None:
         """Detachment of `model` from the prior (None when eval.drift_samples is 0)."""

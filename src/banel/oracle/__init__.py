@@ -1,5 +1,7 @@
-"""Reward oracles: a hard NRE budget around any reward function."""
+"""Reward oracles: a hard NRE budget around any reward function, a durable ledger, executors."""
 
 from banel.oracle.budget import BudgetedOracle, BudgetExceeded, RewardFn, validate_rewards
+from banel.oracle.ledger import Ledger
+from banel.oracle.ledger_oracle import LedgerOracle
 
-__all__ = ["BudgetExceeded", "BudgetedOracle", "RewardFn", "validate_rewards"]
+__all__ = ["BudgetExceeded", "BudgetedOracle", "Ledger", "LedgerOracle", "RewardFn", "validate_rewards"]
