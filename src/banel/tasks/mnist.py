@@ -102,13 +102,11 @@ def _candidates(name: str, folder: Path) -> list[Path]:
 
 
 def mnist_search_dirs(data_dir: str | Path | None = None) -> list[Path]:
-    """Folders searched for the MNIST files, in order: data_dir, $BANEL_MNIST_DIR, ./data/mnist, caches."""
-    roots: list[Path] = []
+    """Folders searched for MNIST: data_dir alone if given, else $BANEL_MNIST_DIR, ./data/mnist, caches."""
     if data_dir:
-        roots.append(Path(data_dir))
-    if os.environ.get(MNIST_ENV):
-        roots.append(Path(os.environ[MNIST_ENV]))
-    if not data_dir:
+        roots = [Path(data_dir)]  # an explicit folder is the only place looked at: no silent fallback
+    else:
+        roots = [Path(os.environ[MNIST_ENV])] if os.environ.get(MNIST_ENV) else []
         roots += [Path("data/mnist"), Path("data"), cache_dir() / "mnist", Path.home() / ".cache" / "mnist"]
     folders = []
     for root in roots:
