@@ -83,4 +83,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     dens = plot_densities(run_dir)
     if dens:
         out.append(dens)
+    from banel.report.images import plot_samples
+
+    samples = plot_samples(run_dir)
+    if samples:
+        out.append(samples)
     return out
