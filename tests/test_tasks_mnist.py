@@ -196,3 +196,15 @@ def test_options_are_validated() -> None:
         Digits(ImageTaskOptions(resolution=14, targets=10))
     with pytest.raises(ValueError, match="affine.shear"):
         AffineRanges(shear=2.0)
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="shared MNIST copy absent")
+def test_mnist_14_task_from_the_real_files() -> None:
+    from banel.tasks.mnist import Mnist
+
+    task = Mnist(ImageTaskOptions(resolution=14, targets=200, data_dir=str(SHARED_MNIST)))
+    assert task.targets.shape == (200, 196) and len(np.unique(task.targets, axis=0)) == 200
+    zeros = task.training_data()
+    assert zeros.shape == (5923, 196)  # the 5,923 training zeros, raw (no augmentation for MNIST)
+    assert task.reward(to_sequences(task.targets[:5])).tolist() == [1.0] * 5
+    assert task.reward(to_sequences(zeros[:5])).sum() == 0
