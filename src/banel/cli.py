@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="root seed (default 0)")
     run.add_argument("--budget", type=int, help="NRE budget (same as --set nre_budget=N)")
     run.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    run.add_argument("--resolution", type=int, help="image side of mnist: 14 or 28 (task_options.resolution)")
     run.add_argument("--out", help="run folder (default runs/TASK-METHOD-seedS)")
     run.add_argument("--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)")
     run.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
@@ -129,6 +130,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         if getattr(args, name) is not None:
             flags[key] = getattr(args, name)
     data = merge(data, flags)
+    if getattr(args, "resolution", None) is not None:
+        data = merge(data, {"task_options": {"resolution": args.resolution}})
     return from_dict(RunConfig, data)
 
 

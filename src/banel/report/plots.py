@@ -46,8 +46,8 @@ def plot_densities(run_dir: str | Path, path: str | Path | None = None, panels: 
     """Prior, negative model and posterior per round (Fig. 1 / blog figure), from the saved snapshots."""
     run_dir = Path(run_dir)
     files = sorted((run_dir / "snapshots").glob("round_*.npz"))
-    if not files:
-        return None
+    if not files or "prior" not in np.load(files[0]).files:
+        return None  # image tasks save samples, not densities (banel.report.images)
     picks = [files[int(round(k))] for k in np.linspace(0, len(files) - 1, min(panels, len(files)))]
     snaps = [(int(f.stem.split("_")[1]) - 1, dict(np.load(f))) for f in picks]
     prior = snaps[0][1]["prior"]
@@ -90,4 +90,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     dens = plot_densities(run_dir)
     if dens:
         out.append(dens)
+    from banel.report.images import plot_samples
+
+    samples = plot_samples(run_dir)
+    if samples:
+        out.append(samples)
     return out
