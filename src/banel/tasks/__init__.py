@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from banel.config import from_dict
+from banel.tasks import addition
 from banel.tasks.protocol import Task
 from banel.tasks.toy import PriorTraining, Toy1D, Toy2D
 
@@ -27,11 +28,13 @@ def _toy(cls: type) -> Callable[[dict[str, Any], str | Path | None], Task]:
 TASKS: dict[str, Callable[[dict[str, Any], str | Path | None], Task]] = {
     "toy1d": _toy(Toy1D),
     "toy2d": _toy(Toy2D),
+    "addition": addition.make,
 }
 
 DESCRIPTIONS: dict[str, str] = {
     "toy1d": "1D line, prior pre-trained on N(0,1); reward one near -2 and 2 (blog figure). Exact rates.",
     "toy2d": "Two circles (Fig. 1); reward one on a short arc of the inner circle. Exact rates.",
+    "addition": "Attack a transformer adder (App. B.1): reward 1 for a well-formed query it answers wrongly.",
 }
 
 
