@@ -496,11 +496,13 @@ class AdditionTask:
         ]
         return torch.tensor(r, dtype=torch.float64)
 
-    def prepare(self, max_seconds: float | None, samples: int, seed: int = 0) -> dict[str, Any]:
+    def prepare(
+        self, max_seconds: float | None, samples: int, seed: int = 0, problems: int = 5000
+    ) -> dict[str, Any]:
         """Train (or resume) the target and the attacker; measure accuracy and the base success rate.
 
         Returns the target's training state (step, curriculum, accuracy curve), its exact-match accuracy
-        on fresh problems per operand length and overall, and the attacker's success rate over `samples`
+        on `problems` fresh problems overall and a fifth as many per operand length, and the attacker's success rate over `samples`
         draws with a 95% Clopper-Pearson interval (None while the target is unfinished).
         """
         from banel.eval.success import clopper_pearson
@@ -510,11 +512,10 @@ class AdditionTask:
         rng = np.random.default_rng(derive_seed(seed, "prepare", "accuracy"))
         per_length = {}
         for d in range(1, o.max_digits + 1):
-            lengths = np.full(1000, d)
-            per_length[d] = exact_match(
-                model, list(zip(*(random_operands(1000, lengths, rng) for _ in "ab"), strict=True))
-            )
-        overall = exact_match(model, random_problems(5000, o.max_digits, rng))
+            lengths = np.full(max(problems // 5, 1), d)
+            ops = [random_operands(len(lengths), lengths, rng) for _ in "ab"]
+            per_length[d] = exact_match(model, list(zip(*ops, strict=True)))
+        overall = exact_match(model, random_problems(problems, o.max_digits, rng))
         report: dict[str, Any] = {
             "target_path": str(self.target_path()),
             "target_step": state["step"],
@@ -524,7 +525,7 @@ class AdditionTask:
             "accuracy_curve": state["curve"],
             "accuracy_by_length": per_length,
             "accuracy": overall,
-            "accuracy_problems": 5000,
+            "accuracy_problems": problems,
         }
         attacker = self.prior()
         report["attacker_path"] = str(self.attacker_path())
