@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from banel.tasks.addition import (
     AdditionTask,
     AttackerTraining,
     TargetTraining,
+    all_problems,
     carry_chain,
     encode,
     greedy_continue,
@@ -236,3 +239,44 @@ def test_task_options_are_validated() -> None:
 def test_has_leading_zero() -> None:
     assert has_leading_zero("01", "2") and has_leading_zero("1", "00")
     assert not has_leading_zero("0", "0") and not has_leading_zero("10", "2")
+
+
+def test_all_problems_enumerates_pairs_without_leading_zeros() -> None:
+    pairs = all_problems(1)
+    assert len(pairs) == 100 and pairs[0] == ("0", "0") and pairs[-1] == ("9", "9")
+    assert len(all_problems(2)) == 10_000
+    with pytest.raises(ValueError, match="max_digits"):
+        all_problems(4)
+
+
+def test_prepare_command_on_a_tiny_configuration(tmp_path, capsys) -> None:
+    from banel.cli import main
+
+    sets = [
+        "max_digits=1",
+        "target.d_model=16",
+        "target.n_layer=1",
+        "target.n_head=2",
+        "target.steps=20",
+        "target.batch_size=16",
+        "target.warmup=5",
+        "target.eval_every=10",
+        "target.eval_problems=16",
+        "target.start_digits=1",
+        "attacker.samples=100",
+        "attacker.epochs=1",
+        "attacker.d_model=16",
+        "attacker.n_layer=1",
+        "attacker.n_head=2",
+    ]
+    argv = ["prepare", "addition", "--cache", str(tmp_path), "--samples", "200", "--problems", "50"]
+    argv += [a for s in sets for a in ("--set", s)]
+    assert main([*argv, "--out", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "step 20/20, finished" in out and "base success rate" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["base_success"]["n"] == 200 and 0 <= report["accuracy_exact"] <= 1
+    # a second call finds both models cached and reports the same numbers
+    assert main([*argv, "--out", str(tmp_path / "s.json")]) == 0
+    again = json.loads((tmp_path / "s.json").read_text())
+    assert again["base_success"] == report["base_success"] and again["accuracy"] == report["accuracy"]

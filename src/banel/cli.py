@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         "--samples", type=int, default=60_000, help="attacker samples for the base success rate"
     )
     prep.add_argument("--seed", type=int, default=0, help="seed of the evaluation draws")
+    prep.add_argument("--problems", type=int, default=5000, help="fresh problems for the target's accuracy")
     prep.add_argument("--cache", help="cache folder (default $BANEL_CACHE or ~/.cache/banel)")
     prep.add_argument("--out", help="also write the report as JSON to this file")
 
@@ -162,7 +163,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     task = make_task(args.task, parse_overrides(args.overrides), args.cache)
     if not hasattr(task, "prepare"):
         raise ValueError(f"task {args.task!r} has nothing to prepare (its prior trains on first use)")
-    report = task.prepare(args.max_seconds, args.samples, args.seed)
+    report = task.prepare(args.max_seconds, args.samples, args.seed, args.problems)
     for row in report["accuracy_curve"]:
         print(
             f"step {row['step']:6d}  digits<={row['digits']:2d}  loss {row['loss']:.4f}  "
@@ -173,6 +174,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     by_len = "  ".join(f"{d}:{a:.3f}" for d, a in report["accuracy_by_length"].items())
     print(f"target exact-match accuracy by operand length: {by_len}")
     print(f"target exact-match accuracy: {report['accuracy']:.4f} on {report['accuracy_problems']} problems")
+    if "accuracy_exact" in report:
+        print(f"target exact-match accuracy over every problem: {report['accuracy_exact']:.6f}")
     base = report["base_success"]
     if base:
         print(

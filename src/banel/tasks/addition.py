@@ -102,6 +102,14 @@ def random_problems(n: int, max_digits: int, rng: np.random.Generator) -> list[t
     return list(zip(random_operands(n, la, rng), random_operands(n, lb, rng), strict=True))
 
 
+def all_problems(max_digits: int) -> list[tuple[str, str]]:
+    """Every operand pair without leading zeros (10**(2*max_digits) pairs: only for small max_digits)."""
+    if max_digits > 3:
+        raise ValueError(f"all_problems enumerates 10**(2*max_digits) pairs; max_digits={max_digits} > 3")
+    numbers = [str(i) for i in range(10**max_digits)]
+    return [(a, b) for a in numbers for b in numbers]
+
+
 def encode(texts: list[str], index: dict[str, int]) -> Sequences:
     """Token sequences of strings over a vocabulary (every character must be in it)."""
     return Sequences.from_lists([[index[c] for c in t] for t in texts])
@@ -501,9 +509,10 @@ class AdditionTask:
     ) -> dict[str, Any]:
         """Train (or resume) the target and the attacker; measure accuracy and the base success rate.
 
-        Returns the target's training state (step, curriculum, accuracy curve), its exact-match accuracy
-        on `problems` fresh problems overall and a fifth as many per operand length, and the attacker's success rate over `samples`
-        draws with a 95% Clopper-Pearson interval (None while the target is unfinished).
+        Returns the target's training state (step, curriculum, accuracy curve); its exact-match accuracy on
+        `problems` fresh problems, on a fifth as many per operand length, and (max_digits <= 2) on every
+        problem; and the attacker's success rate over `samples` draws with a 95% Clopper-Pearson interval
+        (None while the target is unfinished and unfinished_target is off).
         """
         from banel.eval.success import clopper_pearson
 
@@ -527,6 +536,8 @@ class AdditionTask:
             "accuracy": overall,
             "accuracy_problems": problems,
         }
+        if o.max_digits <= 2:
+            report["accuracy_exact"] = exact_match(model, all_problems(o.max_digits))
         attacker = self.prior()
         report["attacker_path"] = str(self.attacker_path())
         if state["done"] or o.unfinished_target:
