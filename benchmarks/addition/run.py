@@ -1,6 +1,7 @@
 """Recipe for the addition attack (paper Appendix B.1, blog table and scaling figure).
 
     python benchmarks/addition/run.py --mode smoke --out /tmp/addition-smoke     # a few minutes, CI
+    python benchmarks/addition/run.py --mode small --out runs/addition-small      # 2-digit operands, ~1 h CPU
     python benchmarks/addition/run.py --mode full --out runs/addition-bench       # hours on CPU
 
 Steps (each writes into --out): (1) prepare the target and the attacker and measure the target's accuracy
@@ -47,6 +48,20 @@ SMOKE_TASK = {
     },
     "attacker": {"samples": 3000, "epochs": 2, "d_model": 32, "n_layer": 1, "n_head": 2},
 }
+SMALL_TASK = {
+    "max_digits": 2,
+    "target": {
+        "d_model": 64,
+        "n_layer": 2,
+        "n_head": 4,
+        "steps": 6000,
+        "warmup": 200,
+        "lr": 2e-3,
+        "start_digits": 2,
+        "eval_every": 500,
+        "eval_problems": 1000,
+    },
+}
 MODES: dict[str, dict[str, Any]] = {
     "smoke": {
         "task": SMOKE_TASK,
@@ -65,6 +80,24 @@ MODES: dict[str, dict[str, Any]] = {
         "single_eval": 500,
         "scaling_epochs": [1, 5],
         "scaling_seeds": [0],
+    },
+    "small": {  # operands of 1-2 digits: a target that trains in ~20 CPU minutes, the paper's m and budget
+        "task": SMALL_TASK,
+        "prepare_samples": 60_000,
+        "prepare_problems": 5000,
+        "seeds": [0, 1, 2, 3, 4],
+        "budget": 7500,
+        "m": 250,
+        "negative_epochs": 50,
+        "generator_epochs": 15,
+        "eval_samples": 10_000,
+        "eval_every": 5,
+        "single_n": 50_000,
+        "single_f": 32,
+        "single_epochs": 5,
+        "single_eval": 10_000,
+        "scaling_epochs": [1, 2, 5, 10, 20, 50],
+        "scaling_seeds": [0, 1, 2],
     },
     "full": {
         "task": {},
