@@ -244,12 +244,15 @@ def main() -> None:
     p.add_argument("--out", default="runs/addition-bench")
     p.add_argument("--cache", help="cache folder (default: $BANEL_CACHE or ~/.cache/banel; smoke: OUT/cache)")
     p.add_argument("--methods", default="banel,rnd,count,base")
+    p.add_argument("--seeds", help="comma-separated seeds (default: the mode's)")
     p.add_argument("--steps", default="prepare,compare,single,scaling")
     p.add_argument("--unfinished-target", action="store_true", help="use the target's latest checkpoint")
     p.add_argument("--prepare-seconds", type=float, help="budget for (resumed) target training")
     args = p.parse_args()
     torch.set_num_threads(1)
-    mode = MODES[args.mode]
+    mode = dict(MODES[args.mode])
+    if args.seeds:
+        mode["seeds"] = [int(x) for x in args.seeds.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = args.cache or (str(out / "cache") if args.mode == "smoke" else None)
