@@ -50,12 +50,13 @@ SMOKE_TASK = {
 }
 SMALL_TASK = {
     "max_digits": 2,
+    # 1500 steps: 99.96% exact over all 10,000 problems, prior success 1.5e-4 (docs/LOG.md); 6000 steps: 100%
     "target": {
         "d_model": 64,
         "n_layer": 2,
         "n_head": 4,
-        "steps": 6000,
-        "warmup": 200,
+        "steps": 1500,
+        "warmup": 100,
         "lr": 2e-3,
         "start_digits": 2,
         "eval_every": 500,
