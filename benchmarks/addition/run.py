@@ -246,6 +246,10 @@ def main() -> None:
     p.add_argument("--cache", help="cache folder (default: $BANEL_CACHE or ~/.cache/banel; smoke: OUT/cache)")
     p.add_argument("--methods", default="banel,rnd,count,base")
     p.add_argument("--seeds", help="comma-separated seeds (default: the mode's)")
+    p.add_argument(
+        "--scaling-epochs", help="comma-separated negative epochs for the sweep (default: the mode's)"
+    )
+    p.add_argument("--scaling-seeds", help="comma-separated seeds for the sweep (default: the mode's)")
     p.add_argument("--steps", default="prepare,compare,single,scaling")
     p.add_argument("--unfinished-target", action="store_true", help="use the target's latest checkpoint")
     p.add_argument("--prepare-seconds", type=float, help="budget for (resumed) target training")
@@ -254,6 +258,10 @@ def main() -> None:
     mode = dict(MODES[args.mode])
     if args.seeds:
         mode["seeds"] = [int(x) for x in args.seeds.split(",")]
+    if args.scaling_epochs:
+        mode["scaling_epochs"] = [int(x) for x in args.scaling_epochs.split(",")]
+    if args.scaling_seeds:
+        mode["scaling_seeds"] = [int(x) for x in args.scaling_seeds.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = args.cache or (str(out / "cache") if args.mode == "smoke" else None)
