@@ -80,6 +80,7 @@ def plot_failure_modes(groups: Mapping[str, Mapping[str, Any]], path: str | Path
             hist = np.asarray(s[key], dtype=float)
             if hist.sum():
                 ax.bar(np.arange(len(hist)) + k * width, hist / hist.sum(), width, label=name)
+                ax.set_xticks(np.arange(len(hist)) + 0.4 - width / 2, [str(i) for i in range(len(hist))])
     axes[0].set(xlabel="longest carry chain", ylabel="share of valid queries", title="carry chains")
     axes[1].set(xlabel="operand length (digits)", ylabel="share of operands", title="operand lengths")
     shares = [[groups[n]["invalid_rate"], groups[n]["leading_zero_share"]] for n in names]
