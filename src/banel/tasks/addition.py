@@ -454,7 +454,11 @@ class AdditionTask:
             if not saved["state"]["done"]:
                 log.warning("using an unfinished target (step %d)", saved["state"]["step"])
         else:
-            log.info("training the addition target (checkpoints at %s)", path)
+            log.warning(
+                "training the addition target to the end of its schedule (hours on a CPU for the default; "
+                "`banel prepare addition --max-seconds S` trains in resumable pieces); checkpoints at %s",
+                path,
+            )
             model, state = train_target(self.options, path, max_seconds=max_seconds)
             if not state["done"]:
                 raise ValueError(
