@@ -89,9 +89,8 @@ def main() -> None:
     for name, vocab, length, d, layers in CONFIGS[:2] if args.smoke else CONFIGS:
         r = measure_model(vocab, length, d, layers, args.smoke)
         results["models"][name] = r
-        print(
-            f"{name:24s} {r['params']:8d} {r['sample_tok_s']:13,.0f} {r['score_tok_s']:12,.0f} {r['train_tok_s']:12,.0f}"
-        )
+        rates = f"{r['sample_tok_s']:13,.0f} {r['score_tok_s']:12,.0f} {r['train_tok_s']:12,.0f}"
+        print(f"{name:24s} {r['params']:8d} {rates}")
     rnd = measure_round(args.smoke)
     results["toy1d_round"] = rnd
     print(f"toy1d BaNEL round (m={rnd['m']}, f={rnd['f']}): {rnd['seconds_per_round']:.2f} s")

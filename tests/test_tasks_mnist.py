@@ -155,9 +155,7 @@ def test_exact_success_rate_equals_brute_force_on_a_tiny_model() -> None:
 
 
 def test_exact_success_rate_of_a_transformer_sums_to_one_over_every_image() -> None:
-    model = TransformerModel(
-        TransformerConfig(vocab_size=2, max_len=4, end_token=False, d_model=16, n_head=2)
-    )
+    model = TransformerModel(TransformerConfig(vocab_size=2, max_len=4, end_token=False, d_model=16, n_head=2))
     every = np.array(list(itertools.product([0, 1], repeat=4)), dtype=np.uint8)
     assert math.exp(log_success_rate(model, every, chunk=5)) == pytest.approx(1.0, abs=1e-6)
     lp = model.log_prob(to_sequences(every[[3, 9]]))

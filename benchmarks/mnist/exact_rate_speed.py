@@ -21,9 +21,7 @@ from banel.tasks.mnist import log_success_rate
 
 def measure(resolution: int, n: int, device: str, repeats: int) -> dict:
     """Best-of-repeats targets/s of log_success_rate on n random binary images."""
-    config = TransformerConfig(
-        vocab_size=2, max_len=resolution**2, end_token=False, d_model=64, n_layer=2, n_head=4
-    )
+    config = TransformerConfig(vocab_size=2, max_len=resolution**2, end_token=False, d_model=64, n_layer=2, n_head=4)
     model = TransformerModel(config, seed=0, device=device)
     targets = np.random.default_rng(0).integers(0, 2, size=(n, resolution**2), dtype=np.uint8)
     log_success_rate(model, targets[: min(n, 256)])  # warm-up
@@ -48,9 +46,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument(
-        "--targets", type=int, nargs=3, default=[10_000, 4_000, 1_000], help="per resolution 8 14 28"
-    )
+    p.add_argument("--targets", type=int, nargs=3, default=[10_000, 4_000, 1_000], help="per resolution 8 14 28")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--out", default=str(Path(__file__).with_name("exact_rate_speed.json")))
@@ -65,9 +61,7 @@ def main() -> None:
             f"{resolution:2d}x{resolution:<2d}  {row['targets_per_second']:10.0f} targets/s  "
             f"-> {row['seconds_per_50000']:8.1f} s for 50,000 targets"
         )
-    Path(args.out).write_text(
-        json.dumps({"device": args.device, "threads": args.threads, "rows": rows}, indent=2)
-    )
+    Path(args.out).write_text(json.dumps({"device": args.device, "threads": args.threads, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

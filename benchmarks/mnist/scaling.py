@@ -75,9 +75,7 @@ def main() -> None:
                 "improvement": mean / base,
             }
         )
-        print(
-            f"p_phi epochs {e:3d}: mean best {mean:.3e}, {mean / base:,.1f}x over {len(seeds)} seeds"
-        )
+        print(f"p_phi epochs {e:3d}: mean best {mean:.3e}, {mean / base:,.1f}x over {len(seeds)} seeds")
     Path(args.out, "scaling.json").write_text(json.dumps(table, indent=2))
 
 

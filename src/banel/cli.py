@@ -112,6 +112,27 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild table.md, table.csv and compare.png of a `banel compare` folder")
     rep.add_argument("folder", help="the folder given to `banel compare --out`")
 
+    prep = sub.add_parser(
+        "prepare",
+        help="train and cache a task's models (addition: the target adder and the attacker prior)",
+        description="Train (or resume training of) a task's cached models and report how good they are.",
+    )
+    prep.add_argument("task", help="task name (only addition needs preparing)")
+    prep.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task option, e.g. max_digits=5 or target.steps=20000 (repeatable)",
+    )
+    prep.add_argument("--max-seconds", type=float, help="stop target training after this long (resumable)")
+    prep.add_argument("--samples", type=int, default=60_000, help="attacker samples for the base success rate")
+    prep.add_argument("--seed", type=int, default=0, help="seed of the evaluation draws")
+    prep.add_argument("--problems", type=int, default=5000, help="fresh problems for the target's accuracy")
+    prep.add_argument("--cache", help="cache folder (default $BANEL_CACHE or ~/.cache/banel)")
+    prep.add_argument("--out", help="also write the report as JSON to this file")
+
     sub.add_parser("tasks", help="list the tasks")
     sub.add_parser("methods", help="list the methods")
     return p
@@ -264,6 +285,38 @@ def _execute(config: RunConfig, task: Any, out: Path, args: argparse.Namespace, 
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """`banel prepare`."""
+    from banel.tasks import make_task
+
+    task = make_task(args.task, parse_overrides(args.overrides), args.cache)
+    if not hasattr(task, "prepare"):
+        raise ValueError(f"task {args.task!r} has nothing to prepare (its prior trains on first use)")
+    report = task.prepare(args.max_seconds, args.samples, args.seed, args.problems)
+    for row in report["accuracy_curve"]:
+        print(
+            f"step {row['step']:6d}  digits<={row['digits']:2d}  loss {row['loss']:.4f}  "
+            f"acc@top {row['acc_top_length']:.3f}  acc(all) {row['acc_all']:.3f}"
+        )
+    state = "finished" if report["target_done"] else "UNFINISHED (run again to resume)"
+    print(f"target: step {report['target_step']}/{report['target_steps']}, {state}, {report['target_path']}")
+    by_len = "  ".join(f"{d}:{a:.3f}" for d, a in report["accuracy_by_length"].items())
+    print(f"target exact-match accuracy by operand length: {by_len}")
+    print(f"target exact-match accuracy: {report['accuracy']:.4f} on {report['accuracy_problems']} problems")
+    if "accuracy_exact" in report:
+        print(f"target exact-match accuracy over every problem: {report['accuracy_exact']:.6f}")
+    base = report["base_success"]
+    if base:
+        print(
+            f"attacker: {report['attacker_path']}; valid queries {report['attacker_valid_rate']:.4f}; "
+            f"base success rate {base['rate']:.2e} [{base['low']:.2e}, {base['high']:.2e}] "
+            f"({base['k']}/{base['n']}, 95% Clopper-Pearson)"
+        )
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
 _SHOWN = (
     "task",
     "method",
@@ -295,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "prepare":
+            return cmd_prepare(args)
         if args.command == "tasks":
             from banel.tasks import DEFAULT_SETTINGS, DESCRIPTIONS
 

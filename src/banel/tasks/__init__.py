@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from banel.config import from_dict
+from banel.tasks import addition
 from banel.tasks.mnist import Digits, ImageTaskOptions, Mnist
 from banel.tasks.protocol import Task
 from banel.tasks.toy import PriorTraining, Toy1D, Toy2D
@@ -35,6 +36,7 @@ TASKS: dict[str, Callable[[dict[str, Any], str | Path | None], Task]] = {
     "toy2d": _toy(Toy2D),
     "digits": _images(Digits),
     "mnist": _images(Mnist),
+    "addition": addition.make,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -42,6 +44,7 @@ DESCRIPTIONS: dict[str, str] = {
     "toy2d": "Two circles (Fig. 1), 99.8% of the prior on the outer; reward one on a quarter of the inner one. Exact.",
     "digits": "0 -> 6 on sklearn's embedded 8x8 digits: prior on zeros, 50,000 affine sixes. Exact rates.",
     "mnist": "MNIST 0 -> 6 (Sec. 5.1) from the IDX files, task_options.resolution 14 or 28. Exact rates.",
+    "addition": "Attack a transformer adder (App. B.1): reward 1 for a well-formed query it answers wrongly.",
 }
 
 

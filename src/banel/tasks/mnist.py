@@ -142,9 +142,7 @@ def load_mnist(split: str, data_dir: str | Path | None = None) -> tuple[np.ndarr
     if images.shape[1:] != (28, 28):
         raise ValueError(f"{paths['images']}: images of shape {images.shape[1:]}, expected (28, 28)")
     if len(images) != len(labels):
-        raise ValueError(
-            f"{paths['images']} holds {len(images)} images but {paths['labels']} {len(labels)} labels"
-        )
+        raise ValueError(f"{paths['images']} holds {len(images)} images but {paths['labels']} {len(labels)} labels")
     if labels.max(initial=0) > 9:
         raise ValueError(f"{paths['labels']}: label {labels.max()}, expected digits 0-9")
     return images, labels
@@ -233,9 +231,7 @@ def unique_rows(bits: np.ndarray) -> np.ndarray:
     return bits[np.sort(first)]
 
 
-def affine_set(
-    images: torch.Tensor, resolution: int, size: int, seed: int, ranges: AffineRanges
-) -> np.ndarray:
+def affine_set(images: torch.Tensor, resolution: int, size: int, seed: int, ranges: AffineRanges) -> np.ndarray:
     """`size` distinct binarised affine variants (size, R*R) of grey images, deterministic from the seed.
 
     Candidates are drawn in chunks (source image uniformly at random, then a random transform) and
@@ -322,9 +318,7 @@ class ImageTaskOptions:
 
     def __post_init__(self) -> None:
         if self.resolution not in (0, 8, 14, 28):
-            raise ValueError(
-                f"task_options.resolution must be 8 (digits), 14 or 28 (mnist); got {self.resolution}"
-            )
+            raise ValueError(f"task_options.resolution must be 8 (digits), 14 or 28 (mnist); got {self.resolution}")
         if self.targets < 1:
             raise ValueError(f"task_options.targets must be >= 1, got {self.targets}")
         for name in ("source_digit", "target_digit"):
@@ -448,10 +442,7 @@ class ImageTask:
             tokens = x.tokens[:, : self.length].cpu()
             ok &= ((tokens == 0) | (tokens == 1)).all(1)
             packed = np.packbits(tokens.numpy().astype(np.uint8), axis=1)
-            hits = [
-                bool(good) and row.tobytes() in self._target_keys
-                for good, row in zip(ok, packed, strict=True)
-            ]
+            hits = [bool(good) and row.tobytes() in self._target_keys for good, row in zip(ok, packed, strict=True)]
             r[torch.as_tensor(hits)] = 1.0
         return r
 
@@ -472,9 +463,7 @@ class ImageTask:
                 out.append("invalid")
                 continue
             out.append(
-                "/".join(
-                    "".join("#" if v else "." for v in row[i * side : (i + 1) * side]) for i in range(side)
-                )
+                "/".join("".join("#" if v else "." for v in row[i * side : (i + 1) * side]) for i in range(side))
             )
         return out
 

@@ -1,0 +1,383 @@
+"""Recipe for the addition attack (paper Appendix B.1, blog table and scaling figure).
+
+    python benchmarks/addition/run.py --mode smoke --out /tmp/addition-smoke     # a few minutes, CI
+    python benchmarks/addition/run.py --mode small --out runs/addition-small      # 2-digit operands, ~1 h CPU
+    python benchmarks/addition/run.py --mode full --out runs/addition-bench       # hours on CPU
+
+Steps (each writes into --out): (1) prepare the target and the attacker and measure the target's accuracy
+and the prior's success rate; (2) every method over the seeds with m = 250, 30 rounds (Table-2 style:
+mean, median, std of the best success rate, improvement factors); (3) the single-round experiment (one
+large batch of prior samples, all failures kept, one negative model, kappa = 2, filter factor f); (4) the
+failure-mode report (prior samples, accepted samples, successes found); (5) the compute-scaling sweep of
+negative-model epochs in the no-leading-zeros variant. Methods missing from `banel.methods.METHODS` (the
+baselines live on another branch until merged) are skipped and listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from banel.algorithm import Filter, ratio_scores
+from banel.config import RunConfig, from_dict
+from banel.eval.success import clopper_pearson
+from banel.methods import METHODS
+from banel.models.protocol import FitConfig
+from banel.report.addition import failure_modes, failure_table, plot_failure_modes, read_successes
+from banel.runner import Run
+from banel.sequences import Sequences, derive_seed
+from banel.tasks import make_task
+
+SMOKE_TASK = {
+    "max_digits": 3,
+    "target": {
+        "d_model": 32,
+        "n_layer": 1,
+        "n_head": 2,
+        "steps": 300,
+        "warmup": 50,
+        "start_digits": 1,
+        "eval_every": 100,
+        "eval_problems": 128,
+    },
+    "attacker": {"samples": 3000, "epochs": 2, "d_model": 32, "n_layer": 1, "n_head": 2},
+}
+SMALL_TASK = {
+    "max_digits": 2,
+    # 1500 steps: 99.96% exact over all 10,000 problems, prior success 1.5e-4 (docs/LOG.md); 6000 steps: 100%
+    "target": {
+        "d_model": 64,
+        "n_layer": 2,
+        "n_head": 4,
+        "steps": 1500,
+        "warmup": 100,
+        "lr": 2e-3,
+        "start_digits": 2,
+        "eval_every": 500,
+        "eval_problems": 1000,
+    },
+}
+MODES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "task": SMOKE_TASK,
+        "prepare_samples": 2000,
+        "prepare_problems": 500,
+        "seeds": [0, 1],
+        "budget": 300,
+        "m": 100,
+        "negative_epochs": 5,
+        "generator_epochs": 3,
+        "eval_samples": 1000,
+        "eval_every": 1,
+        "single_n": 2000,
+        "single_f": 4,
+        "single_epochs": 3,
+        "single_eval": 500,
+        "scaling_epochs": [1, 5],
+        "scaling_seeds": [0],
+    },
+    "small": {  # operands of 1-2 digits: a target that trains in ~20 CPU minutes, the paper's m and budget
+        "task": SMALL_TASK,
+        "prepare_samples": 60_000,
+        "prepare_problems": 5000,
+        "seeds": [0, 1, 2, 3, 4],
+        "budget": 7500,
+        "m": 250,
+        "negative_epochs": 50,
+        "generator_epochs": 15,
+        "eval_samples": 10_000,
+        "eval_every": 5,
+        "single_n": 50_000,
+        "single_f": 32,
+        "single_epochs": 5,
+        "single_eval": 10_000,
+        "scaling_epochs": [1, 2, 5, 10, 20, 50],
+        "scaling_seeds": [0, 1, 2],
+    },
+    "full": {
+        "task": {},
+        "prepare_samples": 60_000,
+        "prepare_problems": 5000,
+        "seeds": [0, 1, 2, 3, 4],
+        "budget": 7500,
+        "m": 250,
+        "negative_epochs": 50,
+        "generator_epochs": 15,
+        "eval_samples": 10_000,
+        "eval_every": 5,
+        "single_n": 300_000,
+        "single_f": 319,
+        "single_epochs": 5,
+        "single_eval": 10_000,
+        "scaling_epochs": [1, 2, 5, 10, 20, 50],
+        "scaling_seeds": [0, 1, 2],
+    },
+}
+KAPPA = 2.0  # paper B.1 (kappa = 1 everywhere else)
+
+
+def run_methods(task_options, methods, seeds, mode, cache, out: Path, extra: dict | None = None) -> list[dict]:
+    """Run each available method on each seed in-process (as `banel run` does); returns the summaries."""
+    summaries = []
+    for method in methods:
+        if method not in METHODS:
+            print(f"  {method}: not available on this branch (METHODS has {sorted(METHODS)}), skipped")
+            continue
+        for seed in seeds:
+            banel = {
+                "m": mode["m"],
+                "kappa": KAPPA,
+                "negative_epochs": mode["negative_epochs"],
+                "generator_epochs": mode["generator_epochs"],
+                **(extra or {}),
+            }
+            config = from_dict(
+                RunConfig,
+                {
+                    "task": "addition",
+                    "method": method,
+                    "seed": seed,
+                    "nre_budget": mode["budget"],
+                    "banel": banel,
+                    "eval": {"samples": mode["eval_samples"], "every": mode["eval_every"]},
+                    "task_options": task_options,
+                },
+            )
+            folder = out / f"{method}-seed{seed}"
+            if (folder / "summary.json").is_file():
+                summaries.append(json.loads((folder / "summary.json").read_text()))
+                continue
+            task = make_task("addition", task_options, cache)
+            run = Run(config, task, folder)
+            run.start()
+            METHODS[method](run)
+            s = run.finish()
+            s["seconds_per_round"] = s["wall_seconds"] / max(s["rounds"], 1)
+            (folder / "summary.json").write_text(json.dumps(s, indent=2))
+            print(
+                f"  {method} seed {seed}: best {s['best_success_rate']:.4g} "
+                f"(base {s['base_success_rate']:.4g}),"
+                f" {s['wall_seconds']:.0f} s"
+            )
+            summaries.append(s)
+    return summaries
+
+
+def table(summaries: list[dict]) -> tuple[str, dict]:
+    """Table-2-style rows: mean, median, std of the best success rate and improvement over the prior."""
+    rows, out = [], {}
+    base = [s["base_success_rate"] for s in summaries]
+    groups = {"prior": base}
+    for s in summaries:
+        groups.setdefault(s["method"], []).append(s["best_success_rate"])
+    prior = statistics.mean(base) if base else float("nan")
+    rows.append("| method | seeds | mean | median | std | improvement (mean / prior mean) |")
+    rows.append("|---|---:|---:|---:|---:|---:|")
+    for name, vals in groups.items():
+        mean, med = statistics.mean(vals), statistics.median(vals)
+        std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        imp = mean / prior if prior > 0 else float("nan")
+        out[name] = {"n": len(vals), "mean": mean, "median": med, "std": std, "improvement": imp}
+        rows.append(f"| {name} | {len(vals)} | {mean:.4g} | {med:.4g} | {std:.3g} | {imp:.3g}x |")
+    return "\n".join(rows), out
+
+
+def single_round(task, mode: dict, seed: int) -> tuple[dict, list[str], list[str]]:
+    """One Bayesian update from one large batch of prior samples (App. B.1); returns stats and strings."""
+    prior = task.prior("cpu")
+    t0 = time.time()
+    x = prior.sample(mode["single_n"], derive_seed(seed, "single", "draw"))
+    r = task.reward(x)
+    failures = x[r == 0]
+    negative = prior.clone()
+    negative.fit(
+        failures,
+        mode["single_epochs"],
+        derive_seed(seed, "single", "negative"),
+        FitConfig(lr=1e-3, batch_size=256),
+    )
+    f = mode["single_f"]
+    calib = prior.sample(max(20 * f, 20_000), derive_seed(seed, "single", "calibrate"))
+    scores = ratio_scores(calib, prior, negative, KAPPA, True)
+    tau = float(torch.quantile(scores, 1 - 1 / f))  # accept the top 1/f of the prior: filter factor f
+    filt = Filter(prior, negative, KAPPA, tau, True)
+    kept: list[Sequences] = []
+    have, drawn, chunk = 0, 0, 0
+    while have < mode["single_eval"]:
+        c = prior.sample(20_000, derive_seed(seed, "single", "accept", chunk))
+        acc = c[filt.accepts(c)]
+        kept.append(acc)
+        have, drawn, chunk = have + len(acc), drawn + len(c), chunk + 1
+    accepted = Sequences.cat(kept)[torch.arange(mode["single_eval"])]
+    k = int(task.reward(accepted).sum())
+    n = len(accepted)
+    base_eval = prior.sample(n, derive_seed(seed, "single", "base"))
+    kb = int(task.reward(base_eval).sum())
+    stats = {
+        "nre": mode["single_n"],
+        "failures_kept": len(failures),
+        "successes_in_batch": int(r.sum()),
+        "kappa": KAPPA,
+        "filter_factor": f,
+        "tau": tau,
+        "negative_epochs": mode["single_epochs"],
+        "acceptance": have / drawn,
+        "base": {"rate": kb / n, "ci": clopper_pearson(kb, n), "n": n},
+        "filtered": {"rate": k / n, "ci": clopper_pearson(k, n), "n": n},
+        "improvement": (k / n) / (kb / n) if kb else None,
+        "seconds": time.time() - t0,
+    }
+    return stats, task.decode(x[:5000]), task.decode(accepted)
+
+
+def main() -> None:
+    """Run the recipe."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=sorted(MODES), default="smoke")
+    p.add_argument("--out", default="runs/addition-bench")
+    p.add_argument("--cache", help="cache folder (default: $BANEL_CACHE or ~/.cache/banel; smoke: OUT/cache)")
+    p.add_argument("--methods", default="banel,rnd,count,base")
+    p.add_argument("--seeds", help="comma-separated seeds (default: the mode's)")
+    p.add_argument("--scaling-epochs", help="comma-separated negative epochs for the sweep (default: the mode's)")
+    p.add_argument("--scaling-seeds", help="comma-separated seeds for the sweep (default: the mode's)")
+    p.add_argument("--steps", default="prepare,compare,single,scaling")
+    p.add_argument("--unfinished-target", action="store_true", help="use the target's latest checkpoint")
+    p.add_argument("--prepare-seconds", type=float, help="budget for (resumed) target training")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    mode = dict(MODES[args.mode])
+    if args.seeds:
+        mode["seeds"] = [int(x) for x in args.seeds.split(",")]
+    if args.scaling_epochs:
+        mode["scaling_epochs"] = [int(x) for x in args.scaling_epochs.split(",")]
+    if args.scaling_seeds:
+        mode["scaling_seeds"] = [int(x) for x in args.scaling_seeds.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = args.cache or (str(out / "cache") if args.mode == "smoke" else None)
+    options = dict(mode["task"])
+    if args.unfinished_target:
+        options["unfinished_target"] = True
+    steps = args.steps.split(",")
+    results: dict[str, Any] = {"mode": args.mode, "settings": mode, "kappa": KAPPA}
+    md = [f"# Addition attack, {args.mode} mode\n"]
+    task = make_task("addition", options, cache)
+    if "prepare" in steps:
+        print("prepare: target and attacker")
+        rep = task.prepare(args.prepare_seconds, mode["prepare_samples"], 0, mode["prepare_problems"])
+        results["prepare"] = {k: v for k, v in rep.items() if k != "accuracy_curve"}
+        results["accuracy_curve"] = rep["accuracy_curve"]
+        b = rep["base_success"]
+        md.append(
+            f"Target: step {rep['target_step']}/{rep['target_steps']} (done: {rep['target_done']}), "
+            f"exact-match accuracy {rep['accuracy']:.4f} on {rep['accuracy_problems']} fresh problems."
+        )
+        if b:
+            md.append(
+                f"Base attacker success rate {b['rate']:.3g} [{b['low']:.3g}, {b['high']:.3g}] "
+                f"({b['k']}/{b['n']}); valid strings {rep['attacker_valid_rate']:.3f}.\n"
+            )
+        print("\n".join(md[-2:]))
+    methods = args.methods.split(",")
+    if "compare" in steps:
+        print("compare:", methods)
+        summaries = run_methods(options, methods, mode["seeds"], mode, cache, out / "compare")
+        text, rows = table(summaries)
+        results["compare"] = {"rows": rows, "summaries": summaries}
+        md += ["## Best success rate over seeds\n", text, ""]
+        spr = [s.get("seconds_per_round") for s in summaries if s.get("seconds_per_round")]
+        if spr:
+            md.append(
+                f"Seconds per round (mean over runs): {statistics.mean(spr):.1f}; per full run: "
+                f"{statistics.mean(s['wall_seconds'] for s in summaries):.0f} s.\n"
+            )
+        print(text)
+    groups = {}
+    if "single" in steps:
+        print("single round")
+        stats, prior_texts, accepted = single_round(task, mode, 0)
+        results["single_round"] = stats
+        md += ["## Single round\n", "```", json.dumps(stats, indent=1), "```", ""]
+        groups["prior samples"] = failure_modes(prior_texts, task.options.max_digits)
+        groups["accepted (single round)"] = failure_modes(accepted, task.options.max_digits)
+        print(json.dumps(stats))
+    wins = read_successes(sorted((out / "compare").glob("banel-seed*")))
+    if wins:
+        groups["successes (banel runs)"] = failure_modes(wins, task.options.max_digits)
+    if groups:
+        results["failure_modes"] = groups
+        md += ["## Failure modes\n", failure_table(groups), ""]
+        plot_failure_modes(groups, out / "failure_modes.png")
+        md += ["Example successful attacks: " + ", ".join(f"`{w}`" for w in wins[:20]), ""]
+    if "scaling" in steps:
+        print("scaling: negative epochs", mode["scaling_epochs"])
+        strict = {**options, "leading_zeros": False}
+        rows = {}
+        for e in mode["scaling_epochs"]:
+            s = run_methods(
+                strict,
+                ["banel"],
+                mode["scaling_seeds"],
+                {**mode, "negative_epochs": e},
+                cache,
+                out / f"scaling-epochs{e}",
+            )
+            rows[e] = statistics.mean(x["best_success_rate"] for x in s) / statistics.mean(
+                x["base_success_rate"] for x in s
+            )
+        refs = run_methods(
+            strict,
+            [m for m in ("rnd", "count") if m in methods],
+            mode["scaling_seeds"],
+            mode,
+            cache,
+            out / "scaling-refs",
+        )
+        ref = {}
+        for m in ("rnd", "count"):
+            vals = [x for x in refs if x["method"] == m]
+            if vals:
+                ref[m] = statistics.mean(x["best_success_rate"] for x in vals) / statistics.mean(
+                    x["base_success_rate"] for x in vals
+                )
+        results["scaling"] = {"improvement_by_epochs": rows, "references": ref}
+        _plot_scaling(rows, ref, out / "scaling.png")
+        md += [
+            "## Compute scaling (no leading zeros)\n",
+            "| negative epochs | improvement |",
+            "|---:|---:|",
+            *[f"| {e} | {v:.3g}x |" for e, v in rows.items()],
+            "",
+            *[f"{m}: {v:.3g}x" for m, v in ref.items()],
+            "",
+        ]
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
+
+
+def _plot_scaling(rows: dict, refs: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(list(rows), list(rows.values()), "o-", label="BaNEL")
+    for (name, v), style in zip(refs.items(), ("--", ":"), strict=False):
+        ax.axhline(v, ls=style, color="grey", label=name)
+    ax.set(xscale="log", xlabel="negative-model epochs per round", ylabel="improvement factor")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,571 @@
+"""The addition attack (paper Appendix B.1): find queries `a+b=` on which a target transformer adds wrongly.
+
+Two of our own transformers. The *target* is trained on `a+b=c` (operands of 1 to `max_digits` digits, no
+leading zeros, the sum in normal digit order) and answers a query by greedy decoding. The *attacker* prior
+is trained on the queries `a+b=` over a wider vocabulary (digits, `+`, `=`, `a`-`z`), so it can also write
+malformed strings. The reward is 1 iff the string is a well-formed query and the target's greedy answer is
+not the true sum. Both models are trained by `prepare` from a seed and cached; target training checkpoints
+every few minutes and resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from banel.cache import atomic_torch_save, cache_dir, config_hash, safe_torch_load
+from banel.models.protocol import FitConfig, GenerativeModel
+from banel.models.transformer import TransformerConfig, TransformerModel
+from banel.sequences import Sequences, derive_seed
+
+log = logging.getLogger(__name__)
+
+DIGITS = "0123456789"
+TARGET_CHARS = DIGITS + "+="
+"""The target's content vocabulary (its end token is added by the transformer)."""
+ATTACKER_CHARS = DIGITS + "+=" + "abcdefghijklmnopqrstuvwxyz"
+"""The attacker's content vocabulary: a superset of the target's, so it can write malformed strings."""
+TARGET_INDEX = {c: i for i, c in enumerate(TARGET_CHARS)}
+ATTACKER_INDEX = {c: i for i, c in enumerate(ATTACKER_CHARS)}
+VERSION = 1  # bump when the data or training code changes what a cached checkpoint means
+
+_QUERY = re.compile(r"([0-9]+)\+([0-9]+)=")
+
+
+# -- grammar and reward ------------------------------------------------------------------------------
+def parse_query(text: object, max_digits: int = 10, leading_zeros: bool = True) -> tuple[str, str] | None:
+    """The two operand strings of a well-formed query `a+b=`, or None; never raises, whatever `text` is.
+
+    Well-formed: digits, `+`, digits, `=`, nothing else, each operand 1 to `max_digits` characters. With
+    `leading_zeros=False` an operand of two or more digits starting with 0 makes the query invalid.
+    """
+    if not isinstance(text, str) or len(text) > 2 * max_digits + 2:
+        return None
+    match = _QUERY.fullmatch(text)
+    if match is None:
+        return None
+    a, b = match.group(1), match.group(2)
+    if len(a) > max_digits or len(b) > max_digits:
+        return None
+    if not leading_zeros and ((len(a) > 1 and a[0] == "0") or (len(b) > 1 and b[0] == "0")):
+        return None
+    return a, b
+
+
+def true_sum(a: str, b: str) -> str:
+    """The correct answer to `a+b=` in normal digit order, no leading zeros."""
+    return str(int(a) + int(b))
+
+
+def has_leading_zero(a: str, b: str) -> bool:
+    """Whether either operand has a leading zero (two or more digits starting with 0)."""
+    return (len(a) > 1 and a[0] == "0") or (len(b) > 1 and b[0] == "0")
+
+
+def carry_chain(a: str, b: str) -> int:
+    """Length of the longest run of consecutive carries when adding a and b column by column."""
+    x, y = a[::-1], b[::-1]
+    carry, run, best = 0, 0, 0
+    for i in range(max(len(x), len(y))):
+        s = (int(x[i]) if i < len(x) else 0) + (int(y[i]) if i < len(y) else 0) + carry
+        carry = int(s >= 10)
+        run = run + 1 if carry else 0
+        best = max(best, run)
+    return best
+
+
+# -- data ----------------------------------------------------------------------------------------------
+def random_operands(n: int, lengths: np.ndarray, rng: np.random.Generator) -> list[str]:
+    """n random operands without leading zeros, operand i with lengths[i] digits (one digit: 0-9)."""
+    out = []
+    for k in lengths.tolist():
+        first = str(rng.integers(0 if k == 1 else 1, 10))
+        rest = "".join(map(str, rng.integers(0, 10, size=k - 1).tolist()))
+        out.append(first + rest)
+    return out
+
+
+def random_problems(n: int, max_digits: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """n operand pairs, each operand's digit count uniform on 1..max_digits, no leading zeros."""
+    la = rng.integers(1, max_digits + 1, size=n)
+    lb = rng.integers(1, max_digits + 1, size=n)
+    return list(zip(random_operands(n, la, rng), random_operands(n, lb, rng), strict=True))
+
+
+def all_problems(max_digits: int) -> list[tuple[str, str]]:
+    """Every operand pair without leading zeros (10**(2*max_digits) pairs: only for small max_digits)."""
+    if max_digits > 3:
+        raise ValueError(f"all_problems enumerates 10**(2*max_digits) pairs; max_digits={max_digits} > 3")
+    numbers = [str(i) for i in range(10**max_digits)]
+    return [(a, b) for a in numbers for b in numbers]
+
+
+def encode(texts: list[str], index: dict[str, int]) -> Sequences:
+    """Token sequences of strings over a vocabulary (every character must be in it)."""
+    return Sequences.from_lists([[index[c] for c in t] for t in texts])
+
+
+def decode(x: Sequences, chars: str) -> list[str]:
+    """Strings of token sequences."""
+    return ["".join(chars[t] for t in row) for row in x.to_lists()]
+
+
+# -- greedy answers --------------------------------------------------------------------------------------
+@torch.no_grad()
+def greedy_continue(model: TransformerModel, prompts: list[list[int]], batch: int = 2048) -> list[list[int]]:
+    """Greedy continuation of each prompt up to the end token or max_len tokens in all (batched, KV cache).
+
+    Prompts are grouped by length so each group runs as one cached batch; the end token is not returned.
+    """
+    cfg, net = model.config, model.net
+    net.eval()
+    end = cfg.vocab_size if cfg.end_token else -1
+    out: list[list[int]] = [[] for _ in prompts]
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        if len(p) > cfg.max_len:
+            raise ValueError(f"a prompt of {len(p)} tokens exceeds model.max_len={cfg.max_len}")
+        by_length.setdefault(len(p), []).append(i)
+    for length, members in sorted(by_length.items()):
+        for s in range(0, len(members), batch):
+            rows = members[s : s + batch]
+            n = len(rows)
+            idx = torch.tensor([[net.begin] + prompts[r] for r in rows], dtype=torch.long, device=model.device)
+            caches: list[list[torch.Tensor]] = [[] for _ in range(cfg.n_layer)]
+            alive = torch.ones(n, dtype=torch.bool, device=model.device)
+            produced = []
+            start = 0
+            for _ in range(length, cfg.max_len):
+                logits = net(idx, start=start, caches=caches)[:, -1]
+                start += idx.shape[1]
+                nxt = logits.argmax(-1)
+                alive &= nxt != end
+                produced.append(torch.where(alive, nxt, torch.full_like(nxt, -1)))
+                if not alive.any():
+                    break
+                idx = nxt.unsqueeze(1)
+            if produced:
+                table = torch.stack(produced, 1).cpu().tolist()
+                for r, row in zip(rows, table, strict=True):
+                    out[r] = [t for t in row if t >= 0]
+    return out
+
+
+def target_answers(target: TransformerModel, queries: list[tuple[str, str]]) -> list[str]:
+    """The target's greedy answer to each query `a+b=` as a string (non-digit tokens kept as written)."""
+    prompts = [[TARGET_INDEX[c] for c in f"{a}+{b}="] for a, b in queries]
+    return ["".join(TARGET_CHARS[t] for t in row) for row in greedy_continue(target, prompts)]
+
+
+def exact_match(target: TransformerModel, problems: list[tuple[str, str]]) -> float:
+    """Fraction of problems the target answers exactly right by greedy decoding."""
+    answers = target_answers(target, problems)
+    return float(np.mean([ans == true_sum(a, b) for ans, (a, b) in zip(answers, problems, strict=True)]))
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TargetTraining:
+    """How the target adder is trained (curriculum over operand length, warm-up then cosine decay)."""
+
+    seed: int = 0
+    """Seed of the initial weights and of every batch (batch i uses derive_seed(seed, 'batch', i))."""
+    d_model: int = 128
+    """Transformer width."""
+    n_layer: int = 4
+    """Transformer depth."""
+    n_head: int = 4
+    """Attention heads."""
+    steps: int = 60_000
+    """Optimiser steps in all (the schedule's length; training resumes from checkpoints until done)."""
+    batch_size: int = 128
+    """Problems per step."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    min_lr: float = 5e-5
+    """Learning rate at the end of the cosine decay."""
+    warmup: int = 500
+    """Linear warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    start_digits: int = 3
+    """Curriculum: the largest operand length trained on at the start."""
+    promote_at: float = 0.9
+    """Curriculum: add one digit when exact-match accuracy at the current largest length reaches this."""
+    eval_every: int = 500
+    """Steps between accuracy checks (curriculum decisions and the accuracy curve)."""
+    eval_problems: int = 512
+    """Fresh problems per accuracy check."""
+    checkpoint_seconds: float = 300.0
+    """Wall-clock seconds between checkpoints."""
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_layer", "n_head", "steps", "batch_size", "eval_every", "eval_problems"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"target.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.min_lr <= self.lr:
+            raise ValueError(f"target.min_lr must be in (0, target.lr={self.lr}], got {self.min_lr}")
+        if self.start_digits < 1:
+            raise ValueError(f"target.start_digits must be >= 1, got {self.start_digits}")
+        if not 0 < self.promote_at <= 1:
+            raise ValueError(f"target.promote_at must be in (0, 1], got {self.promote_at}")
+
+
+@dataclass(frozen=True)
+class AttackerTraining:
+    """How the attacker prior is pre-trained on queries `a+b=`."""
+
+    seed: int = 0
+    """Seed of the data and initial weights."""
+    samples: int = 50_000
+    """Training queries."""
+    epochs: int = 4
+    """Passes over them."""
+    d_model: int = 64
+    """Transformer width."""
+    n_layer: int = 2
+    """Transformer depth."""
+    n_head: int = 4
+    """Attention heads."""
+    extra_len: int = 4
+    """Positions beyond the longest query (room for malformed strings)."""
+    fit: FitConfig = field(default_factory=lambda: FitConfig(lr=2e-3, batch_size=128))
+    """Optimiser settings."""
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "epochs", "d_model", "n_layer", "n_head"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"attacker.{name} must be >= 1, got {getattr(self, name)}")
+        if self.extra_len < 0:
+            raise ValueError(f"attacker.extra_len must be >= 0, got {self.extra_len}")
+
+
+@dataclass(frozen=True)
+class AdditionOptions:
+    """Settings of the addition-attack task (`--set task_options.KEY=VALUE`)."""
+
+    max_digits: int = 10
+    """Largest operand length in the training data and in a well-formed query."""
+    leading_zeros: bool = True
+    """Whether a query with a leading zero is well-formed (paper B.1: yes; the blog's scaling study: no)."""
+    target: TargetTraining = field(default_factory=TargetTraining)
+    """Target training."""
+    attacker: AttackerTraining = field(default_factory=AttackerTraining)
+    """Attacker pre-training."""
+    unfinished_target: bool = False
+    """Use the latest checkpoint of a target whose training schedule has not finished (else an error)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_digits <= 18:
+            raise ValueError(f"task_options.max_digits must be in 1..18, got {self.max_digits}")
+        if self.target.start_digits > self.max_digits:
+            raise ValueError(
+                f"task_options.target.start_digits ({self.target.start_digits}) must be <= max_digits "
+                f"({self.max_digits})"
+            )
+
+
+def target_config(options: AdditionOptions) -> TransformerConfig:
+    """The target's architecture: room for `a+b=` and an answer one digit longer than the operands."""
+    t = options.target
+    return TransformerConfig(
+        vocab_size=len(TARGET_CHARS),
+        max_len=3 * options.max_digits + 3,
+        end_token=True,
+        d_model=t.d_model,
+        n_layer=t.n_layer,
+        n_head=t.n_head,
+    )
+
+
+def attacker_config(options: AdditionOptions) -> TransformerConfig:
+    """The attacker's architecture: the longest query plus `extra_len` positions."""
+    a = options.attacker
+    return TransformerConfig(
+        vocab_size=len(ATTACKER_CHARS),
+        max_len=2 * options.max_digits + 2 + a.extra_len,
+        end_token=True,
+        d_model=a.d_model,
+        n_layer=a.n_layer,
+        n_head=a.n_head,
+    )
+
+
+# -- target training -------------------------------------------------------------------------------------
+def _lr(t: TargetTraining, step: int) -> float:
+    if step < t.warmup:
+        return t.lr * (step + 1) / t.warmup
+    progress = min(1.0, (step - t.warmup) / max(1, t.steps - t.warmup))
+    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _target_batch(options: AdditionOptions, digits: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (begin + `a+b=c`) and answer-only targets (-100 elsewhere) of training batch `step`."""
+    t = options.target
+    rng = np.random.default_rng(derive_seed(t.seed, "batch", step))
+    problems = random_problems(t.batch_size, digits, rng)
+    texts = [f"{a}+{b}={true_sum(a, b)}" for a, b in problems]
+    width = max(map(len, texts)) + 1
+    cfg = target_config(options)
+    begin, end = cfg.vocab_size + 1, cfg.vocab_size
+    inputs = torch.zeros((len(texts), width), dtype=torch.long)
+    labels = torch.full((len(texts), width), -100, dtype=torch.long)
+    for i, (text, (a, b)) in enumerate(zip(texts, problems, strict=True)):
+        ids = [TARGET_INDEX[c] for c in text]
+        inputs[i, : len(ids) + 1] = torch.tensor([begin, *ids])
+        q = len(a) + len(b) + 2  # the answer starts after `a+b=`
+        labels[i, q : len(ids)] = torch.tensor(ids[q:])
+        labels[i, len(ids)] = end
+    return inputs, labels
+
+
+def train_target(
+    options: AdditionOptions,
+    path: str | Path,
+    device: str = "cpu",
+    max_seconds: float | None = None,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[TransformerModel, dict[str, Any]]:
+    """Train (or resume training) the target, checkpointing atomically to `path`; returns model and state.
+
+    The state holds `step`, `digits` (the curriculum level), `done` and `curve` (one row per accuracy
+    check). Stops when the schedule ends or after `max_seconds`; calling again resumes bit-for-bit, since
+    every batch is a function of (seed, step).
+    """
+    t = options.target
+    path = Path(path)
+    model = TransformerModel(target_config(options), seed=t.seed, device=device)
+    opt = torch.optim.AdamW(model.net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    state: dict[str, Any] = {"step": 0, "digits": t.start_digits, "done": False, "curve": []}
+    if path.is_file():
+        saved = safe_torch_load(path)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        log.info("resuming target training at step %d (digits %d)", state["step"], state["digits"])
+    began = last_save = time.time()
+
+    def save() -> None:
+        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}, path)
+
+    net = model.net
+    while state["step"] < t.steps and not state["done"]:
+        step = state["step"]
+        for group in opt.param_groups:
+            group["lr"] = _lr(t, step)
+        inputs, labels = _target_batch(options, state["digits"], step)
+        net.train()
+        logits = net(inputs.to(model.device))
+        loss = F.cross_entropy(logits.reshape(-1, net.n_out), labels.to(model.device).reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        state["step"] = step + 1
+        if state["step"] % t.eval_every == 0 or state["step"] == t.steps:
+            row = _evaluate_target(model, options, state, float(loss.detach()))
+            state["curve"].append(row)
+            if on_eval:
+                on_eval(row)
+        state["done"] = state["step"] >= t.steps
+        if time.time() - last_save > t.checkpoint_seconds or state["done"]:
+            save()
+            last_save = time.time()
+        if max_seconds is not None and time.time() - began > max_seconds:
+            break
+    save()
+    net.eval()
+    return model, state
+
+
+def _evaluate_target(
+    model: TransformerModel, options: AdditionOptions, state: dict[str, Any], loss: float
+) -> dict[str, Any]:
+    """Exact-match accuracy at the curriculum's top length and overall; promotes the curriculum."""
+    t = options.target
+    rng = np.random.default_rng(derive_seed(t.seed, "eval", state["step"]))
+    d = state["digits"]
+    top = list(zip(*(random_operands(t.eval_problems, np.full(t.eval_problems, d), rng) for _ in "ab"), strict=True))
+    acc_top = exact_match(model, top)
+    acc_all = exact_match(model, random_problems(t.eval_problems, options.max_digits, rng))
+    row = {"step": state["step"], "digits": d, "loss": loss, "acc_top_length": acc_top, "acc_all": acc_all}
+    log.info(
+        "target step %d digits %d loss %.4f acc@%d %.3f acc(all) %.3f",
+        state["step"],
+        d,
+        loss,
+        d,
+        acc_top,
+        acc_all,
+    )
+    if acc_top >= t.promote_at and d < options.max_digits:
+        state["digits"] = d + 1
+    return row
+
+
+# -- the task --------------------------------------------------------------------------------------------
+class AdditionTask:
+    """Attack a target adder: the prior is the attacker; reward 1 for a well-formed query it gets wrong."""
+
+    name = "addition"
+
+    def __init__(self, options: AdditionOptions | None = None, cache: str | Path | None = None) -> None:
+        self.options = options or AdditionOptions()
+        self._cache = cache
+        self._prior: dict[str, GenerativeModel] = {}
+        self._target: TransformerModel | None = None
+        self._answers: dict[str, str] = {}
+
+    # -- cached artefacts ------------------------------------------------------------------------------
+    def target_path(self) -> Path:
+        """Checkpoint file of the target (a function of the target's settings only)."""
+        o = self.options
+        key = config_hash({"version": VERSION, "max_digits": o.max_digits, "target": asdict(o.target)})
+        return cache_dir(self._cache) / "addition" / f"target-{key}.pt"
+
+    def attacker_path(self) -> Path:
+        """Checkpoint file of the attacker prior."""
+        o = self.options
+        key = config_hash({"version": VERSION, "max_digits": o.max_digits, "attacker": asdict(o.attacker)})
+        return cache_dir(self._cache) / "addition" / f"attacker-{key}.pt"
+
+    def target(self, max_seconds: float | None = None) -> TransformerModel:
+        """The trained target, loaded from the cache (training or resuming it first if unfinished)."""
+        if self._target is not None:
+            return self._target
+        path = self.target_path()
+        saved = safe_torch_load(path) if path.is_file() else None
+        if saved is not None and (saved["state"]["done"] or self.options.unfinished_target):
+            model = TransformerModel.from_state_dict(saved["model"])
+            if not saved["state"]["done"]:
+                log.warning("using an unfinished target (step %d)", saved["state"]["step"])
+        else:
+            log.warning(
+                "training the addition target to the end of its schedule (hours on a CPU for the default; "
+                "`banel prepare addition --max-seconds S` trains in resumable pieces); checkpoints at %s",
+                path,
+            )
+            model, state = train_target(self.options, path, max_seconds=max_seconds)
+            if not state["done"]:
+                raise ValueError(
+                    f"target training stopped at step {state['step']} of {self.options.target.steps}; "
+                    f"run `banel prepare addition` again to resume from {path}, or set "
+                    "task_options.unfinished_target=true to use it as it is"
+                )
+        self._target = model
+        return model
+
+    def prior(self, device: str = "cpu") -> GenerativeModel:
+        """The attacker prior, loaded from the cache or pre-trained (about a minute) and cached."""
+        if device in self._prior:
+            return self._prior[device]
+        a = self.options.attacker
+        path = self.attacker_path()
+        model = TransformerModel(attacker_config(self.options), seed=a.seed, device=device)
+        if path.is_file():
+            model.load_state_dict(safe_torch_load(path))
+        else:
+            log.info("pre-training the addition attacker (cached at %s)", path)
+            rng = np.random.default_rng(derive_seed(a.seed, "attacker-data"))
+            queries = [f"{x}+{y}=" for x, y in random_problems(a.samples, self.options.max_digits, rng)]
+            losses = model.fit(encode(queries, ATTACKER_INDEX), a.epochs, derive_seed(a.seed, "fit"), a.fit)
+            log.info("addition attacker: final NLL per token %.4f", losses[-1])
+            atomic_torch_save(model.state_dict(), path)
+        self._prior[device] = model
+        return model
+
+    def answers(self, queries: list[tuple[str, str]]) -> list[str]:
+        """The target's greedy answers to well-formed queries (test doubles override this)."""
+        return target_answers(self.target(), queries)
+
+    # -- Task protocol ---------------------------------------------------------------------------------
+    def reward(self, x: Sequences) -> torch.Tensor:
+        """1 where the string is a well-formed query and the target's greedy answer is wrong."""
+        o = self.options
+        texts = self.decode(x)
+        parsed = [parse_query(s, o.max_digits, o.leading_zeros) for s in texts]
+        todo = sorted({s for s, p in zip(texts, parsed, strict=True) if p is not None} - set(self._answers))
+        if todo:
+            answers = self.answers([parse_query(s, o.max_digits, True) for s in todo])
+            self._answers.update(zip(todo, answers, strict=True))
+        r = [0.0 if p is None else float(self._answers[s] != true_sum(*p)) for s, p in zip(texts, parsed, strict=True)]
+        return torch.tensor(r, dtype=torch.float64)
+
+    def prepare(self, max_seconds: float | None, samples: int, seed: int = 0, problems: int = 5000) -> dict[str, Any]:
+        """Train (or resume) the target and the attacker; measure accuracy and the base success rate.
+
+        Returns the target's training state (step, curriculum, accuracy curve); its exact-match accuracy on
+        `problems` fresh problems, on a fifth as many per operand length, and (max_digits <= 2) on every
+        problem; and the attacker's success rate over `samples` draws with a 95% Clopper-Pearson interval
+        (None while the target is unfinished and unfinished_target is off).
+        """
+        from banel.eval.success import clopper_pearson
+
+        o = self.options
+        model, state = train_target(o, self.target_path(), max_seconds=max_seconds)
+        rng = np.random.default_rng(derive_seed(seed, "prepare", "accuracy"))
+        per_length = {}
+        for d in range(1, o.max_digits + 1):
+            lengths = np.full(max(problems // 5, 1), d)
+            ops = [random_operands(len(lengths), lengths, rng) for _ in "ab"]
+            per_length[d] = exact_match(model, list(zip(*ops, strict=True)))
+        overall = exact_match(model, random_problems(problems, o.max_digits, rng))
+        report: dict[str, Any] = {
+            "target_path": str(self.target_path()),
+            "target_step": state["step"],
+            "target_steps": o.target.steps,
+            "target_done": state["done"],
+            "curriculum_digits": state["digits"],
+            "accuracy_curve": state["curve"],
+            "accuracy_by_length": per_length,
+            "accuracy": overall,
+            "accuracy_problems": problems,
+        }
+        if o.max_digits <= 2:
+            report["accuracy_exact"] = exact_match(model, all_problems(o.max_digits))
+        attacker = self.prior()
+        report["attacker_path"] = str(self.attacker_path())
+        if state["done"] or o.unfinished_target:
+            self._target = model
+            x = attacker.sample(samples, derive_seed(seed, "prepare", "base"))
+            k = int(self.reward(x).sum())
+            low, high = clopper_pearson(k, samples)
+            valid = [parse_query(s, o.max_digits, o.leading_zeros) is not None for s in self.decode(x)]
+            report["base_success"] = {"rate": k / samples, "low": low, "high": high, "n": samples, "k": k}
+            report["attacker_valid_rate"] = float(np.mean(valid))
+        else:
+            report["base_success"] = None
+        return report
+
+    def exact_success_rate(self, model: GenerativeModel) -> None:
+        """Not enumerable: success rates are Monte-Carlo estimates."""
+        return None
+
+    def decode(self, x: Sequences) -> list[str]:
+        """The attacker's strings."""
+        return decode(x, ATTACKER_CHARS)
+
+    def snapshot(self, models: dict[str, GenerativeModel]) -> None:
+        """No per-round arrays for this task."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Task settings for config.json."""
+        return {"name": self.name, **asdict(self.options)}
+
+
+def make(options: dict[str, Any], cache: str | Path | None) -> AdditionTask:
+    """Build the task from `task_options` (unknown keys are errors)."""
+    from banel.config import from_dict
+
+    return AdditionTask(from_dict(AdditionOptions, options, "task_options."), cache)

@@ -1,0 +1,282 @@
+"""The addition-attack task: grammar, reward on hand-written strings, greedy answers, training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from banel.models.transformer import TransformerModel
+from banel.tasks import make_task
+from banel.tasks.addition import (
+    ATTACKER_CHARS,
+    ATTACKER_INDEX,
+    AdditionOptions,
+    AdditionTask,
+    AttackerTraining,
+    TargetTraining,
+    all_problems,
+    carry_chain,
+    encode,
+    greedy_continue,
+    has_leading_zero,
+    parse_query,
+    random_problems,
+    target_config,
+    train_target,
+    true_sum,
+)
+
+
+class ScriptedTarget(AdditionTask):
+    """The real task with a scripted target: it answers '0' when an operand ends in 7."""
+
+    def __init__(self, leading_zeros: bool = True) -> None:
+        super().__init__(AdditionOptions(leading_zeros=leading_zeros), cache=None)
+        self.asked: list[tuple[str, str]] = []
+
+    def answers(self, queries: list[tuple[str, str]]) -> list[str]:
+        self.asked.extend(queries)
+        return ["0" if a.endswith("7") or b.endswith("7") else true_sum(a, b) for a, b in queries]
+
+
+GARBAGE = [
+    "",
+    "+",
+    "=",
+    "1+",
+    "1+2",
+    "1+2=3",
+    "a+b=",
+    "1++2=",
+    "+1=",
+    "1+=",
+    "=1+2",
+    "1+2==",
+    "12a+3=",
+    "1 + 2=",
+]
+
+
+@pytest.mark.parametrize("text", GARBAGE)
+def test_parse_rejects_malformed_strings(text: str) -> None:
+    assert parse_query(text) is None
+    assert parse_query(text, leading_zeros=False) is None
+
+
+def test_parse_accepts_queries_and_splits_operands() -> None:
+    assert parse_query("1+2=") == ("1", "2")
+    assert parse_query("9999999999+1=") == ("9999999999", "1")
+    assert parse_query("0+0=") == ("0", "0")
+
+
+def test_parse_limits_operand_length() -> None:
+    assert parse_query("12345678901+1=") is None  # 11 digits > max_digits=10
+    assert parse_query("123+4=", max_digits=2) is None
+    assert parse_query("12+4=", max_digits=2) == ("12", "4")
+
+
+def test_leading_zero_variants() -> None:
+    assert parse_query("01+2=") == ("01", "2")
+    assert parse_query("01+2=", leading_zeros=False) is None
+    assert parse_query("1+002=", leading_zeros=False) is None
+    assert parse_query("0+2=", leading_zeros=False) == ("0", "2")  # a lone zero is no leading zero
+    assert parse_query("10+20=", leading_zeros=False) == ("10", "20")
+
+
+def test_parse_never_crashes() -> None:
+    assert parse_query(None) is None
+    assert parse_query(12) is None
+    assert parse_query("1" * 100_000 + "+1=") is None
+    assert parse_query("\x00\uffff+=") is None
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        text = "".join(rng.choice(list(ATTACKER_CHARS + " -\n"), size=rng.integers(0, 30)))
+        parse_query(text)
+
+
+def test_true_sum_ignores_leading_zeros() -> None:
+    assert true_sum("007", "3") == "10"
+    assert true_sum("9999999999", "1") == "10000000000"
+
+
+def test_carry_chain_counts_longest_run() -> None:
+    assert carry_chain("1", "2") == 0
+    assert carry_chain("5", "5") == 1
+    assert carry_chain("999", "1") == 3
+    assert carry_chain("191", "919") == 3  # 1+9=10 c, 9+1+1=11 c, 1+9+1=11 c
+    assert carry_chain("15", "15") == 1
+    assert carry_chain("9090", "1010") == 1
+
+
+def test_random_problems_have_no_leading_zeros_and_cover_lengths() -> None:
+    problems = random_problems(5000, 10, np.random.default_rng(1))
+    operands = [x for p in problems for x in p]
+    assert not any(len(x) > 1 and x[0] == "0" for x in operands)
+    lengths = np.bincount([len(x) for x in operands], minlength=11)[1:]
+    assert lengths.min() > 800 and lengths.max() < 1200  # 10,000 operands, ~1000 per length
+
+
+def test_reward_on_hand_written_strings() -> None:
+    task = ScriptedTarget(leading_zeros=True)
+    texts = [
+        "1+2=",
+        "17+2=",
+        "a+b=",
+        "1+2",
+        "",
+        "01+2=",
+        "07+2=",
+        "12+34=5",
+        "0+7=",
+        "1" * 11 + "+7=",
+        "17+2=",
+    ]
+    r = task.reward(encode(texts, ATTACKER_INDEX)).tolist()
+    assert r == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    # only well-formed queries reach the target, each distinct query once (answers are memoised)
+    assert sorted(task.asked) == [("0", "7"), ("01", "2"), ("07", "2"), ("1", "2"), ("17", "2")]
+    strict = ScriptedTarget(leading_zeros=False)
+    r = strict.reward(encode(texts, ATTACKER_INDEX)).tolist()
+    assert r == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0]
+    assert ("07", "2") not in strict.asked
+
+
+def _tiny_options(**kw) -> AdditionOptions:
+    target = TargetTraining(
+        d_model=16,
+        n_layer=1,
+        n_head=2,
+        steps=40,
+        batch_size=16,
+        warmup=5,
+        eval_every=20,
+        eval_problems=32,
+        start_digits=1,
+    )
+    attacker = AttackerTraining(samples=200, epochs=1, d_model=16, n_layer=1, n_head=2)
+    return AdditionOptions(max_digits=2, target=target, attacker=attacker, **kw)
+
+
+def test_greedy_continue_matches_a_one_token_at_a_time_loop() -> None:
+    model = TransformerModel(target_config(_tiny_options()), seed=3)
+    prompts = [[1, 10, 2, 11], [3, 4, 10, 5, 11], [7, 10, 8, 11]]
+    fast = greedy_continue(model, prompts)
+    net, end = model.net, model.config.vocab_size
+    for prompt, got in zip(prompts, fast, strict=True):
+        seq = list(prompt)
+        out = []
+        with torch.no_grad():
+            while len(seq) < model.config.max_len:
+                logits = net(torch.tensor([[net.begin, *seq]]))[0, -1]
+                t = int(logits.argmax())
+                if t == end:
+                    break
+                out.append(t)
+                seq.append(t)
+        assert got == out
+
+
+def test_real_target_reward_is_consistent_with_its_answers(tmp_path) -> None:
+    task = AdditionTask(_tiny_options(), tmp_path)
+    target = task.target()
+    texts = ["1+2=", "9+9=", "12+34=", "1+2", "a+b=", "01+2="]
+    r = task.reward(encode(texts, ATTACKER_INDEX))
+    from banel.tasks.addition import target_answers
+
+    answers = target_answers(target, [("1", "2"), ("9", "9"), ("12", "34"), ("01", "2")])
+    expected = [float(a != s) for a, s in zip(answers, ["3", "18", "46", "3"], strict=True)]
+    assert r.tolist() == [*expected[:3], 0.0, 0.0, expected[3]]
+
+
+def test_target_training_is_deterministic_and_resumes(tmp_path) -> None:
+    options = _tiny_options()
+    a, state_a = train_target(options, tmp_path / "a.pt")
+    b, _ = train_target(options, tmp_path / "b.pt")
+    for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    assert state_a["step"] == 40 and state_a["done"]
+    assert [row["step"] for row in state_a["curve"]] == [20, 40]
+    # stop after the first step, then resume: the same weights as an uninterrupted run
+    c, state_c = train_target(options, tmp_path / "c.pt", max_seconds=0.0)
+    assert state_c["step"] == 1 and not state_c["done"]
+    c, state_c = train_target(options, tmp_path / "c.pt")
+    assert state_c["step"] == 40
+    for va, vc in zip(a.net.state_dict().values(), c.net.state_dict().values(), strict=True):
+        assert torch.equal(va, vc)
+
+
+def test_attacker_prior_is_deterministic_and_cached(tmp_path) -> None:
+    p1 = AdditionTask(_tiny_options(), tmp_path / "one").prior()
+    p2 = AdditionTask(_tiny_options(), tmp_path / "two").prior()
+    x = encode(["1+2=", "a", "12+3="], ATTACKER_INDEX)
+    assert torch.equal(p1.log_prob(x), p2.log_prob(x))
+    again = AdditionTask(_tiny_options(), tmp_path / "one").prior()
+    assert torch.equal(p1.log_prob(x), again.log_prob(x))
+
+
+def test_unfinished_target_is_an_error_unless_allowed(tmp_path) -> None:
+    options = _tiny_options()
+    task = AdditionTask(options, tmp_path)
+    train_target(options, task.target_path(), max_seconds=0.0)
+    with pytest.raises(ValueError, match="unfinished_target"):
+        AdditionTask(options, tmp_path).target(max_seconds=0.0)
+    allowed = AdditionTask(_tiny_options(unfinished_target=True), tmp_path)
+    assert allowed.target() is not None
+
+
+def test_task_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="max_digits"):
+        make_task("addition", {"max_digits": 0})
+    with pytest.raises(ValueError, match="start_digits"):
+        make_task("addition", {"max_digits": 2})
+    with pytest.raises(ValueError):
+        make_task("addition", {"nonsense": 1})
+
+
+def test_has_leading_zero() -> None:
+    assert has_leading_zero("01", "2") and has_leading_zero("1", "00")
+    assert not has_leading_zero("0", "0") and not has_leading_zero("10", "2")
+
+
+def test_all_problems_enumerates_pairs_without_leading_zeros() -> None:
+    pairs = all_problems(1)
+    assert len(pairs) == 100 and pairs[0] == ("0", "0") and pairs[-1] == ("9", "9")
+    assert len(all_problems(2)) == 10_000
+    with pytest.raises(ValueError, match="max_digits"):
+        all_problems(4)
+
+
+def test_prepare_command_on_a_tiny_configuration(tmp_path, capsys) -> None:
+    from banel.cli import main
+
+    sets = [
+        "max_digits=1",
+        "target.d_model=16",
+        "target.n_layer=1",
+        "target.n_head=2",
+        "target.steps=20",
+        "target.batch_size=16",
+        "target.warmup=5",
+        "target.eval_every=10",
+        "target.eval_problems=16",
+        "target.start_digits=1",
+        "attacker.samples=100",
+        "attacker.epochs=1",
+        "attacker.d_model=16",
+        "attacker.n_layer=1",
+        "attacker.n_head=2",
+    ]
+    argv = ["prepare", "addition", "--cache", str(tmp_path), "--samples", "200", "--problems", "50"]
+    argv += [a for s in sets for a in ("--set", s)]
+    assert main([*argv, "--out", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "step 20/20, finished" in out and "base success rate" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["base_success"]["n"] == 200 and 0 <= report["accuracy_exact"] <= 1
+    # a second call finds both models cached and reports the same numbers
+    assert main([*argv, "--out", str(tmp_path / "s.json")]) == 0
+    again = json.loads((tmp_path / "s.json").read_text())
+    assert again["base_success"] == report["base_success"] and again["accuracy"] == report["accuracy"]
