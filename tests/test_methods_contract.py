@@ -3,7 +3,7 @@ import json
 import pytest
 
 from _tiny import TinyTask
-from banel.config import BanelConfig, EvalConfig, RunConfig
+from banel.config import BanelConfig, EvalConfig, OracleConfig, RunConfig
 from banel.methods import DESCRIPTIONS, METHODS
 from banel.oracle.budget import BudgetedOracle, BudgetExceeded
 from banel.runner import SUMMARY_FIELDS, Run, read_history
@@ -68,3 +68,42 @@ def test_an_oracle_with_less_budget_than_the_config_stops_the_method(tmp_path, m
     assert summary["nre_used"] == 20 and oracle.used == 20
     with pytest.raises(BudgetExceeded):
         oracle(TinyTask().prior().sample(10, 0))
+
+
+class BrokenOnZeroTask(TinyTask):
+    """The tiny task whose oracle crashes on every sample starting with token 0 (a quarter of the space)."""
+
+    def reward(self, x):
+        if (x.tokens[:, 0] == 0).any():
+            raise RuntimeError("simulator crashed")
+        return super().reward(x)
+
+
+@pytest.mark.parametrize("train_on_successes", [False, True])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_finishes_when_the_oracle_fails_on_some_samples(tmp_path, method, train_on_successes):
+    # Failed evaluations come back as NaN, uncharged; a method must neither crash nor learn from them.
+    options = dict(SMALL.get(method, {}))
+    if method not in ("banel", "base", "temperature"):
+        options["train_on_successes"] = train_on_successes
+    config = RunConfig(
+        task="tiny",
+        method=method,
+        seed=3,
+        nre_budget=40,
+        banel=BanelConfig(m=10, negative_epochs=2, generator_epochs=1, train_on_successes=train_on_successes),
+        eval=EvalConfig(drift_samples=50),
+        method_options=options,
+        oracle=OracleConfig(chunk_size=1, retries=0),
+    )
+    run = Run(config, BrokenOnZeroTask("transformer"), tmp_path / method)
+    run.start()
+    METHODS[method](run)
+    summary = run.finish()
+    rows = run.ledger.rows()
+    errors = [r for r in rows if r["status"] == "error"]
+    assert errors and all(r["charged"] == 0 and r["tokens"].startswith("0") for r in errors)
+    assert summary["nre_used"] == sum(r["charged"] for r in rows) <= 40
+    assert sum(h["evaluation_errors"] for h in read_history(tmp_path / method)) >= len(errors)
+    for value in (summary["final_success_rate"], summary["best_success_rate"], summary["drift_nll"]):
+        assert value == value  # not NaN: nothing was learned from a failed evaluation

@@ -59,10 +59,11 @@ def optimiser_step(
 
 
 def training_batch(x: Sequences, rewards: torch.Tensor, train_on_successes: bool) -> tuple[Sequences, torch.Tensor]:
-    """The samples a method may learn from: the failures only (the paper's protocol), or everything."""
-    if train_on_successes:
-        return x, rewards
-    keep = rewards == 0
+    """The samples a method may learn from: the failures only (the paper's protocol), or every evaluated one.
+
+    A sample whose evaluation failed (NaN reward from the ledger oracle) is never learned from.
+    """
+    keep = ~rewards.isnan() if train_on_successes else rewards == 0
     return x[keep], rewards[keep]
 
 
