@@ -69,5 +69,5 @@ def test_unknown_task_options_are_errors():
         make_task("toy1d", {"prior_steps": 3})
     with pytest.raises(ValueError, match=r"unknown setting\(s\) task_options.prior_training.epoch"):
         make_task("toy1d", {"prior_training": {"epoch": 3}})
-    with pytest.raises(ValueError, match="unknown task 'toy3d'; available: toy1d, toy2d"):
+    with pytest.raises(ValueError, match="unknown task 'toy3d'; available: addition, digits, mnist, toy1d, toy2d"):
         make_task("toy3d")
