@@ -18,10 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from banel.algorithm import Banel  # noqa: E402
-from banel.config import BanelConfig  # noqa: E402
+from banel.config import BanelConfig, from_dict  # noqa: E402
 from banel.models.transformer import TransformerConfig, TransformerModel  # noqa: E402
 from banel.oracle import BudgetedOracle  # noqa: E402
-from banel.tasks import make_task  # noqa: E402
+from banel.tasks import DEFAULT_SETTINGS, make_task  # noqa: E402
 
 # (name, vocab, length, d_model, n_layer): the toy configs and MNIST-like binary images (8x8, 14x14).
 CONFIGS = [
@@ -63,7 +63,8 @@ def measure_round(smoke: bool) -> dict[str, float]:
     """Seconds per BaNEL round on toy1d with its default settings (the prior is pre-trained first, not timed)."""
     task = make_task("toy1d")
     prior = task.prior()
-    cfg = BanelConfig(m=250 if not smoke else 50)
+    settings = {**DEFAULT_SETTINGS["toy1d"]["banel"], "m": 250 if not smoke else 50}  # what `banel run toy1d` uses
+    cfg = from_dict(BanelConfig, settings)
     banel = Banel(prior, cfg, seed=0)
     rounds = 2 if smoke else 6
     oracle = BudgetedOracle(task.reward, cfg.m * rounds)
