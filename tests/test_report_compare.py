@@ -156,7 +156,7 @@ def test_compare_in_parallel_processes_on_toy1d(tmp_path, cache):
     done = []
     data = {"nre_budget": 500, "banel": {"m": 250}}
     compare("toy1d", ["base", "gfn"], [0, 1], data, tmp_path / "cmp", jobs=2, on_done=done.append)
-    assert len(done) == 4 and all(d["nre_used"] == 500 for d in done)
+    assert len(done) == 4 and all(d["queries"] == 500 and d["nre_used"] <= 500 for d in done)
     assert len(collect(tmp_path / "cmp")) == 4
 
 
