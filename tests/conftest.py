@@ -4,7 +4,9 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    # One thread: the test models are tiny, and two intra-op threads on a machine where another job holds a
+    # core wait on each other (a 20-second prior training took over 5 minutes that way).
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -73,6 +73,8 @@ def test_bad_settings_exit_2_with_a_clear_message(tmp_path, capsys):
     assert "unknown method 'magic'" in capsys.readouterr().err
     assert main(["run", "toy1d", "--set", "banel.kapa=2", "--out", str(tmp_path / "z")]) == 2
     assert "unknown setting(s) banel.kapa" in capsys.readouterr().err
+    assert main(["run", "toy1d", "--threads", "0", "--out", str(tmp_path / "t")]) == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, cache, capsys):

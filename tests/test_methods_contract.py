@@ -5,8 +5,8 @@ import pytest
 from _tiny import TinyTask
 from banel.config import BanelConfig, EvalConfig, OracleConfig, RunConfig
 from banel.methods import DESCRIPTIONS, METHODS
-from banel.oracle.ledger import Ledger
 from banel.oracle.budget import BudgetedOracle, BudgetExceeded
+from banel.oracle.ledger import Ledger
 from banel.runner import SUMMARY_FIELDS, Run, read_history
 
 SMALL = {"rnd": {"hidden": 32, "layers": 2}}

@@ -38,6 +38,12 @@ COMPARE_EPILOG = """examples:
   banel report runs/cmp                    rebuild the table and the figure from the run folders"""
 
 
+THREADS_HELP = (
+    "torch threads (default: one per core); on a machine other jobs are using, 1 avoids intra-op threads "
+    "waiting on each other (many times slower: benchmarks/README.md)"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     from banel.methods import METHODS
 
@@ -75,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)")
     run.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--threads", type=int, help=THREADS_HELP)
 
     resume = sub.add_parser(
         "resume",
@@ -86,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--cache", help="cache folder for pre-trained priors")
     resume.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     resume.add_argument("--quiet", action="store_true", help="no progress bar")
+    resume.add_argument("--threads", type=int, help=THREADS_HELP)
     comp = sub.add_parser(
         "compare",
         help="run several methods on several seeds under one budget; write Table 2 and a figure",
@@ -132,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--problems", type=int, default=5000, help="fresh problems for the target's accuracy")
     prep.add_argument("--cache", help="cache folder (default $BANEL_CACHE or ~/.cache/banel)")
     prep.add_argument("--out", help="also write the report as JSON to this file")
+    prep.add_argument("--threads", type=int, help=THREADS_HELP)
 
     sub.add_parser("tasks", help="list the tasks")
     sub.add_parser("methods", help="list the methods")
@@ -340,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if getattr(args, "threads", None) is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "resume":
