@@ -129,7 +129,9 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 def test_sigkill_mid_round_then_resume_matches_an_uninterrupted_run(tmp_path, prior_cache):
     out = tmp_path / "killed"
-    args = ["toy1d", "--budget", "600", *SMALL, "--quiet", "--no-plot", "--cache", str(prior_cache)]
+    # One torch thread everywhere (the in-process reference too): the reduction order, hence the last bits of
+    # every float, depends on the thread count.
+    args = ["toy1d", "--budget", "600", *SMALL, "--quiet", "--no-plot", "--cache", str(prior_cache), "--threads", "1"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "banel.cli", "run", *args, "--out", str(out)],
         env=_env(),
@@ -157,7 +159,8 @@ def test_sigkill_mid_round_then_resume_matches_an_uninterrupted_run(tmp_path, pr
     assert not (out / "summary.json").exists()
 
     done = subprocess.run(
-        [sys.executable, "-m", "banel.cli", "resume", str(out), "--quiet", "--no-plot", "--cache", str(prior_cache)],
+        [sys.executable, "-m", "banel.cli", "resume", str(out), "--quiet", "--no-plot", "--cache", str(prior_cache)]
+        + ["--threads", "1"],
         env=_env(),
         capture_output=True,
         text=True,
