@@ -2,6 +2,9 @@ import pytest
 import torch
 
 
+torch.set_num_threads(1)  # before any fixture, module-scoped ones included, builds a model
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     # One thread: the test models are tiny, and two intra-op threads on a machine where another job holds a
