@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-
 torch.set_num_threads(1)  # before any fixture, module-scoped ones included, builds a model
 
 
