@@ -3,7 +3,7 @@ import json
 import pytest
 
 from _tiny import TinyTask
-from banel.config import BanelConfig, EvalConfig, OracleConfig, RunConfig
+from banel.config import BanelConfig, EvalConfig, OracleConfig, RunConfig, from_dict
 from banel.methods import DESCRIPTIONS, METHODS
 from banel.oracle.budget import BudgetedOracle, BudgetExceeded
 from banel.oracle.ledger import Ledger
@@ -108,3 +108,38 @@ def test_every_method_finishes_when_the_oracle_fails_on_some_samples(tmp_path, m
     assert sum(h.get("evaluation_errors", 0) for h in read_history(tmp_path / method)) >= len(errors)
     for value in (summary["final_success_rate"], summary["best_success_rate"], summary["drift_nll"]):
         assert value == value  # not NaN: nothing was learned from a failed evaluation
+
+
+class Crash(Exception):
+    """Stands in for a kill."""
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_resumes_from_its_checkpoint_as_if_never_killed(tmp_path, method):
+    _, reference, ref_history = _run(tmp_path, method, name="reference")
+
+    def crash(row: dict) -> None:
+        if row["round"] == 2:  # round 2's history row is written, its checkpoint not yet
+            raise Crash
+
+    config = from_dict(RunConfig, json.loads((tmp_path / "reference" / "config.json").read_text())["run"])
+    out = tmp_path / "killed"
+    run = Run(config, TinyTask("transformer"), out, on_round=crash)
+    run.start()
+    with pytest.raises(Crash):
+        METHODS[method](run)
+    run.oracle.close()
+    paid = len(Ledger(out / "ledger.sqlite").rows())
+
+    run_id = json.loads((out / "config.json").read_text())["run_id"]
+    resumed = Run(config, TinyTask("transformer"), out, run_id=run_id)
+    resumed.resume()
+    assert resumed.round_index == 2  # continues after round 1's checkpoint, not from the start
+    METHODS[method](resumed)
+    summary = resumed.finish()
+    rows = Ledger(out / "ledger.sqlite").rows()
+    assert paid <= len(rows) == summary["nre_used"] and len({r["hash"] for r in rows}) == len(rows)  # none twice
+    assert _strip(read_history(out)) == _strip(ref_history)
+    assert {k: v for k, v in summary.items() if k != "wall_seconds"} == {
+        k: v for k, v in reference.items() if k != "wall_seconds"
+    }

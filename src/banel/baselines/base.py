@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from banel.baselines.common import parse_options
+from banel.baselines.common import checkpoint, parse_options, restore
 from banel.sequences import derive_seed
 
 if TYPE_CHECKING:
@@ -22,7 +22,9 @@ def run(run: Run) -> None:
     parse_options(BaseConfig, run.config.method_options, "base")
     m, seed = run.config.banel.m, run.config.seed
     run.trained_on_successes = False
+    restore(run)  # no state beyond the run's own: resume continues after the last finished round
     while run.oracle.remaining >= m:
         x = run.prior.sample(m, derive_seed(seed, run.round_index, "sample"))
         rewards = run.oracle(x)
         run.end_round(run.prior, x, rewards, {}, snapshot_models={"prior": run.prior})
+        checkpoint(run)

@@ -3,7 +3,7 @@ optimiser step, and KL-shaped REINFORCE advantages. Each baseline's loop stays i
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -11,6 +11,9 @@ from torch import nn
 from banel.config import from_dict
 from banel.models.protocol import GenerativeModel, TrainableModel
 from banel.sequences import Sequences
+
+if TYPE_CHECKING:
+    from banel.runner import Run
 
 T = TypeVar("T")
 
@@ -56,6 +59,31 @@ def optimiser_step(
         norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params if p.grad is not None]))
     optimiser.step()
     return float(norm)
+
+
+class Stateful(Protocol):
+    """Anything with state_dict / load_state_dict: models, torch optimisers, a method's own statistics."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def restore(run: Run, **parts: Stateful) -> None:
+    """On a resumed run, load each part's state from the last checkpoint; on a fresh run do nothing."""
+    state = run.restore()
+    if state is None:
+        return
+    missing = set(parts) - set(state)
+    if missing:
+        raise ValueError(f"checkpoint of {run.config.method!r} lacks {sorted(missing)}: written by another version")
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+
+
+def checkpoint(run: Run, **parts: Stateful) -> None:
+    """Save every part's state with the run's bookkeeping (call right after `run.end_round`)."""
+    run.checkpoint({name: part.state_dict() for name, part in parts.items()})
 
 
 def training_batch(x: Sequences, rewards: torch.Tensor, train_on_successes: bool) -> tuple[Sequences, torch.Tensor]:

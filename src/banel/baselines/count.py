@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from banel.baselines.common import (
     adam,
+    checkpoint,
     kl_shaped_advantages,
     optimiser_step,
     parse_options,
     reinforce_loss,
+    restore,
     trainable_copy,
     training_batch,
 )
@@ -86,6 +88,16 @@ class DensityModel:
         self.model, self.c, self.steps = model, c, 0
         self.optimiser = torch.optim.SGD(model.parameters(), lr=lr)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The density model, its optimiser and its step count (the decay schedule's n)."""
+        return {"model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved."""
+        self.model.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.steps = int(state["steps"])
+
     def observe(self, x: Sequences) -> tuple[list[float], list[float]]:
         """Update on each sample in turn; returns each sample's raw prediction gain and pseudo-count."""
         gains, counts = [], []
@@ -111,6 +123,7 @@ def run(run: Run) -> None:
     policy = trainable_copy(run.prior, "count")
     optimiser = adam(policy, opts.lr)
     density = DensityModel(trainable_copy(run.prior, "count"), opts.density_lr, opts.decay_c)
+    restore(run, policy=policy, optimiser=optimiser, density=density)
     while run.oracle.remaining >= m:
         i = run.round_index
         x = policy.sample(m, derive_seed(seed, i, "sample"))
@@ -128,3 +141,4 @@ def run(run: Run) -> None:
             stats["bonus_mean"] = float(b.mean())
             stats["gain_median"] = float(torch.tensor(gains).median())
         run.end_round(policy, x, rewards, stats, snapshot_models={"prior": run.prior, "posterior": policy})
+        checkpoint(run, policy=policy, optimiser=optimiser, density=density)

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from banel.baselines.common import adam, optimiser_step, parse_options, trainable_copy, training_batch
+from banel.baselines.common import (
+    adam,
+    checkpoint,
+    optimiser_step,
+    parse_options,
+    restore,
+    trainable_copy,
+    training_batch,
+)
 from banel.sequences import derive_seed
 
 if TYPE_CHECKING:
@@ -66,6 +74,7 @@ def run(run: Run) -> None:
     run.trained_on_successes = opts.train_on_successes
     policy = trainable_copy(run.prior, "gfn")
     optimiser = adam(policy, opts.lr)
+    restore(run, policy=policy, optimiser=optimiser)
     while run.oracle.remaining >= m:
         i = run.round_index
         x = policy.sample(m, derive_seed(seed, i, "sample"))
@@ -79,3 +88,4 @@ def run(run: Run) -> None:
             stats["grad_norm"] = optimiser_step(policy, optimiser, loss, opts.grad_clip)
             stats["loss"] = float(loss.detach())
         run.end_round(policy, x, rewards, stats, snapshot_models={"prior": run.prior, "posterior": policy})
+        checkpoint(run, policy=policy, optimiser=optimiser)

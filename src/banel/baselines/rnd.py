@@ -11,17 +11,19 @@ samples alike (Section 3.2).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from banel.baselines.common import (
     adam,
+    checkpoint,
     kl_shaped_advantages,
     optimiser_step,
     parse_options,
     reinforce_loss,
+    restore,
     trainable_copy,
     training_batch,
 )
@@ -99,6 +101,14 @@ class RunningStd:
         m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
         self.mean, self.var, self.count = self.mean + delta * b_count / total, m2 / total, total
 
+    def state_dict(self) -> dict[str, float]:
+        """The running moments."""
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Restore the running moments."""
+        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
+
     @property
     def std(self) -> float:
         """Running standard deviation (floored to avoid division by zero)."""
@@ -113,6 +123,22 @@ class RND:
         self.predictor = mlp(d_in, opts.hidden, opts.layers, derive_seed(seed, "rnd", "predictor"))
         self.optimiser = torch.optim.Adam(self.predictor.parameters(), lr=opts.predictor_lr)
         self.normaliser = RunningStd()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Both networks, the predictor's optimiser and the normaliser."""
+        return {
+            "target": self.target.state_dict(),
+            "predictor": self.predictor.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "normaliser": self.normaliser.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved."""
+        self.target.load_state_dict(state["target"])
+        self.predictor.load_state_dict(state["predictor"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.normaliser.load_state_dict(state["normaliser"])
 
     def error(self, e: torch.Tensor) -> torch.Tensor:
         """Mean squared prediction error per sample: (n,)."""
@@ -145,6 +171,7 @@ def run(run: Run) -> None:
     policy = trainable_copy(run.prior, "rnd")
     optimiser = adam(policy, opts.lr)
     rnd = RND(max_len * (vocab + 1), opts, seed)
+    restore(run, policy=policy, optimiser=optimiser, rnd=rnd)
     while run.oracle.remaining >= m:
         i = run.round_index
         x = policy.sample(m, derive_seed(seed, i, "sample"))
@@ -164,3 +191,4 @@ def run(run: Run) -> None:
             stats["intrinsic_mean"] = float(intrinsic.mean())
             stats["predictor_loss"] = rnd.train(e, opts.predictor_epochs)
         run.end_round(policy, x, rewards, stats, snapshot_models={"prior": run.prior, "posterior": policy})
+        checkpoint(run, policy=policy, optimiser=optimiser, rnd=rnd)

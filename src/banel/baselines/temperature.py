@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from banel.baselines.common import parse_options
+from banel.baselines.common import checkpoint, parse_options, restore
 from banel.models.categorical import CategoricalModel
 from banel.models.protocol import GenerativeModel
 from banel.models.transformer import TransformerModel
@@ -51,6 +51,7 @@ def run(run: Run) -> None:
     m, seed = run.config.banel.m, run.config.seed
     run.trained_on_successes = False
     model = tempered(run.prior, opts.temperature)
+    restore(run)  # no state beyond the run's own: resume continues after the last finished round
     while run.oracle.remaining >= m:
         x = model.sample(m, derive_seed(seed, run.round_index, "sample"))
         rewards = run.oracle(x)
@@ -61,3 +62,4 @@ def run(run: Run) -> None:
             {"temperature": opts.temperature},
             snapshot_models={"prior": run.prior, "posterior": model},
         )
+        checkpoint(run)

@@ -112,5 +112,10 @@ class CategoricalModel:
         return {"logits": self.logits.detach().clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the logits table."""
-        self.logits = state["logits"].detach().double().clone()
+        """Restore the logits table (in place when it is an optimiser's parameter, so the optimiser stays bound)."""
+        logits = state["logits"].detach().double()
+        if self.logits.requires_grad and logits.shape == self.logits.shape:
+            with torch.no_grad():
+                self.logits.copy_(logits)
+        else:
+            self.logits = logits.clone()
