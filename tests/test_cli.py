@@ -82,3 +82,14 @@ def test_refuses_to_overwrite_a_run(tmp_path, cache, capsys):
     assert main(["run", "toy1d", "--out", str(out), "--no-plot", *FAST]) == 0
     assert main(["run", "toy1d", "--out", str(out), *FAST]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_digits_defaults_apply_under_overrides():
+    from banel.cli import _parser, build_config
+
+    config = build_config(_parser().parse_args(["run", "digits"]))
+    b = config.banel
+    assert (b.kappa, b.filter_factor, b.generator_epochs, b.reset_generator) == (0.5, 4, 3, False)
+    assert (b.m, b.negative_epochs) == (250, 50)  # the paper's, untouched
+    config = build_config(_parser().parse_args(["run", "digits", "--set", "banel.reset_generator=true"]))
+    assert config.banel.reset_generator is True and config.banel.kappa == 0.5
