@@ -7,6 +7,7 @@ import math
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,6 +231,28 @@ def test_budget_holds_when_threads_share_one_run_in_one_ledger(tmp_path):
     ledger = Ledger(path)
     assert ledger.charged("same-run") <= 25  # 4 x 5 x 2 = 40 asked of a 25 budget
     assert ledger.charged("same-run") == 24 and len(refused) == 8  # 12 requests of 2 fit
+
+
+def test_many_connections_opening_one_new_ledger_at_once_all_succeed(tmp_path):
+    # Switching a new file to WAL needs an exclusive lock; SQLite refuses at once when others hold it.
+    for attempt in range(10):
+        path = tmp_path / f"new{attempt}.sqlite"
+        start, errors = threading.Barrier(8), []
+
+        def open_it(path: Path, start: threading.Barrier, errors: list) -> None:
+            start.wait()
+            try:
+                Ledger(path).close()
+            except sqlite3.OperationalError as err:
+                errors.append(err)
+
+        threads = [threading.Thread(target=open_it, args=(path, start, errors)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 EXECUTORS = [

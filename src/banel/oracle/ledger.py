@@ -14,7 +14,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,10 +83,27 @@ class Ledger:
         # autocommit mode: every transaction below is explicit, so none is left open by accident
         self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._until_unlocked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
         self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.executescript(SCHEMA)
+        self._until_unlocked(lambda: self._db.executescript(SCHEMA))
         self._host, self._pid = socket.gethostname(), os.getpid()
+
+    @staticmethod
+    def _until_unlocked(statement: Callable[[], object], seconds: float = 60.0) -> None:
+        """Run a set-up statement, retrying while another connection opening the same new file holds it.
+
+        Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is locked" at once
+        (without its busy handler) when several connections open the same new ledger together.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                statement()
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def close(self) -> None:
         """Close the connection (committed rows are already on disk)."""
