@@ -63,6 +63,25 @@ SMALL_TASK = {
         "eval_problems": 1000,
     },
 }
+# The paper's setting (App. B.1): operands of 1-10 digits, m = 250, 7,500 NREs, single round f = 319 on 300,000.
+FULL: dict[str, Any] = {
+    "task": {},
+    "prepare_samples": 60_000,
+    "prepare_problems": 5000,
+    "seeds": [0, 1, 2, 3, 4],
+    "budget": 7500,
+    "m": 250,
+    "negative_epochs": 50,
+    "generator_epochs": 15,
+    "eval_samples": 10_000,
+    "eval_every": 5,
+    "single_n": 300_000,
+    "single_f": 319,
+    "single_epochs": 5,
+    "single_eval": 10_000,
+    "scaling_epochs": [1, 2, 5, 10, 20, 50],
+    "scaling_seeds": [0, 1, 2],
+}
 MODES: dict[str, dict[str, Any]] = {
     "smoke": {
         "task": SMOKE_TASK,
@@ -82,42 +101,9 @@ MODES: dict[str, dict[str, Any]] = {
         "scaling_epochs": [1, 5],
         "scaling_seeds": [0],
     },
-    "small": {  # operands of 1-2 digits: a target that trains in ~20 CPU minutes, the paper's m and budget
-        "task": SMALL_TASK,
-        "prepare_samples": 60_000,
-        "prepare_problems": 5000,
-        "seeds": [0, 1, 2, 3, 4],
-        "budget": 7500,
-        "m": 250,
-        "negative_epochs": 50,
-        "generator_epochs": 15,
-        "eval_samples": 10_000,
-        "eval_every": 5,
-        "single_n": 50_000,
-        "single_f": 32,
-        "single_epochs": 5,
-        "single_eval": 10_000,
-        "scaling_epochs": [1, 2, 5, 10, 20, 50],
-        "scaling_seeds": [0, 1, 2],
-    },
-    "full": {
-        "task": {},
-        "prepare_samples": 60_000,
-        "prepare_problems": 5000,
-        "seeds": [0, 1, 2, 3, 4],
-        "budget": 7500,
-        "m": 250,
-        "negative_epochs": 50,
-        "generator_epochs": 15,
-        "eval_samples": 10_000,
-        "eval_every": 5,
-        "single_n": 300_000,
-        "single_f": 319,
-        "single_epochs": 5,
-        "single_eval": 10_000,
-        "scaling_epochs": [1, 2, 5, 10, 20, 50],
-        "scaling_seeds": [0, 1, 2],
-    },
+    # operands of 1-2 digits: a target that trains in ~20 CPU minutes, the paper's m and budget
+    "small": {**FULL, "task": SMALL_TASK, "single_n": 50_000, "single_f": 32},
+    "full": FULL,
 }
 KAPPA = 2.0  # paper B.1 (kappa = 1 everywhere else)
 
