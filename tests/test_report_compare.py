@@ -169,3 +169,39 @@ def test_cli_compare_applies_the_task_default_settings_like_banel_run(tmp_path, 
     assert main([*argv, "--set", "banel.kappa=5", "--out", str(out)]) == 0
     config = json.loads((out / "base" / "seed0" / "config.json").read_text())["run"]
     assert config["banel"]["kappa"] == 5.0 and config["banel"]["m"] == 20
+
+
+class Crash(Exception):
+    """Stands in for a kill."""
+
+
+def test_an_interrupted_comparison_resumes_its_run_with_the_paid_evaluations(tmp_path, tiny, monkeypatch):
+    reference = []
+    compare("tiny", ["banel"], [0], BASE, tmp_path / "ref", jobs=1, on_done=reference.append)
+
+    end_round = Run.end_round
+
+    def crash_in_round_1(self, *args, **kwargs):
+        end_round(self, *args, **kwargs)
+        if self.round_index == 2:  # round 1's history row is written and its evaluations paid, no checkpoint
+            raise Crash
+
+    monkeypatch.setattr(Run, "end_round", crash_in_round_1)
+    with pytest.raises(Crash):
+        compare("tiny", ["banel"], [0], BASE, tmp_path / "cmp", jobs=1)
+    monkeypatch.setattr(Run, "end_round", end_round)
+    folder = tmp_path / "cmp" / "banel" / "seed0"
+    run_id = json.loads((folder / "config.json").read_text())["run_id"]
+
+    # Other settings in the same folder: refused, nothing touched.
+    with pytest.raises(ValueError, match="other settings .*nre_budget"):
+        compare("tiny", ["banel"], [0], {**BASE, "nre_budget": 80}, tmp_path / "cmp", jobs=1)
+    assert json.loads((folder / "config.json").read_text())["run_id"] == run_id
+
+    done = []
+    compare("tiny", ["banel"], [0], BASE, tmp_path / "cmp", jobs=1, on_done=done.append)
+    assert json.loads((folder / "config.json").read_text())["run_id"] == run_id  # the same run, continued
+    keep = ("best_success_rate", "final_success_rate", "nre_used", "queries", "successes_found", "drift_nll")
+    assert {k: done[0][k] for k in keep} == {k: reference[0][k] for k in keep}
+    history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    assert [row["round"] for row in history] == [-1, 0, 1, 2]

@@ -113,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     comp.add_argument("--budget", type=int, help="NRE budget of every run")
     comp.add_argument("--device", help="cpu (default), cuda or cuda:N")
-    comp.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default 2)")
+    comp.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
+    comp.add_argument("--threads", type=int, help="torch threads per run (default: 1 with --jobs > 1, else all)")
     comp.add_argument("--out", help="output folder (default runs/compare-TASK)")
     comp.add_argument("--cache", help="cache folder for pre-trained priors")
 
@@ -200,7 +201,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    paths = compare(args.task, methods, seeds, data, out, args.jobs, args.cache, on_done)
+    paths = compare(args.task, methods, seeds, data, out, args.jobs, args.cache, on_done, args.threads)
     print(paths[0].read_text())
     for p in paths:
         print(f"wrote {p}")

@@ -1,15 +1,16 @@
 """`banel compare`: every method on every seed under the same NRE budget, one run folder each, in parallel.
 
 The folder layout is DIR/METHOD/seedS/ (an ordinary run folder each), so `banel report DIR` can rebuild the
-table and the figure from the saved runs alone. Finished runs (with a summary.json) are kept, so an
-interrupted comparison resumes where it stopped.
+table and the figure from the saved runs alone. Finished runs (with a summary.json) are kept and an
+interrupted one continues from its checkpoint with the evaluations its ledger recorded, so an interrupted
+comparison resumes where it stopped and never pays twice.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
-import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -64,7 +65,9 @@ class RunSpec:
     config: dict[str, Any]
     out: str
     cache: str | None
-    threads: int
+    threads: int | None
+    run_id: str | None = None
+    """Set when the folder holds an interrupted run of the same settings: resume it."""
 
 
 def run_config(base: dict[str, Any], task: str, method: str, seed: int) -> RunConfig:
@@ -89,11 +92,15 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     from banel.runner import Run
     from banel.tasks import make_task
 
-    torch.set_num_threads(spec.threads)
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
     config = from_dict(RunConfig, spec.config)
     task = make_task(config.task, config.task_options, spec.cache)
-    run = Run(config, task, spec.out)
-    run.start()
+    run = Run(config, task, spec.out, run_id=spec.run_id)
+    if spec.run_id is None:
+        run.start()
+    else:
+        run.resume()
     METHODS[config.method](run)
     return run.finish()
 
@@ -105,7 +112,7 @@ def plan(
     base: dict[str, Any],
     out: Path,
     cache: str | None,
-    threads: int,
+    threads: int | None,
 ) -> tuple[list[RunSpec], list[Path]]:
     """The runs still to do, and the folders of those already finished (validated before anything runs)."""
     from banel.config import to_dict
@@ -113,13 +120,33 @@ def plan(
     todo, done = [], []
     for method in methods:
         for seed in seeds:
-            config = run_config(base, task, method, seed)
+            config = to_dict(run_config(base, task, method, seed))
             folder = out / method / f"seed{seed}"
             if (folder / "summary.json").is_file():
                 done.append(folder)
                 continue
-            todo.append(RunSpec(to_dict(config), str(folder), cache, threads))
+            todo.append(RunSpec(config, str(folder), cache, threads, _interrupted_run(folder, config)))
     return todo, done
+
+
+def _interrupted_run(folder: Path, config: dict[str, Any]) -> str | None:
+    """The run_id of an interrupted run in folder with these settings, None if there is none.
+
+    A run with other settings is an error rather than something to overwrite: its ledger holds paid evaluations.
+    """
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if "run_id" not in saved:
+        raise ValueError(f"{folder} holds a run without a run_id that cannot be resumed; move it or use another --out")
+    if json.loads(json.dumps(saved["run"], default=str)) != json.loads(json.dumps(config, default=str)):
+        changed = sorted(k for k in set(saved["run"]) | set(config) if saved["run"].get(k) != config.get(k))
+        raise ValueError(
+            f"{folder} holds an interrupted run with other settings ({', '.join(changed)} differ); "
+            "its ledger keeps what it paid for: resume it with the same settings, or use another --out"
+        )
+    return str(saved["run_id"])
 
 
 def compare(
@@ -131,20 +158,25 @@ def compare(
     jobs: int = 2,
     cache: str | None = None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    threads: int | None = None,
 ) -> list[Path]:
-    """Run every method on every seed (jobs processes, one thread each) and write the table and the figure."""
+    """Run every method on every seed in jobs processes and write the table and the figure.
+
+    threads: torch threads per run; by default one when jobs > 1, else torch's own default.
+    """
     from banel.report.table import write_report
     from banel.tasks import make_task
 
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
     out = Path(out)
-    todo, done = plan(task, methods, seeds, base, out, cache, threads=1 if jobs > 1 else 2)
-    log.info("compare: %d runs to do, %d already finished", len(todo), len(done))
-    for spec in todo:
-        if Path(spec.out).exists():
-            # An interrupted run of ours (no summary.json): start it again from its config.
-            shutil.rmtree(spec.out)
+    if threads is None and jobs > 1:
+        threads = 1
+    todo, done = plan(task, methods, seeds, base, out, cache, threads)
+    resumed = sum(spec.run_id is not None for spec in todo)
+    log.info("compare: %d runs to do (%d interrupted, resumed), %d already finished", len(todo), resumed, len(done))
     if todo:
         # Pre-train (or load) the shared prior once, so that the workers do not all train it at once.
         first = from_dict(RunConfig, todo[0].config)
