@@ -5,6 +5,7 @@ import math
 import pytest
 
 from _tiny import TinyTask
+from banel.cache import FolderInUse, folder_lock
 from banel.cli import main
 from banel.config import RunConfig, from_dict
 from banel.methods import METHODS
@@ -175,7 +176,7 @@ class Crash(Exception):
     """Stands in for a kill."""
 
 
-def test_an_interrupted_comparison_resumes_its_run_with_the_paid_evaluations(tmp_path, tiny, monkeypatch):
+def test_an_interrupted_comparison_resumes_its_run_with_the_paid_evaluations(tmp_path, tiny, monkeypatch, capsys):
     reference = []
     compare("tiny", ["banel"], [0], BASE, tmp_path / "ref", jobs=1, on_done=reference.append)
 
@@ -197,6 +198,14 @@ def test_an_interrupted_comparison_resumes_its_run_with_the_paid_evaluations(tmp
     with pytest.raises(ValueError, match="other settings .*nre_budget"):
         compare("tiny", ["banel"], [0], {**BASE, "nre_budget": 80}, tmp_path / "cmp", jobs=1)
     assert json.loads((folder / "config.json").read_text())["run_id"] == run_id
+
+    # Another process working on the folder (here: holding its lock) keeps everyone else out of it.
+    with folder_lock(folder):
+        with pytest.raises(FolderInUse, match="in use by another process"):
+            compare("tiny", ["banel"], [0], BASE, tmp_path / "cmp", jobs=1)
+        assert main(["resume", str(folder), "--quiet", "--no-plot"]) == 2
+        assert "in use by another process" in capsys.readouterr().err
+    assert not (folder / "summary.json").exists()
 
     done = []
     compare("tiny", ["banel"], [0], BASE, tmp_path / "cmp", jobs=1, on_done=done.append)

@@ -6,12 +6,20 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: folders are not locked
+    fcntl = None  # type: ignore[assignment]
+
 CACHE_ENV = "BANEL_CACHE"
+LOCK_FILE = "run.lock"
 
 
 def cache_dir(override: str | Path | None = None) -> Path:
@@ -66,3 +74,28 @@ def atomic_write_text(text: str, path: str | Path) -> None:
 def safe_torch_load(path: str | Path) -> Any:
     """torch.load with weights_only=True: tensors and plain containers only, never arbitrary pickles."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class FolderInUse(RuntimeError):
+    """Another process holds the run folder."""
+
+
+@contextmanager
+def folder_lock(out: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on a run folder while a process runs or resumes it (freed on exit, even on kill).
+
+    Two processes continuing the same run would each pay for its next rounds: the second one is refused.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FolderInUse(f"{out} is in use by another process ({LOCK_FILE} is locked); wait for it") from None
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)

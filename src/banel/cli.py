@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from banel.cache import FolderInUse
 from banel.config import RunConfig, from_dict, load_file, merge, parse_overrides, to_dict
 
 EPILOG = """examples:
@@ -257,6 +258,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def _execute(config: RunConfig, task: Any, out: Path, args: argparse.Namespace, run_id: str | None) -> int:
     """Run (or, with a run_id, resume) a method with a progress bar, then print the summary and plot."""
+    from banel.cache import folder_lock
     from banel.methods import METHODS
     from banel.report.plots import plot_run
     from banel.runner import Run
@@ -277,15 +279,16 @@ def _execute(config: RunConfig, task: Any, out: Path, args: argparse.Namespace, 
             )
             bar.update(1)
 
-    run = Run(config, task, out, on_round=on_round, run_id=run_id)
-    if run_id is None:
-        run.start()
-    else:
-        run.resume()
-        if bar is not None:
-            bar.update(run.round_index)
-    METHODS[config.method](run)
-    summary = run.finish()
+    with folder_lock(out):
+        run = Run(config, task, out, on_round=on_round, run_id=run_id)
+        if run_id is None:
+            run.start()
+        else:
+            run.resume()
+            if bar is not None:
+                bar.update(run.round_index)
+        METHODS[config.method](run)
+        summary = run.finish()
     if bar is not None:
         bar.close()
     plots = [] if args.no_plot else plot_run(out)
@@ -378,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, text in METHOD_TEXT.items():
                 print(f"{name:12s} {text}")
             return 0
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FolderInUse) as err:
         print(f"banel: error: {err}", file=sys.stderr)
         return 2
     return 1

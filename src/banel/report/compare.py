@@ -88,6 +88,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     """Run one method on one seed in this process and return its summary (the worker of `compare`)."""
     import torch
 
+    from banel.cache import folder_lock
     from banel.methods import METHODS
     from banel.runner import Run
     from banel.tasks import make_task
@@ -96,13 +97,14 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         torch.set_num_threads(spec.threads)
     config = from_dict(RunConfig, spec.config)
     task = make_task(config.task, config.task_options, spec.cache)
-    run = Run(config, task, spec.out, run_id=spec.run_id)
-    if spec.run_id is None:
-        run.start()
-    else:
-        run.resume()
-    METHODS[config.method](run)
-    return run.finish()
+    with folder_lock(spec.out):
+        run = Run(config, task, spec.out, run_id=spec.run_id)
+        if spec.run_id is None:
+            run.start()
+        else:
+            run.resume()
+        METHODS[config.method](run)
+        return run.finish()
 
 
 def plan(
