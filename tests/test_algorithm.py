@@ -168,3 +168,36 @@ def test_config_validation_names_fields_and_values():
         BanelConfig(negative_init="warm")
     with pytest.raises(ValueError, match=r"needs banel.algorithm=2"):
         BanelConfig(algorithm=1, selection="importance")
+
+
+def test_distil_samples_adds_free_draws_of_the_filtered_proposal_to_the_distillation_set():
+    support, prior, oracle = _space()
+    seen = []
+
+    def recording(generator, data, keep, seed):
+        seen.append((data, keep))
+        return []
+
+    cfg = BanelConfig(reset_generator=False, distil_samples=40, **CFG)
+    banel = Banel(prior, cfg, seed=0, distiller=recording)
+    budget = BudgetedOracle(oracle, 3 * cfg.m)
+    for _ in range(3):
+        banel.round(budget)
+    assert budget.used == 3 * cfg.m  # the extra draws are never evaluated
+    assert len(seen) == 2  # round 0 has no negative model, hence no filter
+    for data, keep in seen:
+        failures = len(data) - 40
+        assert 0 < failures <= cfg.m
+        extra = data[torch.arange(failures, len(data))]
+        assert bool(keep.accepts(extra).all())  # every extra draw lies inside the filter
+    # The filter's region has more than one point, so the draws follow the proposal, not a single sample.
+    assert len(set(map(tuple, seen[0][0].to_lists()[-40:]))) > 1
+    again = []
+    banel = Banel(prior, cfg, seed=0, distiller=lambda g, d, k, s: again.append(d) or [])
+    for _ in range(3):
+        banel.round(BudgetedOracle(oracle, 3 * cfg.m))
+    assert [d.to_lists() for d in again] == [d.to_lists() for d, _ in seen]
+    with pytest.raises(ValueError, match="banel.distil_samples must be >= 0"):
+        BanelConfig(distil_samples=-1)
+    with pytest.raises(ValueError, match="distil_samples needs banel.algorithm=2"):
+        BanelConfig(algorithm=1, distil_samples=10)

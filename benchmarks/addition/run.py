@@ -9,8 +9,8 @@ and the prior's success rate; (2) every method over the seeds with m = 250, 30 r
 mean, median, std of the best success rate, improvement factors); (3) the single-round experiment (one
 large batch of prior samples, all failures kept, one negative model, kappa = 2, filter factor f); (4) the
 failure-mode report (prior samples, accepted samples, successes found); (5) the compute-scaling sweep of
-negative-model epochs in the no-leading-zeros variant. Methods missing from `banel.methods.METHODS` (the
-baselines live on another branch until merged) are skipped and listed as such.
+negative-model epochs in the no-leading-zeros variant. Methods run through `banel compare`
+(OUT/compare/METHOD/seedS), so an interrupted recipe resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ from typing import Any
 import torch
 
 from banel.algorithm import Filter, ratio_scores
-from banel.config import RunConfig, from_dict
 from banel.eval.success import clopper_pearson
-from banel.methods import METHODS
 from banel.models.protocol import FitConfig
 from banel.report.addition import failure_modes, failure_table, plot_failure_modes, read_successes
-from banel.runner import Run
+from banel.report.compare import compare
+from banel.report.table import collect
 from banel.sequences import Sequences, derive_seed
 from banel.tasks import make_task
 
@@ -108,50 +107,37 @@ MODES: dict[str, dict[str, Any]] = {
 KAPPA = 2.0  # paper B.1 (kappa = 1 everywhere else)
 
 
-def run_methods(task_options, methods, seeds, mode, cache, out: Path, extra: dict | None = None) -> list[dict]:
-    """Run each available method on each seed in-process (as `banel run` does); returns the summaries."""
-    summaries = []
-    for method in methods:
-        if method not in METHODS:
-            print(f"  {method}: not available on this branch (METHODS has {sorted(METHODS)}), skipped")
-            continue
-        for seed in seeds:
-            banel = {
-                "m": mode["m"],
-                "kappa": KAPPA,
-                "negative_epochs": mode["negative_epochs"],
-                "generator_epochs": mode["generator_epochs"],
-                **(extra or {}),
-            }
-            config = from_dict(
-                RunConfig,
-                {
-                    "task": "addition",
-                    "method": method,
-                    "seed": seed,
-                    "nre_budget": mode["budget"],
-                    "banel": banel,
-                    "eval": {"samples": mode["eval_samples"], "every": mode["eval_every"]},
-                    "task_options": task_options,
-                },
-            )
-            folder = out / f"{method}-seed{seed}"
-            if (folder / "summary.json").is_file():
-                summaries.append(json.loads((folder / "summary.json").read_text()))
-                continue
-            task = make_task("addition", task_options, cache)
-            run = Run(config, task, folder)
-            run.start()
-            METHODS[method](run)
-            s = run.finish()
-            s["seconds_per_round"] = s["wall_seconds"] / max(s["rounds"], 1)
-            (folder / "summary.json").write_text(json.dumps(s, indent=2))
-            print(
-                f"  {method} seed {seed}: best {s['best_success_rate']:.4g} "
-                f"(base {s['base_success_rate']:.4g}),"
-                f" {s['wall_seconds']:.0f} s"
-            )
-            summaries.append(s)
+def run_methods(
+    task_options, methods, seeds, mode, cache, out: Path, extra: dict | None = None, jobs: int = 1
+) -> list[dict]:
+    """Run every method on every seed through `banel compare` (OUT/METHOD/seedS); returns the summaries.
+
+    Finished runs are kept and interrupted ones resume from their checkpoint and ledger, like `banel compare`.
+    """
+    banel = {
+        "m": mode["m"],
+        "kappa": KAPPA,
+        "negative_epochs": mode["negative_epochs"],
+        "generator_epochs": mode["generator_epochs"],
+        **(extra or {}),
+    }
+    settings = {
+        "nre_budget": mode["budget"],
+        "banel": banel,
+        "eval": {"samples": mode["eval_samples"], "every": mode["eval_every"]},
+        "task_options": task_options,
+    }
+
+    def done(s: dict) -> None:
+        print(
+            f"  {s['method']} seed {s['seed']}: best {s['best_success_rate']:.4g} "
+            f"(base {s['base_success_rate']:.4g}), {s['wall_seconds']:.0f} s"
+        )
+
+    compare("addition", methods, seeds, settings, out, jobs=jobs, cache=cache, on_done=done)
+    summaries = [r.summary for r in collect(out) if r.method in methods and r.summary["seed"] in seeds]
+    for s in summaries:
+        s["seconds_per_round"] = s["wall_seconds"] / max(s["rounds"], 1)
     return summaries
 
 
@@ -233,6 +219,7 @@ def main() -> None:
     p.add_argument("--scaling-epochs", help="comma-separated negative epochs for the sweep (default: the mode's)")
     p.add_argument("--scaling-seeds", help="comma-separated seeds for the sweep (default: the mode's)")
     p.add_argument("--steps", default="prepare,compare,single,scaling")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each (default 1)")
     p.add_argument("--unfinished-target", action="store_true", help="use the target's latest checkpoint")
     p.add_argument("--prepare-seconds", type=float, help="budget for (resumed) target training")
     args = p.parse_args()
@@ -273,7 +260,7 @@ def main() -> None:
     methods = args.methods.split(",")
     if "compare" in steps:
         print("compare:", methods)
-        summaries = run_methods(options, methods, mode["seeds"], mode, cache, out / "compare")
+        summaries = run_methods(options, methods, mode["seeds"], mode, cache, out / "compare", jobs=args.jobs)
         text, rows = table(summaries)
         results["compare"] = {"rows": rows, "summaries": summaries}
         md += ["## Best success rate over seeds\n", text, ""]
@@ -293,7 +280,7 @@ def main() -> None:
         groups["prior samples"] = failure_modes(prior_texts, task.options.max_digits)
         groups["accepted (single round)"] = failure_modes(accepted, task.options.max_digits)
         print(json.dumps(stats))
-    wins = read_successes(sorted((out / "compare").glob("banel-seed*")))
+    wins = read_successes(sorted((out / "compare" / "banel").glob("seed*")))
     if wins:
         groups["successes (banel runs)"] = failure_modes(wins, task.options.max_digits)
     if groups:

@@ -115,19 +115,14 @@ class FilteredModel:
 
     def sample(self, n: int, seed: int, temperature: float = 1.0) -> Sequences:
         """n draws from the filtered prior by rejection sampling."""
-        kept: list[Sequences] = []
-        have, drawn, chunk = 0, 0, 0
-        while have < n:
-            if drawn >= REJECTION_MAX_DRAWS:
-                raise RuntimeError(
-                    f"Algorithm 1 rejection sampling accepted {have} of {drawn} draws; the posterior is too narrow "
-                    "to sample by rejection: use banel.algorithm=2 (distillation)"
-                )
-            x = self.base.sample(REJECTION_CHUNK, derive_seed(seed, "rejection", chunk), temperature)
-            acc = x[self.accepts(x)]
-            kept.append(acc)
-            have, drawn, chunk = have + len(acc), drawn + len(x), chunk + 1
-        return Sequences.cat(kept)[torch.arange(n)]
+        return rejection_sample(
+            self.base,
+            self.accepts,
+            n,
+            derive_seed(seed, "rejection"),
+            temperature,
+            "the posterior is too narrow to sample by rejection: use banel.algorithm=2 (distillation)",
+        )
 
     def log_prob(self, x: Sequences) -> torch.Tensor:
         """log p_theta(x) - log Z where accepted, -inf elsewhere: (n,) float64."""
@@ -141,6 +136,27 @@ class FilteredModel:
     def fit(self, x: Sequences, epochs: int, seed: int, config: FitConfig | None = None) -> list[float]:
         """Not available: Algorithm 1 keeps filters instead of training."""
         raise NotImplementedError("Algorithm 1's posterior is not trained; use banel.algorithm=2 to distil")
+
+
+def rejection_sample(
+    model: GenerativeModel,
+    accepts: Callable[[Sequences], torch.Tensor],
+    n: int,
+    seed: int,
+    temperature: float = 1.0,
+    remedy: str = "",
+) -> Sequences:
+    """n draws of the model that `accepts` lets through, drawn in chunks (an error, not a hang, if too rare)."""
+    kept: list[Sequences] = []
+    have, drawn, chunk = 0, 0, 0
+    while have < n:
+        if drawn >= REJECTION_MAX_DRAWS:
+            raise RuntimeError(f"rejection sampling accepted {have} of {drawn} draws; {remedy}")
+        x = model.sample(REJECTION_CHUNK, derive_seed(seed, chunk), temperature)
+        acc = x[accepts(x)]
+        kept.append(acc)
+        have, drawn, chunk = have + len(acc), drawn + len(x), chunk + 1
+    return Sequences.cat(kept)[torch.arange(n)]
 
 
 Distiller = Callable[[GenerativeModel, Sequences, Filter, int], list[float]]
@@ -237,9 +253,18 @@ class Banel:
             else:
                 if cfg.numerator == "generator":
                     new_filter.numerator = self.generator.clone()  # the filter must not change as we train
+                distil_on = kept[~rewards.isnan()] if cfg.train_on_successes else failed
+                if cfg.distil_samples:
+                    extra = rejection_sample(
+                        proposal,
+                        new_filter.accepts,
+                        cfg.distil_samples,
+                        derive_seed(self.seed, i, "extra"),
+                        remedy="lower banel.distil_samples or banel.filter_factor",
+                    )
+                    distil_on = Sequences.cat([distil_on, extra])
                 if cfg.reset_generator:
                     self.generator = self.prior.clone()
-                distil_on = kept[~rewards.isnan()] if cfg.train_on_successes else failed
                 losses = self.distil(self.generator, distil_on, new_filter, derive_seed(self.seed, i, "distil"))
                 generator_loss = losses[-1] if losses else None
 

@@ -42,6 +42,10 @@ class BanelConfig:
     """Epochs of distillation of the filtered posterior into the generator per round."""
     reset_generator: bool = True
     """Reset the generator to the base weights before each distillation (Appendix B.2)."""
+    distil_samples: int = 0
+    """Extra draws from the filtered proposal added to the distillation set: free (never evaluated), they
+    make the fit approximate the filtered distribution instead of memorising m samples. 0: the m evaluated
+    samples only, as in the paper (Section 4.2)."""
     algorithm: Literal[1, 2] = 2
     """1: sequential filtering, keep every negative model, no distillation. 2: filtering with distillation."""
     selection: Literal["top_m", "importance"] = "top_m"
@@ -65,11 +69,13 @@ class BanelConfig:
         _choice("banel", "negative_data", self.negative_data, ("round", "all"))
         _choice("banel", "algorithm", self.algorithm, (1, 2))
         _choice("banel", "selection", self.selection, ("top_m", "importance"))
-        for name in ("negative_epochs", "generator_epochs"):
+        for name in ("negative_epochs", "generator_epochs", "distil_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"banel.{name} must be >= 0, got {getattr(self, name)}")
         if self.algorithm == 1 and self.selection != "top_m":
             raise ValueError("banel.selection='importance' needs banel.algorithm=2: Algorithm 1 filters by a hard tau")
+        if self.algorithm == 1 and self.distil_samples:
+            raise ValueError("banel.distil_samples needs banel.algorithm=2: Algorithm 1 does not distil")
         if self.algorithm == 1 and self.numerator != "base":
             raise ValueError("banel.numerator='generator' needs banel.algorithm=2: Algorithm 1 has no generator")
 
