@@ -169,7 +169,7 @@ def plot_compare(records: list[RunRecord], path: str | Path) -> Path:
         ax.axhline(records[0].summary["base_success_rate"], color="grey", lw=0.8, ls=":", label="prior")
         ax.set_title(f"{records[0].summary['task']}: cumulative best success rate (median, min-max over seeds)")
     ax.set_yscale("log")
-    ax.set_xlabel("reward evaluations (NREs)")
+    ax.set_xlabel("reward evaluations paid (NREs; repeats of a paid sample are free)")
     ax.set_ylabel("best success rate so far")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
