@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from banel.tasks.addition import (
     TargetTraining,
     all_problems,
     carry_chain,
+    count_well_formed,
     encode,
     greedy_continue,
     has_leading_zero,
@@ -27,6 +31,7 @@ from banel.tasks.addition import (
     target_config,
     train_target,
     true_sum,
+    well_formed_queries,
 )
 
 
@@ -208,6 +213,27 @@ def test_target_training_is_deterministic_and_resumes(tmp_path) -> None:
         assert torch.equal(va, vc)
 
 
+def test_calibrated_training_stops_at_the_first_check_at_or_below_the_rate(tmp_path) -> None:
+    options = _tiny_options()
+    options = replace(options, target=replace(options.target, steps=200, calibrate_rate=0.05, eval_every=10))
+    rates = iter([0.5, 0.2, 0.05, 0.01])
+    model, state = train_target(options, tmp_path / "t.pt", prior_rate=lambda m: next(rates))
+    assert state["done"] and state["calibrated"] and state["step"] == 30
+    assert [row["prior_rate"] for row in state["curve"]] == [0.5, 0.2, 0.05]
+    # the calibrated checkpoint is finished: loading it trains no further
+    again, state_again = train_target(options, tmp_path / "t.pt", prior_rate=lambda m: 1.0)
+    assert state_again["step"] == 30
+    for va, vb in zip(model.net.state_dict().values(), again.net.state_dict().values(), strict=True):
+        assert torch.equal(va, vb)
+    # the real rate is the attacker's exact success rate against the target without leading zeros
+    task = AdditionTask(replace(_tiny_options(), leading_zeros=False), tmp_path)
+    assert task._prior_rate(task.target()) == pytest.approx(task.exact_success_rate(task.prior()), rel=1e-9)
+    with pytest.raises(ValueError, match="calibrate_rate"):
+        AdditionOptions(max_digits=3, target=TargetTraining(calibrate_rate=1e-3))
+    # calibrating makes a different cache entry, keyed by the attacker too
+    assert AdditionTask(options, tmp_path).target_path() != AdditionTask(_tiny_options(), tmp_path).target_path()
+
+
 def test_attacker_prior_is_deterministic_and_cached(tmp_path) -> None:
     p1 = AdditionTask(_tiny_options(), tmp_path / "one").prior()
     p2 = AdditionTask(_tiny_options(), tmp_path / "two").prior()
@@ -249,6 +275,50 @@ def test_all_problems_enumerates_pairs_without_leading_zeros() -> None:
         all_problems(4)
 
 
+@pytest.mark.parametrize("digits", [1, 2])
+@pytest.mark.parametrize("leading_zeros", [True, False])
+def test_well_formed_queries_are_every_query_the_grammar_accepts(digits: int, leading_zeros: bool) -> None:
+    queries = well_formed_queries(digits, leading_zeros)
+    assert len(queries) == len(set(queries)) == count_well_formed(digits, leading_zeros)
+    assert all(parse_query(f"{a}+{b}=", digits, leading_zeros) == (a, b) for a, b in queries)
+    if not leading_zeros:
+        assert sorted(queries) == sorted(all_problems(digits))
+    # every operand the grammar accepts is there: 1..digits characters over 0-9
+    operands = {a for a, _ in queries}
+    accepted = {s for d in range(1, digits + 1) for s in map("".join, itertools.product("0123456789", repeat=d))}
+    assert operands == {s for s in accepted if parse_query(f"{s}+1=", digits, leading_zeros)}
+    assert count_well_formed(2, True) == 110**2 and count_well_formed(3, False) == 1000**2
+
+
+class ScriptedSmallTarget(AdditionTask):
+    """A tiny real attacker against a scripted target that is wrong when the operands are equal."""
+
+    def answers(self, queries: list[tuple[str, str]]) -> list[str]:
+        return ["x" if a == b else true_sum(a, b) for a, b in queries]
+
+
+def test_exact_success_rate_sums_the_winning_queries_and_agrees_with_sampling(tmp_path) -> None:
+    options = AdditionOptions(
+        max_digits=1,
+        target=TargetTraining(start_digits=1),
+        attacker=AttackerTraining(samples=4000, epochs=5, d_model=16, n_layer=1, n_head=2, extra_len=1),
+    )
+    task = ScriptedSmallTarget(options, tmp_path)
+    prior = task.prior()
+    assert task.winning_queries() == [f"{d}+{d}=" for d in "0123456789"]
+    exact = task.exact_success_rate(prior)
+    by_hand = sum(math.exp(float(prior.log_prob(encode([f"{d}+{d}="], ATTACKER_INDEX))[0])) for d in "0123456789")
+    assert exact == pytest.approx(by_hand, rel=1e-9)
+    # an unbiased Monte-Carlo estimate from 40,000 draws lies within 5 standard errors of it
+    n = 40_000
+    mc = float(task.reward(prior.sample(n, seed=11)).mean())
+    assert 0.01 < exact < 0.5
+    assert abs(mc - exact) < 5 * math.sqrt(exact * (1 - exact) / n)
+    # Monte Carlo where asked for, or where the queries cannot be enumerated
+    assert ScriptedSmallTarget(replace(options, exact_rate=False), tmp_path).exact_success_rate(prior) is None
+    assert ScriptedSmallTarget(replace(options, max_digits=3), tmp_path).exact_success_rate(prior) is None
+
+
 def test_prepare_command_on_a_tiny_configuration(tmp_path, capsys) -> None:
     from banel.cli import main
 
@@ -280,3 +350,17 @@ def test_prepare_command_on_a_tiny_configuration(tmp_path, capsys) -> None:
     assert main([*argv, "--out", str(tmp_path / "s.json")]) == 0
     again = json.loads((tmp_path / "s.json").read_text())
     assert again["base_success"] == report["base_success"] and again["accuracy"] == report["accuracy"]
+    # the same options from a run settings file's task_options find the same cached models
+    options: dict = {}
+    for item in sets:
+        key, value = item.split("=")
+        *parents, leaf = key.split(".")
+        node = options
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = int(value)
+    (tmp_path / "run.json").write_text(json.dumps({"task_options": options, "nre_budget": 100}))
+    argv = ["prepare", "addition", "--config", str(tmp_path / "run.json"), "--cache", str(tmp_path)]
+    assert main([*argv, "--samples", "200", "--problems", "50", "--out", str(tmp_path / "c.json")]) == 0
+    from_file = json.loads((tmp_path / "c.json").read_text())
+    assert from_file["target_path"] == report["target_path"] and from_file["base_success"] == report["base_success"]

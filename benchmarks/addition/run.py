@@ -47,21 +47,10 @@ SMOKE_TASK = {
     },
     "attacker": {"samples": 3000, "epochs": 2, "d_model": 32, "n_layer": 1, "n_head": 2},
 }
-SMALL_TASK = {
-    "max_digits": 2,
-    # 1500 steps: 99.96% exact over all 10,000 problems, prior success 1.5e-4 (docs/LOG.md); 6000 steps: 100%
-    "target": {
-        "d_model": 64,
-        "n_layer": 2,
-        "n_head": 4,
-        "steps": 1500,
-        "warmup": 100,
-        "lr": 2e-3,
-        "start_digits": 2,
-        "eval_every": 500,
-        "eval_problems": 1000,
-    },
-}
+# Operands of 1-2 digits, as `banel run --config` reads it. The target stops where the prior's exact success
+# rate first falls to target.calibrate_rate (4e-4, the paper's base rate): a fixed number of steps gives
+# different mistakes on different CPUs (1500 steps: 4 wrong problems on one machine, none on another).
+SMALL_TASK: dict[str, Any] = json.loads((Path(__file__).with_name("small.json")).read_text())["task_options"]
 # The paper's setting (App. B.1): operands of 1-10 digits, m = 250, 7,500 NREs, single round f = 319 on 300,000.
 FULL: dict[str, Any] = {
     "task": {},
@@ -101,7 +90,8 @@ MODES: dict[str, dict[str, Any]] = {
         "scaling_seeds": [0],
     },
     # operands of 1-2 digits: a target that trains in ~20 CPU minutes, the paper's m and budget
-    "small": {**FULL, "task": SMALL_TASK, "single_n": 50_000, "single_f": 32},
+    # exact success rates there (every well-formed query enumerated), cheap enough to take every round
+    "small": {**FULL, "task": SMALL_TASK, "single_n": 50_000, "single_f": 32, "eval_every": 1},
     "full": FULL,
 }
 KAPPA = 2.0  # paper B.1 (kappa = 1 everywhere else)
@@ -256,7 +246,12 @@ def main() -> None:
                 f"Base attacker success rate {b['rate']:.3g} [{b['low']:.3g}, {b['high']:.3g}] "
                 f"({b['k']}/{b['n']}); valid strings {rep['attacker_valid_rate']:.3f}.\n"
             )
-        print("\n".join(md[-2:]))
+        if "base_success_exact" in rep:
+            md.append(
+                f"Exact base success rate {rep['base_success_exact']:.4g} over the "
+                f"{rep['winning_queries']} well-formed queries the target gets wrong.\n"
+            )
+        print("\n".join(md[1:]))
     methods = args.methods.split(",")
     if "compare" in steps:
         print("compare:", methods)

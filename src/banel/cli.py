@@ -128,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Train (or resume training of) a task's cached models and report how good they are.",
     )
     prep.add_argument("task", help="task name (only addition needs preparing)")
+    prep.add_argument("--config", help="a .toml or .json run settings file: its task_options are used")
     prep.add_argument(
         "--set",
         dest="overrides",
@@ -302,7 +303,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     """`banel prepare`."""
     from banel.tasks import make_task
 
-    task = make_task(args.task, parse_overrides(args.overrides), args.cache)
+    options: dict[str, Any] = load_file(args.config).get("task_options", {}) if args.config else {}
+    task = make_task(args.task, merge(options, parse_overrides(args.overrides)), args.cache)
     if not hasattr(task, "prepare"):
         raise ValueError(f"task {args.task!r} has nothing to prepare (its prior trains on first use)")
     report = task.prepare(args.max_seconds, args.samples, args.seed, args.problems)
@@ -310,8 +312,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         print(
             f"step {row['step']:6d}  digits<={row['digits']:2d}  loss {row['loss']:.4f}  "
             f"acc@top {row['acc_top_length']:.3f}  acc(all) {row['acc_all']:.3f}"
+            + (f"  prior's exact rate {row['prior_rate']:.3e}" if "prior_rate" in row else "")
         )
     state = "finished" if report["target_done"] else "UNFINISHED (run again to resume)"
+    if report.get("target_calibrated"):
+        state = "finished (calibrated: the prior's exact rate reached target.calibrate_rate)"
     print(f"target: step {report['target_step']}/{report['target_steps']}, {state}, {report['target_path']}")
     by_len = "  ".join(f"{d}:{a:.3f}" for d, a in report["accuracy_by_length"].items())
     print(f"target exact-match accuracy by operand length: {by_len}")
@@ -324,6 +329,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             f"attacker: {report['attacker_path']}; valid queries {report['attacker_valid_rate']:.4f}; "
             f"base success rate {base['rate']:.2e} [{base['low']:.2e}, {base['high']:.2e}] "
             f"({base['k']}/{base['n']}, 95% Clopper-Pearson)"
+        )
+    if "base_success_exact" in report:
+        print(
+            f"exact base success rate {report['base_success_exact']:.4e} "
+            f"({report['winning_queries']} well-formed queries the target gets wrong)"
         )
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))

@@ -40,6 +40,8 @@ ATTACKER_INDEX = {c: i for i, c in enumerate(ATTACKER_CHARS)}
 VERSION = 1  # bump when the data or training code changes what a cached checkpoint means
 
 _QUERY = re.compile(r"([0-9]+)\+([0-9]+)=")
+EXACT_MAX_QUERIES = 20_000
+"""Enumerate the well-formed queries for an exact success rate when there are at most this many (2 digits)."""
 
 
 # -- grammar and reward ------------------------------------------------------------------------------
@@ -60,6 +62,23 @@ def parse_query(text: object, max_digits: int = 10, leading_zeros: bool = True) 
     if not leading_zeros and ((len(a) > 1 and a[0] == "0") or (len(b) > 1 and b[0] == "0")):
         return None
     return a, b
+
+
+def well_formed_queries(max_digits: int, leading_zeros: bool = True) -> list[tuple[str, str]]:
+    """Every well-formed query's operands, in lexicographic order (exponential in max_digits: keep it small)."""
+    operands = [
+        s
+        for d in range(1, max_digits + 1)
+        for i in range(10**d)
+        if (s := str(i).zfill(d)) and (leading_zeros or d == 1 or s[0] != "0")
+    ]
+    return [(a, b) for a in operands for b in operands]
+
+
+def count_well_formed(max_digits: int, leading_zeros: bool = True) -> int:
+    """How many well-formed queries there are."""
+    per_operand = sum(10**d if leading_zeros else 10 if d == 1 else 9 * 10 ** (d - 1) for d in range(1, max_digits + 1))
+    return per_operand**2
 
 
 def true_sum(a: str, b: str) -> str:
@@ -208,11 +227,18 @@ class TargetTraining:
     """Fresh problems per accuracy check."""
     checkpoint_seconds: float = 300.0
     """Wall-clock seconds between checkpoints."""
+    calibrate_rate: float = 0.0
+    """Stop training at the first accuracy check where the attacker prior's exact success rate on queries
+    without leading zeros (the target's own mistakes) is at or below this: a target in the sparse regime on
+    any machine, where float rounding makes the mistakes of a fixed number of steps differ. 0: train to the
+    end of the schedule. Needs enumerable queries (max_digits <= 2)."""
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layer", "n_head", "steps", "batch_size", "eval_every", "eval_problems"):
             if getattr(self, name) < 1:
                 raise ValueError(f"target.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.calibrate_rate < 1:
+            raise ValueError(f"target.calibrate_rate must be in [0, 1), got {self.calibrate_rate}")
         if not 0 < self.min_lr <= self.lr:
             raise ValueError(f"target.min_lr must be in (0, target.lr={self.lr}], got {self.min_lr}")
         if self.start_digits < 1:
@@ -264,10 +290,17 @@ class AdditionOptions:
     """Attacker pre-training."""
     unfinished_target: bool = False
     """Use the latest checkpoint of a target whose training schedule has not finished (else an error)."""
+    exact_rate: bool = True
+    """Exact success rates (sum of p(x) over every well-formed query the target gets wrong) where those can
+    be enumerated (at most EXACT_MAX_QUERIES: max_digits <= 2); false, or more digits: Monte-Carlo estimates."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_digits <= 18:
             raise ValueError(f"task_options.max_digits must be in 1..18, got {self.max_digits}")
+        if self.target.calibrate_rate and count_well_formed(self.max_digits, False) > EXACT_MAX_QUERIES:
+            raise ValueError(
+                f"task_options.target.calibrate_rate needs max_digits <= 2 (enumerable queries), got {self.max_digits}"
+            )
         if self.target.start_digits > self.max_digits:
             raise ValueError(
                 f"task_options.target.start_digits ({self.target.start_digits}) must be <= max_digits "
@@ -335,12 +368,15 @@ def train_target(
     device: str = "cpu",
     max_seconds: float | None = None,
     on_eval: Callable[[dict[str, Any]], None] | None = None,
+    prior_rate: Callable[[TransformerModel], float] | None = None,
 ) -> tuple[TransformerModel, dict[str, Any]]:
     """Train (or resume training) the target, checkpointing atomically to `path`; returns model and state.
 
     The state holds `step`, `digits` (the curriculum level), `done` and `curve` (one row per accuracy
     check). Stops when the schedule ends or after `max_seconds`; calling again resumes bit-for-bit, since
-    every batch is a function of (seed, step).
+    every batch is a function of (seed, step). With `prior_rate` (the attacker's success rate against a
+    model) and `target.calibrate_rate` > 0, training also stops, done, at the first accuracy check where
+    that rate is at or below calibrate_rate (`state['calibrated']`).
     """
     t = options.target
     path = Path(path)
@@ -374,11 +410,17 @@ def train_target(
         state["step"] = step + 1
         if state["step"] % t.eval_every == 0 or state["step"] == t.steps:
             row = _evaluate_target(model, options, state, float(loss.detach()))
+            if t.calibrate_rate and prior_rate is not None:
+                row["prior_rate"] = prior_rate(model)
+                if row["prior_rate"] <= t.calibrate_rate:
+                    state["calibrated"] = True
             state["curve"].append(row)
             if on_eval:
                 on_eval(row)
-        state["done"] = state["step"] >= t.steps
-        if time.time() - last_save > t.checkpoint_seconds or state["done"]:
+        state["done"] = state["step"] >= t.steps or state.get("calibrated", False)
+        if state["done"]:
+            break
+        if time.time() - last_save > t.checkpoint_seconds:
             save()
             last_save = time.time()
         if max_seconds is not None and time.time() - began > max_seconds:
@@ -425,13 +467,18 @@ class AdditionTask:
         self._prior: dict[str, GenerativeModel] = {}
         self._target: TransformerModel | None = None
         self._answers: dict[str, str] = {}
+        self._wins: list[str] | None = None
 
     # -- cached artefacts ------------------------------------------------------------------------------
     def target_path(self) -> Path:
         """Checkpoint file of the target (a function of the target's settings only)."""
         o = self.options
-        key = config_hash({"version": VERSION, "max_digits": o.max_digits, "target": asdict(o.target)})
-        return cache_dir(self._cache) / "addition" / f"target-{key}.pt"
+        what: dict[str, Any] = {"version": VERSION, "max_digits": o.max_digits, "target": asdict(o.target)}
+        if not o.target.calibrate_rate:
+            del what["target"]["calibrate_rate"]  # keeps the keys of targets cached before the option existed
+        else:
+            what["attacker"] = asdict(o.attacker)  # where training stops depends on the attacker
+        return cache_dir(self._cache) / "addition" / f"target-{config_hash(what)}.pt"
 
     def attacker_path(self) -> Path:
         """Checkpoint file of the attacker prior."""
@@ -455,7 +502,7 @@ class AdditionTask:
                 "`banel prepare addition --max-seconds S` trains in resumable pieces); checkpoints at %s",
                 path,
             )
-            model, state = train_target(self.options, path, max_seconds=max_seconds)
+            model, state = train_target(self.options, path, max_seconds=max_seconds, prior_rate=self._prior_rate)
             if not state["done"]:
                 raise ValueError(
                     f"target training stopped at step {state['step']} of {self.options.target.steps}; "
@@ -483,6 +530,15 @@ class AdditionTask:
             atomic_torch_save(model.state_dict(), path)
         self._prior[device] = model
         return model
+
+    def _prior_rate(self, target: TransformerModel) -> float:
+        """The attacker prior's exact success rate against `target` on queries without leading zeros."""
+        problems = all_problems(self.options.max_digits)
+        answers = target_answers(target, problems)
+        wins = [f"{a}+{b}=" for (a, b), c in zip(problems, answers, strict=True) if c != true_sum(a, b)]
+        if not wins:
+            return 0.0
+        return math.exp(float(torch.logsumexp(self.prior().log_prob(encode(wins, ATTACKER_INDEX)), 0)))
 
     def answers(self, queries: list[tuple[str, str]]) -> list[str]:
         """The target's greedy answers to well-formed queries (test doubles override this)."""
@@ -512,7 +568,7 @@ class AdditionTask:
         from banel.eval.success import clopper_pearson
 
         o = self.options
-        model, state = train_target(o, self.target_path(), max_seconds=max_seconds)
+        model, state = train_target(o, self.target_path(), max_seconds=max_seconds, prior_rate=self._prior_rate)
         rng = np.random.default_rng(derive_seed(seed, "prepare", "accuracy"))
         per_length = {}
         for d in range(1, o.max_digits + 1):
@@ -525,6 +581,7 @@ class AdditionTask:
             "target_step": state["step"],
             "target_steps": o.target.steps,
             "target_done": state["done"],
+            "target_calibrated": state.get("calibrated", False),
             "curriculum_digits": state["digits"],
             "accuracy_curve": state["curve"],
             "accuracy_by_length": per_length,
@@ -543,13 +600,34 @@ class AdditionTask:
             valid = [parse_query(s, o.max_digits, o.leading_zeros) is not None for s in self.decode(x)]
             report["base_success"] = {"rate": k / samples, "low": low, "high": high, "n": samples, "k": k}
             report["attacker_valid_rate"] = float(np.mean(valid))
+            wins = self.winning_queries()
+            if wins is not None:
+                report["winning_queries"] = len(wins)
+                report["base_success_exact"] = self.exact_success_rate(attacker)
         else:
             report["base_success"] = None
         return report
 
-    def exact_success_rate(self, model: GenerativeModel) -> None:
-        """Not enumerable: success rates are Monte-Carlo estimates."""
-        return None
+    def winning_queries(self) -> list[str] | None:
+        """Every well-formed query the target answers wrongly, or None where they are too many to enumerate."""
+        o = self.options
+        if count_well_formed(o.max_digits, o.leading_zeros) > EXACT_MAX_QUERIES:
+            return None
+        queries = well_formed_queries(o.max_digits, o.leading_zeros)
+        answers = self.answers(queries)
+        return [f"{a}+{b}=" for (a, b), c in zip(queries, answers, strict=True) if c != true_sum(a, b)]
+
+    def exact_success_rate(self, model: GenerativeModel) -> float | None:
+        """sum of p(x) over the winning queries (float64 logsumexp), or None: Monte-Carlo estimates instead."""
+        if not self.options.exact_rate:
+            return None
+        if self._wins is None:
+            self._wins = self.winning_queries()
+        if self._wins is None:
+            return None
+        if not self._wins:
+            return 0.0
+        return math.exp(float(torch.logsumexp(model.log_prob(encode(self._wins, ATTACKER_INDEX)).double(), 0)))
 
     def decode(self, x: Sequences) -> list[str]:
         """The attacker's strings."""
