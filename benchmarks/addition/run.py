@@ -193,6 +193,8 @@ def single_round(task, mode: dict, seed: int) -> tuple[dict, list[str], list[str
         "base": {"rate": kb / n, "ci": clopper_pearson(kb, n), "n": n},
         "filtered": {"rate": k / n, "ci": clopper_pearson(k, n), "n": n},
         "improvement": (k / n) / (kb / n) if kb else None,
+        "base_exact": (exact := task.exact_success_rate(prior)),
+        "improvement_over_exact": (k / n) / exact if exact else None,
         "seconds": time.time() - t0,
     }
     return stats, task.decode(x[:5000]), task.decode(accepted)
