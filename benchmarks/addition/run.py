@@ -48,7 +48,7 @@ SMOKE_TASK = {
     "attacker": {"samples": 3000, "epochs": 2, "d_model": 32, "n_layer": 1, "n_head": 2},
 }
 # Operands of 1-2 digits, as `banel run --config` reads it. The target stops where the prior's exact success
-# rate first falls to target.calibrate_rate (4e-4, the paper's base rate): a fixed number of steps gives
+# rate first falls to target.calibrate_rate (6e-4; the paper's base rate is 4e-4): a fixed number of steps gives
 # different mistakes on different CPUs (1500 steps: 4 wrong problems on one machine, none on another).
 SMALL_TASK: dict[str, Any] = json.loads((Path(__file__).with_name("small.json")).read_text())["task_options"]
 # The paper's setting (App. B.1): operands of 1-10 digits, m = 250, 7,500 NREs, single round f = 319 on 300,000.

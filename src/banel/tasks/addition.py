@@ -81,6 +81,13 @@ def count_well_formed(max_digits: int, leading_zeros: bool = True) -> int:
     return per_operand**2
 
 
+def total_probability(model: GenerativeModel, texts: list[str]) -> float:
+    """sum of p(x) over distinct attacker strings (float64 logsumexp); 0 for none."""
+    if not texts:
+        return 0.0
+    return math.exp(float(torch.logsumexp(model.log_prob(encode(texts, ATTACKER_INDEX)).double(), 0)))
+
+
 def true_sum(a: str, b: str) -> str:
     """The correct answer to `a+b=` in normal digit order, no leading zeros."""
     return str(int(a) + int(b))
@@ -533,12 +540,10 @@ class AdditionTask:
 
     def _prior_rate(self, target: TransformerModel) -> float:
         """The attacker prior's exact success rate against `target` on queries without leading zeros."""
-        problems = all_problems(self.options.max_digits)
+        problems = well_formed_queries(self.options.max_digits, leading_zeros=False)
         answers = target_answers(target, problems)
         wins = [f"{a}+{b}=" for (a, b), c in zip(problems, answers, strict=True) if c != true_sum(a, b)]
-        if not wins:
-            return 0.0
-        return math.exp(float(torch.logsumexp(self.prior().log_prob(encode(wins, ATTACKER_INDEX)), 0)))
+        return total_probability(self.prior(), wins)
 
     def answers(self, queries: list[tuple[str, str]]) -> list[str]:
         """The target's greedy answers to well-formed queries (test doubles override this)."""
@@ -600,10 +605,10 @@ class AdditionTask:
             valid = [parse_query(s, o.max_digits, o.leading_zeros) is not None for s in self.decode(x)]
             report["base_success"] = {"rate": k / samples, "low": low, "high": high, "n": samples, "k": k}
             report["attacker_valid_rate"] = float(np.mean(valid))
-            wins = self.winning_queries()
+            wins = self._winning()
             if wins is not None:
                 report["winning_queries"] = len(wins)
-                report["base_success_exact"] = self.exact_success_rate(attacker)
+                report["base_success_exact"] = total_probability(attacker, wins)
         else:
             report["base_success"] = None
         return report
@@ -619,15 +624,14 @@ class AdditionTask:
 
     def exact_success_rate(self, model: GenerativeModel) -> float | None:
         """sum of p(x) over the winning queries (float64 logsumexp), or None: Monte-Carlo estimates instead."""
-        if not self.options.exact_rate:
-            return None
+        wins = self._winning() if self.options.exact_rate else None
+        return None if wins is None else total_probability(model, wins)
+
+    def _winning(self) -> list[str] | None:
+        """winning_queries(), computed once."""
         if self._wins is None:
             self._wins = self.winning_queries()
-        if self._wins is None:
-            return None
-        if not self._wins:
-            return 0.0
-        return math.exp(float(torch.logsumexp(model.log_prob(encode(self._wins, ATTACKER_INDEX)).double(), 0)))
+        return self._wins
 
     def decode(self, x: Sequences) -> list[str]:
         """The attacker's strings."""
