@@ -132,8 +132,7 @@ def all_problems(max_digits: int) -> list[tuple[str, str]]:
     """Every operand pair without leading zeros (10**(2*max_digits) pairs: only for small max_digits)."""
     if max_digits > 3:
         raise ValueError(f"all_problems enumerates 10**(2*max_digits) pairs; max_digits={max_digits} > 3")
-    numbers = [str(i) for i in range(10**max_digits)]
-    return [(a, b) for a in numbers for b in numbers]
+    return well_formed_queries(max_digits, leading_zeros=False)
 
 
 def encode(texts: list[str], index: dict[str, int]) -> Sequences:
