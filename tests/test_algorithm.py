@@ -201,3 +201,74 @@ def test_distil_samples_adds_free_draws_of_the_filtered_proposal_to_the_distilla
         BanelConfig(distil_samples=-1)
     with pytest.raises(ValueError, match="distil_samples needs banel.algorithm=2"):
         BanelConfig(algorithm=1, distil_samples=10)
+
+
+class Recording:
+    """Wraps an oracle and keeps every batch it was asked to evaluate."""
+
+    def __init__(self, oracle):
+        self.oracle, self.batches = oracle, []
+
+    def __call__(self, x):
+        self.batches.append(x.to_lists())
+        return self.oracle(x)
+
+
+def _not_starting_with_1(x):
+    """A feasibility check for the 16-sequence space: sequences starting with token 1 cannot win."""
+    return x.tokens[:, 0] != 1
+
+
+def test_feasible_only_never_keeps_evaluates_or_distils_a_ruled_out_candidate():
+    support, prior, oracle = _space()
+    seen = []
+    cfg = BanelConfig(reset_generator=False, distil_samples=40, feasible_only=True, **CFG)
+    banel = Banel(
+        prior, cfg, seed=0, distiller=lambda g, d, k, s: seen.append(d.to_lists()) or [], feasible=_not_starting_with_1
+    )
+    recording = Recording(oracle)
+    budget = BudgetedOracle(recording, 4 * cfg.m)
+    for _ in range(4):
+        result, kept, rewards = banel.round(budget)
+        assert result.kept == len(kept) <= cfg.m
+    evaluated = [s for batch in recording.batches for s in batch]
+    assert evaluated and all(s[0] != 1 for s in evaluated)
+    assert len(seen) == 3 and all(s[0] != 1 for d in seen for s in d)
+    # the prior does draw sequences starting with 1, so the check had something to remove
+    assert bool((prior.sample(200, 0).tokens[:, 0] == 1).any())
+    assert budget.used == len(evaluated) <= 4 * cfg.m
+
+
+def test_feasible_only_posterior_is_the_filter_formula_restricted_to_feasible_sequences():
+    support, prior, oracle = _space()
+    banel = Banel(
+        prior,
+        BanelConfig(algorithm=1, feasible_only=True, **CFG),
+        seed=0,
+        support=support,
+        feasible=_not_starting_with_1,
+    )
+    budget = BudgetedOracle(oracle, 6 * 4)
+    for _ in range(4):
+        banel.round(budget)
+    expected = _formula(prior, banel.filters, support, kappa=1.0) * _not_starting_with_1(support)
+    expected = expected / expected.sum()
+    got = banel.proposal().log_prob(support).exp()
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    assert float(got[~_not_starting_with_1(support)].sum()) == 0.0
+    # the saved state restores the same posterior (the check is re-attached on load)
+    again = Banel(
+        prior,
+        BanelConfig(algorithm=1, feasible_only=True, **CFG),
+        seed=0,
+        support=support,
+        feasible=_not_starting_with_1,
+    )
+    again.load_state_dict(banel.state_dict())
+    torch.testing.assert_close(again.proposal().log_prob(support).exp(), got)
+
+
+def test_feasible_only_without_a_check_is_a_clear_error():
+    _, prior, _ = _space()
+    with pytest.raises(ValueError, match=r"banel.feasible_only=true needs the task's feasibility check"):
+        Banel(prior, BanelConfig(feasible_only=True, **CFG), seed=0)

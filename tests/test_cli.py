@@ -75,6 +75,9 @@ def test_bad_settings_exit_2_with_a_clear_message(tmp_path, capsys):
     assert "unknown setting(s) banel.kapa" in capsys.readouterr().err
     assert main(["run", "toy1d", "--threads", "0", "--out", str(tmp_path / "t")]) == 2
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["run", "toy1d", "--set", "banel.feasible_only=true", "--out", str(tmp_path / "f")]) == 2
+    assert "task 'toy1d' has no feasibility check" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, cache, capsys):

@@ -149,6 +149,19 @@ def test_reward_on_hand_written_strings() -> None:
     assert ("07", "2") not in strict.asked
 
 
+def test_feasible_is_exactly_where_the_reward_can_be_one_without_asking_the_target() -> None:
+    texts = ["1+2=", "17+2=", "a+b=", "1+2", "", "01+2=", "0+7=", "1" * 11 + "+7=", "12+34=5"]
+    texts += [g for g in GARBAGE if set(g) <= set(ATTACKER_CHARS)]  # what the attacker can write
+    for leading_zeros in (True, False):
+        task = ScriptedTarget(leading_zeros=leading_zeros)
+        ok = task.feasible(encode(texts, ATTACKER_INDEX)).tolist()
+        assert ok == [parse_query(t, 10, leading_zeros) is not None for t in texts]
+        assert ok[:7] == [True, True, False, False, False, leading_zeros, True] and not any(ok[7:])
+        assert task.asked == []  # a free check: the target is never queried
+        r = task.reward(encode(texts, ATTACKER_INDEX))
+        assert not bool(r[~torch.tensor(ok)].any())  # infeasible strings never win
+
+
 def _tiny_options(**kw) -> AdditionOptions:
     target = TargetTraining(
         d_model=16,

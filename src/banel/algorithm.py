@@ -4,7 +4,8 @@ Each round: draw m*f candidates from the proposal, score them by the length-norm
 log p_theta(x)/l - kappa * log p_phi(x)/l (Eq. 5, Appendix B.2), keep the top m (the adaptive threshold
 tau), spend m reward evaluations on them, fit the negative model p_phi on the failures by maximum
 likelihood, and either keep the filter (Algorithm 1) or distil the filtered proposal into the generator
-(Algorithm 2). Samples with reward 1 are recorded but, by default, never trained on.
+(Algorithm 2). Samples with reward 1 are recorded but, by default, never trained on. With `feasible_only`, candidates
+that the task's free check rules out (reward 0 by definition) are dropped before the cut.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from banel.runner import Run
 
 log = logging.getLogger(__name__)
+
+Feasible = Callable[[Sequences], torch.Tensor]
+"""feasible(x) -> (n,) bool: False where r(x) = 0 is known without an evaluation (Task.feasible)."""
 
 REJECTION_CHUNK = 4096  # candidates drawn at a time by rejection sampling from Algorithm 1's posterior
 REJECTION_MAX_DRAWS = 2_000_000  # give up (with a clear error) rather than loop forever on a tiny acceptance
@@ -70,10 +74,13 @@ class Filter:
     kappa: float
     tau: float
     normalise: bool
+    feasible: Feasible | None = None
+    """If set, also reject what it rules out (known failures are in every rejection region)."""
 
     def accepts(self, x: Sequences) -> torch.Tensor:
         """Boolean (n,) mask of samples outside the rejection region."""
-        return ratio_scores(x, self.numerator, self.negative, self.kappa, self.normalise) >= self.tau
+        ok = ratio_scores(x, self.numerator, self.negative, self.kappa, self.normalise) >= self.tau
+        return ok & self.feasible(x) if self.feasible is not None else ok
 
 
 class FilteredModel:
@@ -204,8 +211,12 @@ class Banel:
         seed: int,
         distiller: Distiller | None = None,
         support: Sequences | None = None,
+        feasible: Feasible | None = None,
     ) -> None:
+        if config.feasible_only and feasible is None:
+            raise ValueError("banel.feasible_only=true needs the task's feasibility check (Task.feasible)")
         self.prior, self.config, self.seed = prior, config, seed
+        self.feasible = feasible if config.feasible_only else None
         self.generator: GenerativeModel = prior.clone()
         self.negative: GenerativeModel | None = None
         self.filters: list[Filter] = []
@@ -229,16 +240,27 @@ class Banel:
         ratio_rejected: list[float] = []
         if self.negative is None:
             candidates = kept = proposal.sample(cfg.m, derive_seed(self.seed, i, "sample"))
+            if self.feasible is not None:
+                kept = candidates[self.feasible(candidates)]
         else:
             candidates = proposal.sample(cfg.m * cfg.filter_factor, derive_seed(self.seed, i, "sample"))
             numerator = self.prior if cfg.numerator == "base" else self.generator
             scores = ratio_scores(candidates, numerator, self.negative, cfg.kappa, cfg.length_normalise)
+            if self.feasible is not None:
+                scores = scores.masked_fill(~self.feasible(candidates), -math.inf)
             idx, tau = select(scores, cfg.m, cfg.selection, derive_seed(self.seed, i, "select"))
+            if self.feasible is not None:
+                idx = idx[torch.isfinite(scores[idx])]  # fewer than m feasible candidates: evaluate fewer
+                if len(idx) < cfg.m:
+                    log.warning("round %d: only %d of %d candidates are feasible", i, len(idx), len(candidates))
+                if not len(idx):
+                    raise RuntimeError(f"round {i}: no feasible candidate among {len(candidates)}")
+                tau = float(scores[idx].min())
             kept = candidates[idx]
             rejected = torch.ones(len(candidates), dtype=torch.bool)
             rejected[idx] = False
             ratio_kept, ratio_rejected = _quantiles(scores[idx]), _quantiles(scores[rejected])
-            new_filter = Filter(numerator, self.negative, cfg.kappa, tau, cfg.length_normalise)
+            new_filter = Filter(numerator, self.negative, cfg.kappa, tau, cfg.length_normalise, self.feasible)
 
         # NaN marks a sample the oracle could not evaluate (error after retries, not charged): it is
         # neither a failure nor a success, so it is dropped from p_phi's data and from distillation
@@ -315,7 +337,8 @@ class Banel:
         for f in state["filters"]:
             negative = self.prior.clone()
             negative.load_state_dict(f["negative"])
-            self.filters.append(Filter(self.prior, negative, float(f["kappa"]), float(f["tau"]), bool(f["normalise"])))
+            filt = Filter(self.prior, negative, float(f["kappa"]), float(f["tau"]), bool(f["normalise"]), self.feasible)
+            self.filters.append(filt)
         device = getattr(self.prior, "device", "cpu")
         self.failures = [Sequences(f["tokens"].to(device), f["lengths"].to(device)) for f in state["failures"]]
 
@@ -340,7 +363,10 @@ def run(run: Run) -> None:
     cfg = run.config.banel
     support_fn = getattr(run.task, "support", None)
     support = support_fn() if (cfg.algorithm == 1 and support_fn is not None) else None
-    banel = Banel(run.prior, cfg, run.config.seed, support=support)
+    feasible = getattr(run.task, "feasible", None) if cfg.feasible_only else None
+    if cfg.feasible_only and feasible is None:
+        raise ValueError(f"banel.feasible_only=true: task {run.task.name!r} has no feasibility check (addition has)")
+    banel = Banel(run.prior, cfg, run.config.seed, support=support, feasible=feasible)
     state = run.restore()
     if state is not None:
         banel.load_state_dict(state)

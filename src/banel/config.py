@@ -46,6 +46,10 @@ class BanelConfig:
     """Extra draws from the filtered proposal added to the distillation set: free (never evaluated), they
     make the fit approximate the filtered distribution instead of memorising m samples. 0: the m evaluated
     samples only, as in the paper (Section 4.2)."""
+    feasible_only: bool = False
+    """Rank only candidates that the task's free feasibility check allows (`Task.feasible`, e.g. well-formed
+    addition queries): a candidate whose reward is 0 by the reward's own definition is never kept, evaluated,
+    or drawn for distillation. Off in the paper; needs a task that has the check."""
     algorithm: Literal[1, 2] = 2
     """1: sequential filtering, keep every negative model, no distillation. 2: filtering with distillation."""
     selection: Literal["top_m", "importance"] = "top_m"

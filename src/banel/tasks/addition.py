@@ -561,6 +561,11 @@ class AdditionTask:
         r = [0.0 if p is None else float(self._answers[s] != true_sum(*p)) for s, p in zip(texts, parsed, strict=True)]
         return torch.tensor(r, dtype=torch.float64)
 
+    def feasible(self, x: Sequences) -> torch.Tensor:
+        """(n,) bool: True where the string is a well-formed query (in this variant), the only ones that can win."""
+        o = self.options
+        return torch.tensor([parse_query(s, o.max_digits, o.leading_zeros) is not None for s in self.decode(x)])
+
     def prepare(self, max_seconds: float | None, samples: int, seed: int = 0, problems: int = 5000) -> dict[str, Any]:
         """Train (or resume) the target and the attacker; measure accuracy and the base success rate.
 

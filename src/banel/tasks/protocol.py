@@ -12,7 +12,12 @@ from banel.sequences import Sequences
 
 
 class Task(Protocol):
-    """A sparse-reward problem: a prior p_theta and a binary reward r."""
+    """A sparse-reward problem: a prior p_theta and a binary reward r.
+
+    Optional extras, looked up with getattr: `support() -> Sequences`, every sequence of a small enumerable
+    space (Algorithm 1's exact normaliser); `feasible(x) -> (n,) bool`, False where r(x) = 0 follows from
+    the reward's definition without an evaluation (e.g. a malformed query), for `banel.feasible_only`.
+    """
 
     name: str
     """Short name used on the command line."""
