@@ -57,6 +57,7 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "toy1d": {"banel": {"kappa": 4.0, "negative_epochs": 20}},
     "toy2d": {"banel": {"kappa": 4.0, "negative_epochs": 20}},
     "digits": {"banel": {"kappa": 0.5, "filter_factor": 4, "generator_epochs": 3, "reset_generator": False}},
+    "addition": {"banel": {"kappa": 2.0}},  # Appendix B.2: kappa = 1 everywhere except the addition attack
 }
 
 
