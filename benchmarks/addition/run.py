@@ -32,6 +32,7 @@ from banel.report.compare import compare
 from banel.report.table import collect
 from banel.sequences import Sequences, derive_seed
 from banel.tasks import make_task
+from banel.tasks.addition import ATTACKER_INDEX, encode, has_leading_zero, well_formed_queries
 
 SMOKE_TASK = {
     "max_digits": 3,
@@ -69,6 +70,10 @@ FULL: dict[str, Any] = {
     "single_eval": 10_000,
     "scaling_epochs": [1, 2, 5, 10, 20, 50],
     "scaling_seeds": [0, 1, 2],
+    # BaNEL beside the paper's algorithm: the task's free syntax check in the ranking, and free draws of the
+    # filtered proposal in the distillation set (no NREs either way); also the setting of the scaling sweep
+    "variant": {"feasible_only": True, "distil_samples": 2000},
+    "single_exact_f": [2, 4, 8, 16, 32, 64, 128, 319, 1000],
 }
 MODES: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -88,6 +93,8 @@ MODES: dict[str, dict[str, Any]] = {
         "single_eval": 500,
         "scaling_epochs": [1, 5],
         "scaling_seeds": [0],
+        "variant": {"feasible_only": True, "distil_samples": 200},
+        "single_exact_f": [2, 4],
     },
     # operands of 1-2 digits: a target that trains in ~20 CPU minutes, the paper's m and budget
     # exact success rates there (every well-formed query enumerated), cheap enough to take every round
@@ -95,6 +102,7 @@ MODES: dict[str, dict[str, Any]] = {
     "full": FULL,
 }
 KAPPA = 2.0  # paper B.1 (kappa = 1 everywhere else)
+VARIANT = "banel+check+draws"  # the name of the variant's rows in tables
 
 
 def run_methods(
@@ -197,7 +205,40 @@ def single_round(task, mode: dict, seed: int) -> tuple[dict, list[str], list[str
         "improvement_over_exact": (k / n) / exact if exact else None,
         "seconds": time.time() - t0,
     }
+    if task.winning_queries() is not None:
+        stats["exact_feasible"] = exact_filtered(task, prior, negative, mode["single_exact_f"])
     return stats, task.decode(x[:5000]), task.decode(accepted)
+
+
+def exact_filtered(task, prior, negative, factors: list[int]) -> dict[int, dict[str, float]]:
+    """Exact success rate of the single-round posterior ranked among well-formed queries, for each f.
+
+    The posterior is p_theta restricted to the well-formed queries whose ratio score is in the top 1/f of
+    their prior mass (what `banel.feasible_only` ranks over): with every such query enumerated, its success
+    rate is a ratio of two exact sums, with no sampling.
+    """
+    leading = task.options.leading_zeros
+    pairs = well_formed_queries(task.options.max_digits, leading)
+    texts = [f"{a}+{b}=" for a, b in pairs]
+    x = encode(texts, ATTACKER_INDEX)
+    p = prior.log_prob(x).exp()
+    wins = set(task.winning_queries())
+    won = torch.tensor([t in wins for t in texts], dtype=torch.float64)
+    lz = torch.tensor([has_leading_zero(a, b) for a, b in pairs], dtype=torch.float64)
+    order = torch.sort(ratio_scores(x, prior, negative, KAPPA, True), descending=True, stable=True).indices
+    mass, win_mass, lz_mass = (torch.cumsum(v[order], 0) for v in (p, p * won, p * lz))
+    prior_rate = task.exact_success_rate(prior)  # the improvement is over the unrestricted prior, as elsewhere
+    out = {}
+    for f in factors:
+        k = min(int(torch.searchsorted(mass, mass[-1] / f)), len(mass) - 1)  # smallest top set with >= 1/f
+        rate = float(win_mass[k] / mass[k])
+        out[f] = {
+            "rate": rate,
+            "improvement": rate / prior_rate,
+            "queries": k + 1,
+            "leading_zero_share": float(lz_mass[k] / mass[k]),
+        }
+    return out
 
 
 def main() -> None:
@@ -258,6 +299,12 @@ def main() -> None:
     if "compare" in steps:
         print("compare:", methods)
         summaries = run_methods(options, methods, mode["seeds"], mode, cache, out / "compare", jobs=args.jobs)
+        if "banel" in methods and mode.get("variant"):
+            print("compare:", VARIANT, mode["variant"])
+            variant = run_methods(
+                options, ["banel"], mode["seeds"], mode, cache, out / "compare-variant", mode["variant"], args.jobs
+            )
+            summaries += [{**s, "method": VARIANT} for s in variant]
         text, rows = table(summaries)
         results["compare"] = {"rows": rows, "summaries": summaries}
         md += ["## Best success rate over seeds\n", text, ""]
@@ -277,14 +324,16 @@ def main() -> None:
         groups["prior samples"] = failure_modes(prior_texts, task.options.max_digits)
         groups["accepted (single round)"] = failure_modes(accepted, task.options.max_digits)
         print(json.dumps(stats))
-    wins = read_successes(sorted((out / "compare" / "banel").glob("seed*")))
-    if wins:
-        groups["successes (banel runs)"] = failure_modes(wins, task.options.max_digits)
+    examples = []
+    for name, folder in (("banel", "compare"), (VARIANT, "compare-variant")):
+        wins = read_successes(sorted((out / folder / "banel").glob("seed*")))
+        if wins:
+            groups[f"successes ({name} runs)"] = failure_modes(wins, task.options.max_digits)
+            examples.append(f"Example successful attacks ({name}): " + ", ".join(f"`{w}`" for w in wins[:20]))
     if groups:
         results["failure_modes"] = groups
-        md += ["## Failure modes\n", failure_table(groups), ""]
+        md += ["## Failure modes\n", failure_table(groups), "", *examples, ""]
         plot_failure_modes(groups, out / "failure_modes.png")
-        md += ["Example successful attacks: " + ", ".join(f"`{w}`" for w in wins[:20]), ""]
     if "scaling" in steps:
         print("scaling: negative epochs", mode["scaling_epochs"])
         strict = {**options, "leading_zeros": False}
@@ -296,7 +345,9 @@ def main() -> None:
                 mode["scaling_seeds"],
                 {**mode, "negative_epochs": e},
                 cache,
-                out / f"scaling-epochs{e}",
+                out / (f"scaling-variant-epochs{e}" if mode.get("variant") else f"scaling-epochs{e}"),
+                mode.get("variant"),
+                args.jobs,
             )
             rows[e] = statistics.mean(x["best_success_rate"] for x in s) / statistics.mean(
                 x["base_success_rate"] for x in s
@@ -308,6 +359,7 @@ def main() -> None:
             mode,
             cache,
             out / "scaling-refs",
+            jobs=args.jobs,
         )
         ref = {}
         for m in ("rnd", "count"):
@@ -319,7 +371,7 @@ def main() -> None:
         results["scaling"] = {"improvement_by_epochs": rows, "references": ref}
         _plot_scaling(rows, ref, out / "scaling.png")
         md += [
-            "## Compute scaling (no leading zeros)\n",
+            f"## Compute scaling (no leading zeros; BaNEL with {mode.get('variant') or 'the paper settings'})\n",
             "| negative epochs | improvement |",
             "|---:|---:|",
             *[f"| {e} | {v:.3g}x |" for e, v in rows.items()],
