@@ -241,13 +241,17 @@ def test_feasible_only_never_keeps_evaluates_or_distils_a_ruled_out_candidate():
 
 def test_feasible_only_posterior_is_the_filter_formula_restricted_to_feasible_sequences():
     support, prior, oracle = _space()
-    banel = Banel(
-        prior,
-        BanelConfig(algorithm=1, feasible_only=True, **CFG),
-        seed=0,
-        support=support,
-        feasible=_not_starting_with_1,
-    )
+
+    def make():
+        return Banel(
+            prior,
+            BanelConfig(algorithm=1, feasible_only=True, **CFG),
+            seed=0,
+            support=support,
+            feasible=_not_starting_with_1,
+        )
+
+    banel = make()
     budget = BudgetedOracle(oracle, 6 * 4)
     for _ in range(4):
         banel.round(budget)
@@ -257,13 +261,7 @@ def test_feasible_only_posterior_is_the_filter_formula_restricted_to_feasible_se
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
     assert float(got[~_not_starting_with_1(support)].sum()) == 0.0
     # the saved state restores the same posterior (the check is re-attached on load)
-    again = Banel(
-        prior,
-        BanelConfig(algorithm=1, feasible_only=True, **CFG),
-        seed=0,
-        support=support,
-        feasible=_not_starting_with_1,
-    )
+    again = make()
     again.load_state_dict(banel.state_dict())
     torch.testing.assert_close(again.proposal().log_prob(support).exp(), got)
 
