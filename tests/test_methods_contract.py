@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import pytest
@@ -12,17 +13,17 @@ from banel.runner import SUMMARY_FIELDS, Run, read_history
 SMALL = {"rnd": {"hidden": 32, "layers": 2}}
 
 
-def _run(tmp_path, method, budget=45, name=None, oracle=None):
+def _run(tmp_path, method, budget=45, name=None, oracle=None, task=None, feasible_only=False):
     config = RunConfig(
         task="tiny",
         method=method,
         seed=3,
         nre_budget=budget,
-        banel=BanelConfig(m=10, negative_epochs=3, generator_epochs=2),
+        banel=BanelConfig(m=10, negative_epochs=3, generator_epochs=2, feasible_only=feasible_only),
         eval=EvalConfig(drift_samples=200),
         method_options=SMALL.get(method, {}),
     )
-    task = TinyTask("transformer")
+    task = task or TinyTask("transformer")
     out = tmp_path / (name or method)
     run = Run(config, task, out, oracle=oracle)
     run.start()
@@ -143,3 +144,23 @@ def test_every_method_resumes_from_its_checkpoint_as_if_never_killed(tmp_path, m
     assert {k: v for k, v in summary.items() if k != "wall_seconds"} == {
         k: v for k, v in reference.items() if k != "wall_seconds"
     }
+
+
+class NoLeadingZeroTask(TinyTask):
+    """The tiny task with a free check: a sequence starting with token 0 cannot win (a quarter of the space)."""
+
+    def feasible(self, x):
+        return x.tokens[:, 0] != 0
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_feasible_only_never_pays_for_what_the_task_rules_out(tmp_path, method):
+    run, summary, history = _run(tmp_path, method, budget=40, task=NoLeadingZeroTask(), feasible_only=True)
+    paid = Ledger(tmp_path / method / "ledger.sqlite").rows()
+    assert paid and all(row["tokens"].split(",")[0] != "0" for row in paid)
+    assert summary["queries"] == run.oracle.queries <= 40 and summary["nre_used"] <= 40
+    # the methods did draw such samples: at least one round asked fewer than m = 10 samples
+    asked = [b["queries"] - a["queries"] for a, b in itertools.pairwise(history)]
+    assert min(asked) < 10
+    with pytest.raises(ValueError, match="has no feasibility check"):
+        _run(tmp_path, method, budget=40, name=method + "-nocheck", feasible_only=True)

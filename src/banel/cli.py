@@ -235,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {config.device!r} requested but CUDA is not available")
     task = make_task(config.task, config.task_options, args.cache)
-    if config.method == "banel" and config.banel.feasible_only and getattr(task, "feasible", None) is None:
+    if config.banel.feasible_only and getattr(task, "feasible", None) is None:
         raise ValueError(f"banel.feasible_only=true: task {config.task!r} has no feasibility check (addition has)")
     print(f"banel: {config.method} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}")
     return _execute(config, task, out, args, run_id=None)

@@ -47,9 +47,10 @@ class BanelConfig:
     make the fit approximate the filtered distribution instead of memorising m samples. 0: the m evaluated
     samples only, as in the paper (Section 4.2)."""
     feasible_only: bool = False
-    """Rank only candidates that the task's free feasibility check allows (`Task.feasible`, e.g. well-formed
-    addition queries): a candidate whose reward is 0 by the reward's own definition is never kept, evaluated,
-    or drawn for distillation. Off in the paper; needs a task that has the check."""
+    """Use the task's free feasibility check (`Task.feasible`, e.g. well-formed addition queries): a sample
+    whose reward is 0 by the reward's own definition is never paid for. BaNEL ranks such candidates out
+    (never kept, evaluated or drawn for distillation); the baselines score them 0 without an evaluation.
+    Off in the paper; needs a task that has the check."""
     algorithm: Literal[1, 2] = 2
     """1: sequential filtering, keep every negative model, no distillation. 2: filtering with distillation."""
     selection: Literal["top_m", "importance"] = "top_m"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from banel.baselines.common import checkpoint, parse_options, restore
+from banel.baselines.common import checkpoint, evaluate, parse_options, restore
 from banel.sequences import derive_seed
 
 if TYPE_CHECKING:
@@ -25,6 +25,6 @@ def run(run: Run) -> None:
     restore(run)  # no state beyond the run's own: resume continues after the last finished round
     while run.oracle.remaining >= m:
         x = run.prior.sample(m, derive_seed(seed, run.round_index, "sample"))
-        rewards = run.oracle(x)
+        rewards = evaluate(run, x)
         run.end_round(run.prior, x, rewards, {}, snapshot_models={"prior": run.prior})
         checkpoint(run)

@@ -86,6 +86,20 @@ def checkpoint(run: Run, **parts: Stateful) -> None:
     run.checkpoint({name: part.state_dict() for name, part in parts.items()})
 
 
+def evaluate(run: Run, x: Sequences) -> torch.Tensor:
+    """Rewards of x from the run's oracle; with banel.feasible_only, what the task's check rules out is 0, unpaid."""
+    if not run.config.banel.feasible_only:
+        return run.oracle(x)
+    feasible = getattr(run.task, "feasible", None)
+    if feasible is None:
+        raise ValueError(f"banel.feasible_only=true: task {run.task.name!r} has no feasibility check (addition has)")
+    ok = feasible(x)
+    rewards = torch.zeros(len(x), dtype=torch.float64)
+    if bool(ok.any()):
+        rewards[ok] = run.oracle(x[ok])
+    return rewards
+
+
 def training_batch(x: Sequences, rewards: torch.Tensor, train_on_successes: bool) -> tuple[Sequences, torch.Tensor]:
     """The samples a method may learn from: the failures only (the paper's protocol), or every evaluated one.
 

@@ -18,6 +18,7 @@ import torch
 from banel.baselines.common import (
     adam,
     checkpoint,
+    evaluate,
     kl_shaped_advantages,
     optimiser_step,
     parse_options,
@@ -127,7 +128,7 @@ def run(run: Run) -> None:
     while run.oracle.remaining >= m:
         i = run.round_index
         x = policy.sample(m, derive_seed(seed, i, "sample"))
-        rewards = run.oracle(x)
+        rewards = evaluate(run, x)
         batch, r = training_batch(x, rewards, opts.train_on_successes)
         stats = {"trained_on": len(batch), "loss": None, "bonus_mean": None, "gain_median": None}
         if len(batch):

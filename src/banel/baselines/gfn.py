@@ -18,6 +18,7 @@ import torch
 from banel.baselines.common import (
     adam,
     checkpoint,
+    evaluate,
     optimiser_step,
     parse_options,
     restore,
@@ -78,7 +79,7 @@ def run(run: Run) -> None:
     while run.oracle.remaining >= m:
         i = run.round_index
         x = policy.sample(m, derive_seed(seed, i, "sample"))
-        rewards = run.oracle(x)
+        rewards = evaluate(run, x)
         batch, r = training_batch(x, rewards, opts.train_on_successes)
         stats = {"trained_on": len(batch), "loss": None, "grad_norm": None, "log_z": None}
         for _ in range(opts.steps if len(batch) > 1 else 0):

@@ -17,6 +17,7 @@ import torch
 from banel.baselines.common import (
     adam,
     checkpoint,
+    evaluate,
     optimiser_step,
     parse_options,
     reinforce_loss,
@@ -64,7 +65,7 @@ def run(run: Run) -> None:
     while run.oracle.remaining >= m:
         i = run.round_index
         x = policy.sample(m, derive_seed(seed, i, "sample"))
-        rewards = run.oracle(x)
+        rewards = evaluate(run, x)
         batch, r = training_batch(x, rewards, opts.train_on_successes)
         stats = {"trained_on": len(batch), "loss": None, "grad_norm": None}
         if len(batch):

@@ -19,6 +19,7 @@ from torch import nn
 from banel.baselines.common import (
     adam,
     checkpoint,
+    evaluate,
     kl_shaped_advantages,
     optimiser_step,
     parse_options,
@@ -175,7 +176,7 @@ def run(run: Run) -> None:
     while run.oracle.remaining >= m:
         i = run.round_index
         x = policy.sample(m, derive_seed(seed, i, "sample"))
-        rewards = run.oracle(x)
+        rewards = evaluate(run, x)
         batch, r = training_batch(x, rewards, opts.train_on_successes)
         stats = {"trained_on": len(batch), "loss": None, "intrinsic_mean": None, "predictor_loss": None}
         if len(batch):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from banel.baselines.common import checkpoint, parse_options, restore
+from banel.baselines.common import checkpoint, evaluate, parse_options, restore
 from banel.models.categorical import CategoricalModel
 from banel.models.protocol import GenerativeModel
 from banel.models.transformer import TransformerModel
@@ -54,7 +54,7 @@ def run(run: Run) -> None:
     restore(run)  # no state beyond the run's own: resume continues after the last finished round
     while run.oracle.remaining >= m:
         x = model.sample(m, derive_seed(seed, run.round_index, "sample"))
-        rewards = run.oracle(x)
+        rewards = evaluate(run, x)
         run.end_round(
             model,
             x,
