@@ -96,6 +96,47 @@ def test_resume_after_a_crash_between_a_round_and_its_checkpoint(tmp_path, refer
     assert all(r["status"] == "ok" for r in rows)
 
 
+def _checked_toy1d(prior_cache):
+    """toy1d with a free check ruling out sequences whose first token is even (about half the line)."""
+    task = make_task("toy1d", cache=prior_cache)
+    task.feasible = lambda x: x.tokens[:, 0] % 2 == 1
+    return task
+
+
+def test_resume_with_feasible_only_matches_an_uninterrupted_run(tmp_path, prior_cache):
+    config = RunConfig(
+        task="toy1d",
+        nre_budget=300,
+        banel=BanelConfig(m=100, negative_epochs=3, generator_epochs=2, distil_samples=50, feasible_only=True),
+    )
+    ref = Run(config, _checked_toy1d(prior_cache), tmp_path / "ref")
+    ref.start()
+    algorithm.run(ref)
+    ref_summary = ref.finish()
+
+    def crash(row: dict) -> None:
+        if row["round"] == 1:
+            raise Crash
+
+    out = tmp_path / "run"
+    run = Run(config, _checked_toy1d(prior_cache), out, on_round=crash)
+    run.start()
+    with pytest.raises(Crash):
+        algorithm.run(run)
+    run.oracle.close()
+    resumed = Run(
+        config, _checked_toy1d(prior_cache), out, run_id=json.loads((out / "config.json").read_text())["run_id"]
+    )
+    resumed.resume()
+    algorithm.run(resumed)
+    summary = resumed.finish()
+    assert comparable(summary) == comparable(ref_summary) and history(out) == history(tmp_path / "ref")
+    rows = ledger_rows(out)
+    assert [r["hash"] for r in rows] == [r["hash"] for r in ledger_rows(tmp_path / "ref")]
+    assert rows and all(int(r["tokens"].split(",")[0]) % 2 == 1 for r in rows)  # nothing ruled out was paid
+    assert summary["queries"] < summary["rounds"] * config.banel.m  # the check did rule samples out
+
+
 def test_ctrl_c_mid_batch_keeps_every_paid_row_and_the_budget(tmp_path, prior_cache):
     task = make_task("toy1d", cache=prior_cache)
     calls = {"n": 0}
