@@ -21,6 +21,7 @@ import torch
 from banel.config import BanelConfig
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.sequences import Sequences, derive_seed
+from banel.tasks.protocol import feasibility
 
 if TYPE_CHECKING:
     from banel.runner import Run
@@ -363,9 +364,7 @@ def run(run: Run) -> None:
     cfg = run.config.banel
     support_fn = getattr(run.task, "support", None)
     support = support_fn() if (cfg.algorithm == 1 and support_fn is not None) else None
-    feasible = getattr(run.task, "feasible", None) if cfg.feasible_only else None
-    if cfg.feasible_only and feasible is None:
-        raise ValueError(f"banel.feasible_only=true: task {run.task.name!r} has no feasibility check (addition has)")
+    feasible = feasibility(run.task, cfg.feasible_only)
     banel = Banel(run.prior, cfg, run.config.seed, support=support, feasible=feasible)
     state = run.restore()
     if state is not None:

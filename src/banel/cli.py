@@ -225,6 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """`banel run`."""
     from banel.methods import METHODS
     from banel.tasks import make_task
+    from banel.tasks.protocol import feasibility
 
     config = build_config(args)
     if config.method not in METHODS:
@@ -235,8 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {config.device!r} requested but CUDA is not available")
     task = make_task(config.task, config.task_options, args.cache)
-    if config.banel.feasible_only and getattr(task, "feasible", None) is None:
-        raise ValueError(f"banel.feasible_only=true: task {config.task!r} has no feasibility check (addition has)")
+    feasibility(task, config.banel.feasible_only)  # an error now, before the run folder exists
     print(f"banel: {config.method} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}")
     return _execute(config, task, out, args, run_id=None)
 

@@ -11,6 +11,7 @@ from torch import nn
 from banel.config import from_dict
 from banel.models.protocol import GenerativeModel, TrainableModel
 from banel.sequences import Sequences
+from banel.tasks.protocol import feasibility
 
 if TYPE_CHECKING:
     from banel.runner import Run
@@ -88,11 +89,9 @@ def checkpoint(run: Run, **parts: Stateful) -> None:
 
 def evaluate(run: Run, x: Sequences) -> torch.Tensor:
     """Rewards of x from the run's oracle; with banel.feasible_only, what the task's check rules out is 0, unpaid."""
-    if not run.config.banel.feasible_only:
-        return run.oracle(x)
-    feasible = getattr(run.task, "feasible", None)
+    feasible = feasibility(run.task, run.config.banel.feasible_only)
     if feasible is None:
-        raise ValueError(f"banel.feasible_only=true: task {run.task.name!r} has no feasibility check (addition has)")
+        return run.oracle(x)
     ok = feasible(x)
     rewards = torch.zeros(len(x), dtype=torch.float64)
     if bool(ok.any()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,3 +46,13 @@ class Task(Protocol):
     def describe(self) -> dict[str, Any]:
         """Task settings, saved in the run's config.json."""
         ...
+
+
+def feasibility(task: Any, enabled: bool) -> Callable[[Sequences], torch.Tensor] | None:
+    """The task's free check `feasible` when `enabled` (banel.feasible_only), else None; an error if it has none."""
+    if not enabled:
+        return None
+    check = getattr(task, "feasible", None)
+    if check is None:
+        raise ValueError(f"banel.feasible_only=true: task {task.name!r} has no feasibility check (addition has)")
+    return check
