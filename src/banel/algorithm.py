@@ -21,15 +21,12 @@ import torch
 from banel.config import BanelConfig
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.sequences import Sequences, derive_seed
-from banel.tasks.protocol import feasibility
+from banel.tasks.protocol import Feasible, feasibility
 
 if TYPE_CHECKING:
     from banel.runner import Run
 
 log = logging.getLogger(__name__)
-
-Feasible = Callable[[Sequences], torch.Tensor]
-"""feasible(x) -> (n,) bool: False where r(x) = 0 is known without an evaluation (Task.feasible)."""
 
 REJECTION_CHUNK = 4096  # candidates drawn at a time by rejection sampling from Algorithm 1's posterior
 REJECTION_MAX_DRAWS = 2_000_000  # give up (with a clear error) rather than loop forever on a tiny acceptance

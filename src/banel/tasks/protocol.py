@@ -11,6 +11,9 @@ import torch
 from banel.models.protocol import GenerativeModel
 from banel.sequences import Sequences
 
+Feasible = Callable[[Sequences], torch.Tensor]
+"""feasible(x) -> (n,) bool: False where r(x) = 0 is known without an evaluation (Task.feasible)."""
+
 
 class Task(Protocol):
     """A sparse-reward problem: a prior p_theta and a binary reward r.
@@ -48,7 +51,7 @@ class Task(Protocol):
         ...
 
 
-def feasibility(task: Any, enabled: bool) -> Callable[[Sequences], torch.Tensor] | None:
+def feasibility(task: Any, enabled: bool) -> Feasible | None:
     """The task's free check `feasible` when `enabled` (banel.feasible_only), else None; an error if it has none."""
     if not enabled:
         return None
