@@ -92,7 +92,7 @@ def test_digits_defaults_apply_under_overrides():
 
     config = build_config(_parser().parse_args(["run", "digits"]))
     b = config.banel
-    assert (b.kappa, b.filter_factor, b.generator_epochs, b.reset_generator) == (0.5, 4, 3, False)
+    assert (b.kappa, b.filter_factor, b.generator_epochs, b.reset_generator) == (2.0, 4, 3, False)
     assert (b.m, b.negative_epochs) == (250, 50)  # the paper's, untouched
     config = build_config(_parser().parse_args(["run", "digits", "--set", "banel.reset_generator=true"]))
-    assert config.banel.reset_generator is True and config.banel.kappa == 0.5
+    assert config.banel.reset_generator is True and config.banel.kappa == 2.0

@@ -19,6 +19,7 @@ from banel.sequences import Sequences
 from banel.tasks.mnist import (
     AffineRanges,
     Digits,
+    ImagePrior,
     ImageTaskOptions,
     affine_set,
     binarise,
@@ -187,11 +188,22 @@ def test_digits_decode_draws_rows(digits: Digits) -> None:
     assert sum(r.count("#") for r in rows) == int(digits.targets[0].sum())
 
 
+def test_digits_prior_trains_on_the_raw_training_zeros_by_default(digits: Digits) -> None:
+    zeros = digits.training_data()
+    _, labels = digits.load("train")
+    assert zeros.shape == (int((labels == 0).sum()), 64)  # the 99 zeros of images 0-999, no augmentation
+    assert digits.describe()["prior_training"]["epochs"] == 300 and digits.augment == 0
+    augmented = Digits(ImageTaskOptions(targets=10, prior_training=ImagePrior(augment=50, epochs=2)))
+    assert augmented.training_data().shape == (50, 64) and augmented.prior_epochs == 2
+
+
 def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match="resolution must be 8"):
         ImageTaskOptions(resolution=10)
     with pytest.raises(ValueError, match="resolution must be one of 8 for digits"):
         Digits(ImageTaskOptions(resolution=14, targets=10))
+    with pytest.raises(ValueError, match="prior_training.epochs"):
+        ImagePrior(epochs=0)
     with pytest.raises(ValueError, match="affine.shear"):
         AffineRanges(shear=2.0)
 
