@@ -42,7 +42,7 @@ TASKS: dict[str, Callable[[dict[str, Any], str | Path | None], Task]] = {
 DESCRIPTIONS: dict[str, str] = {
     "toy1d": "1D line, prior pre-trained on N(0, 0.4^2); reward one within 0.05 of -2 and 2 (blog figure). Exact.",
     "toy2d": "Two circles (Fig. 1), 99.8% of the prior on the outer; reward one on a quarter of the inner one. Exact.",
-    "digits": "0 -> 6 on sklearn's embedded 8x8 digits: prior on zeros, 50,000 affine sixes. Exact rates.",
+    "digits": "0 -> 6 on sklearn's embedded 8x8 digits: prior on its 99 raw zeros, 50,000 affine sixes. Exact rates.",
     "mnist": "MNIST 0 -> 6 (Sec. 5.1) from the IDX files, task_options.resolution 14 or 28. Exact rates.",
     "addition": "Attack a transformer adder (App. B.1): reward 1 for a well-formed query it answers wrongly.",
 }
