@@ -425,7 +425,6 @@ class ImageTask:
                 "version": 1,
                 "resolution": self.resolution,
                 "training": {**asdict(t), "epochs": self.prior_epochs, "augment": self.augment},
-                "augment": self.augment,
                 "affine": asdict(self.options.affine),
                 "digit": self.options.source_digit,
             }
