@@ -374,6 +374,11 @@ class ImageTask:
         e = self.options.prior_training.epochs
         return self.default_prior_epochs if e < 0 else e
 
+    @property
+    def prior_settings(self) -> dict[str, Any]:
+        """The prior's training settings with the task defaults resolved (reported and part of its cache key)."""
+        return {**asdict(self.options.prior_training), "epochs": self.prior_epochs, "augment": self.augment}
+
     def training_data(self) -> np.ndarray:
         """The binarised zeros the prior is trained on: (n, H*W) uint8."""
         o = self.options
@@ -411,7 +416,7 @@ class ImageTask:
             "targets": int(len(self.targets)),
             "target_seed": o.target_seed,
             "affine": asdict(o.affine),
-            "prior_training": {**asdict(o.prior_training), "augment": self.augment, "epochs": self.prior_epochs},
+            "prior_training": self.prior_settings,
         }
 
     def prior(self, device: str = "cpu") -> GenerativeModel:
@@ -424,7 +429,7 @@ class ImageTask:
                 "task": self.name,
                 "version": 1,
                 "resolution": self.resolution,
-                "training": {**asdict(t), "epochs": self.prior_epochs, "augment": self.augment},
+                "training": self.prior_settings,
                 "affine": asdict(self.options.affine),
                 "digit": self.options.source_digit,
             }
