@@ -197,6 +197,22 @@ def test_digits_prior_trains_on_the_raw_training_zeros_by_default(digits: Digits
     assert augmented.training_data().shape == (50, 64) and augmented.prior_epochs == 2
 
 
+def test_cpu_prior_does_not_depend_on_the_torch_threads(tmp_path: Path) -> None:
+    options = ImageTaskOptions(targets=10, prior_training=ImagePrior(epochs=2))
+    before = torch.get_num_threads()
+    weights = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            prior = Digits(options, cache=tmp_path / f"threads{threads}").prior()
+            assert torch.get_num_threads() == threads  # restored after training
+        finally:
+            torch.set_num_threads(before)
+        weights.append(prior.state_dict()["weights"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # bit-identical
+
+
 def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match="resolution must be 8"):
         ImageTaskOptions(resolution=10)
