@@ -120,6 +120,11 @@ def test_compare_writes_one_reproducible_folder_per_run_and_resumes(tmp_path, ti
     again = []
     compare("tiny", ["base", "negrl"], [0, 1], BASE, tmp_path, jobs=1, on_done=again.append)
     assert again == []
+    # A finished run is reused only under the settings its method reads: a baseline ignores BaNEL's
+    # kappa, not the budget.
+    compare("tiny", ["base", "negrl"], [0, 1], {**BASE, "banel": {**BASE["banel"], "kappa": 3.0}}, tmp_path, jobs=1)
+    with pytest.raises(ValueError, match=r"base.seed0 holds a finished run with other settings \(nre_budget differ"):
+        compare("tiny", ["base", "negrl"], [0, 1], {**BASE, "nre_budget": 80}, tmp_path, jobs=1)
     # `banel report` rebuilds the same table from the folders alone.
     paths[0].unlink()
     assert write_report(tmp_path)[0].read_text() == table
@@ -179,6 +184,8 @@ class Crash(Exception):
 def test_an_interrupted_comparison_resumes_its_run_with_the_paid_evaluations(tmp_path, tiny, monkeypatch, capsys):
     reference = []
     compare("tiny", ["banel"], [0], BASE, tmp_path / "ref", jobs=1, on_done=reference.append)
+    with pytest.raises(ValueError, match=r"finished run with other settings \(banel.kappa differ"):
+        compare("tiny", ["banel"], [0], {**BASE, "banel": {**BASE["banel"], "kappa": 3.0}}, tmp_path / "ref", jobs=1)
 
     end_round = Run.end_round
 

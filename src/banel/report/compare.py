@@ -3,7 +3,8 @@
 The folder layout is DIR/METHOD/seedS/ (an ordinary run folder each), so `banel report DIR` can rebuild the
 table and the figure from the saved runs alone. Finished runs (with a summary.json) are kept and an
 interrupted one continues from its checkpoint with the evaluations its ledger recorded, so an interrupted
-comparison resumes where it stopped and never pays twice.
+comparison resumes where it stopped and never pays twice. A finished run is kept only if it ran with the
+settings its method reads (a baseline ignores BaNEL's own knobs), so one table never mixes two settings.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 from banel.config import RunConfig, from_dict, merge
 
 log = logging.getLogger(__name__)
+
+SHARED_BANEL_KEYS = ("m", "feasible_only")  # the banel.* settings every method reads: round size, feasibility
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -125,10 +128,41 @@ def plan(
             config = to_dict(run_config(base, task, method, seed))
             folder = out / method / f"seed{seed}"
             if (folder / "summary.json").is_file():
+                _check_finished_run(folder, config)
                 done.append(folder)
                 continue
             todo.append(RunSpec(config, str(folder), cache, threads, _interrupted_run(folder, config)))
     return todo, done
+
+
+def settings_read(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run of config["method"] reads: all of them, less BaNEL's own knobs for a baseline."""
+    read = json.loads(json.dumps(config, default=str))
+    if read.get("method") != "banel" and isinstance(read.get("banel"), dict):
+        read["banel"] = {k: v for k, v in read["banel"].items() if k in SHARED_BANEL_KEYS}
+    return read
+
+
+def differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two nested dicts ('banel.kappa', ...)."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [] if a == b else [prefix or "(all)"]
+    keys = sorted(set(a) | set(b))
+    return [d for k in keys for d in differing_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)]
+
+
+def _check_finished_run(folder: Path, config: dict[str, Any]) -> None:
+    """Raise if the finished run in folder ran with other settings than the ones its method reads here."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{folder} holds a finished run without config.json: its settings cannot be checked")
+    saved = json.loads(path.read_text()).get("run", {})
+    changed = differing_keys(settings_read(saved), settings_read(config))
+    if changed:
+        raise ValueError(
+            f"{folder} holds a finished run with other settings ({', '.join(changed)} differ); "
+            "move it, or use another --out, to compare these settings"
+        )
 
 
 def _interrupted_run(folder: Path, config: dict[str, Any]) -> str | None:
