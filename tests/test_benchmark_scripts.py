@@ -1,0 +1,35 @@
+"""The benchmark scripts still run: their tiny --smoke versions, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_scaling_sweep_smoke_writes_its_table_and_figure(tmp_path: Path) -> None:
+    env = {**os.environ, "BANEL_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "scaling"
+    script = ROOT / "benchmarks" / "mnist" / "scaling.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--out", str(out), "--jobs", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = json.loads((out / "scaling.json").read_text())["sweep"]
+    assert [row["negative_epochs"] for row in table] == [1, 2]
+    for row in table:
+        summary = json.loads((out / f"digits-negepochs{row['negative_epochs']}-seed0" / "summary.json").read_text())
+        assert row["best"] == [summary["best_success_rate"]] and summary["nre_used"] <= 40
+        assert row["improvement"] == pytest.approx(summary["best_success_rate"] / summary["base_success_rate"])
+    assert (out / "scaling.png").stat().st_size > 0
