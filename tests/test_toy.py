@@ -64,6 +64,19 @@ def test_prior_is_cached_and_deterministic(cache):
     torch.testing.assert_close(a.log_prob(x), b.log_prob(x))
 
 
+def test_prior_does_not_depend_on_the_torch_threads(tmp_path):
+    before, weights = torch.get_num_threads(), []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            prior = Toy1D(PriorTraining(samples=2000, epochs=2), tmp_path / f"threads{threads}").prior()
+            assert torch.get_num_threads() == threads  # restored after training
+        finally:
+            torch.set_num_threads(before)
+        weights.append(prior.state_dict()["weights"])
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # bit-identical
+
+
 def test_unknown_task_options_are_errors():
     with pytest.raises(ValueError, match="unknown task_options"):
         make_task("toy1d", {"prior_steps": 3})

@@ -31,8 +31,6 @@ import logging
 import math
 import os
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from banel.cache import atomic_torch_save, cache_dir, config_hash, safe_torch_load
+from banel.cache import atomic_torch_save, cache_dir, config_hash, one_thread, safe_torch_load
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences, derive_seed
@@ -446,7 +444,7 @@ class ImageTask:
         else:
             data = to_sequences(self.training_data())
             log.info("pre-training the %s prior on %d images (cached at %s)", self.name, len(data), path)
-            with _one_thread(device):
+            with one_thread(device):
                 losses = model.fit(data, self.prior_epochs, derive_seed(t.seed, "prior"), t.fit)
             log.info("%s prior: final NLL per pixel %.4f", self.name, losses[-1])
             atomic_torch_save(model.state_dict(), path)
@@ -515,17 +513,3 @@ class Digits(ImageTask):
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """sklearn digits scaled to [0, 1]; 'test' is the held-out split."""
         return load_digits_split(split)
-
-
-@contextmanager
-def _one_thread(device: str) -> Iterator[None]:
-    """Train on one torch thread on CPU, so the cached prior does not depend on --threads or the core count."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

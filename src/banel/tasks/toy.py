@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from banel.cache import atomic_torch_save, cache_dir, config_hash, safe_torch_load
+from banel.cache import atomic_torch_save, cache_dir, config_hash, one_thread, safe_torch_load
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences
@@ -140,7 +140,8 @@ class GridTask:
         """The pre-trained prior, loaded from the cache or trained (a few seconds) and cached."""
         if device in self._prior:
             return self._prior[device]
-        key = config_hash({"task": self.name, "version": 1, **self.describe()})
+        # version 2: trained on one thread on CPU (version 1 depended on the thread count)
+        key = config_hash({"task": self.name, "version": 2, **self.describe()})
         path = cache_dir(self._cache) / "priors" / f"{self.name}-{key}.pt"
         model = TransformerModel(self.model_config(), seed=self.training.seed, device=device)
         if path.is_file():
@@ -149,7 +150,8 @@ class GridTask:
             log.info("pre-training the %s prior (cached at %s)", self.name, path)
             rng = np.random.default_rng(self.training.seed)
             data = self.encode(self.discretise(self.sample_data(self.training.samples, rng)))
-            losses = model.fit(data, self.training.epochs, self.training.seed, self.training.fit)
+            with one_thread(device):
+                losses = model.fit(data, self.training.epochs, self.training.seed, self.training.fit)
             log.info("%s prior: final NLL per token %.4f", self.name, losses[-1])
             atomic_torch_save(model.state_dict(), path)
         self._prior[device] = model
