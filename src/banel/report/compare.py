@@ -137,10 +137,15 @@ def plan(
 
 def settings_read(config: dict[str, Any]) -> dict[str, Any]:
     """The settings a run of config["method"] reads: all of them, less BaNEL's own knobs for a baseline."""
-    read = json.loads(json.dumps(config, default=str))
+    read = _plain(config)
     if read.get("method") != "banel" and isinstance(read.get("banel"), dict):
         read["banel"] = {k: v for k, v in read["banel"].items() if k in SHARED_BANEL_KEYS}
     return read
+
+
+def _plain(config: dict[str, Any]) -> dict[str, Any]:
+    """Settings as saved in config.json (tuples as lists, paths as strings), so that equal settings compare equal."""
+    return json.loads(json.dumps(config, default=str))
 
 
 def differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -176,8 +181,8 @@ def _interrupted_run(folder: Path, config: dict[str, Any]) -> str | None:
     saved = json.loads(path.read_text())
     if "run_id" not in saved:
         raise ValueError(f"{folder} holds a run without a run_id that cannot be resumed; move it or use another --out")
-    if json.loads(json.dumps(saved["run"], default=str)) != json.loads(json.dumps(config, default=str)):
-        changed = sorted(k for k in set(saved["run"]) | set(config) if saved["run"].get(k) != config.get(k))
+    changed = differing_keys(_plain(saved["run"]), _plain(config))
+    if changed:
         raise ValueError(
             f"{folder} holds an interrupted run with other settings ({', '.join(changed)} differ); "
             "its ledger keeps what it paid for: resume it with the same settings, or use another --out"
