@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from banel.models.protocol import GenerativeModel
 
 try:
     import fcntl
 except ImportError:  # not POSIX: folders are not locked
     fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 CACHE_ENV = "BANEL_CACHE"
 LOCK_FILE = "run.lock"
@@ -92,6 +98,19 @@ def one_thread(device: str) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def load_or_train(model: GenerativeModel, path: Path, train: Callable[[], list[float]], device: str, what: str) -> None:
+    """Load a prior's weights from its cache file, or train it on one CPU thread and cache it atomically."""
+    if path.is_file():
+        model.load_state_dict(safe_torch_load(path))
+        return
+    log.info("pre-training the %s (cached at %s)", what, path)
+    with one_thread(device):
+        losses = train()
+    if losses:
+        log.info("%s: final NLL per token %.4f", what, losses[-1])
+    atomic_torch_save(model.state_dict(), path)
 
 
 class FolderInUse(RuntimeError):

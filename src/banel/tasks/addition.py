@@ -525,6 +525,8 @@ class AdditionTask:
         a = self.options.attacker
         path = self.attacker_path()
         model = TransformerModel(attacker_config(self.options), seed=a.seed, device=device)
+        # Not cache.load_or_train: training on one thread would change what a cached attacker means, and a
+        # calibrated target's key names the attacker's settings, not its version (retraining takes hours).
         if path.is_file():
             model.load_state_dict(safe_torch_load(path))
         else:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from banel.cache import atomic_torch_save, cache_dir, config_hash, one_thread, safe_torch_load
+from banel.cache import cache_dir, config_hash, load_or_train
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences, derive_seed
@@ -439,15 +439,13 @@ class ImageTask:
         )
         path = cache_dir(self._cache) / "priors" / f"{self.name}{self.resolution}-seed{t.seed}-{key}.pt"
         model = TransformerModel(self.model_config(), seed=t.seed, device=device)
-        if path.is_file():
-            model.load_state_dict(safe_torch_load(path))
-        else:
+
+        def train() -> list[float]:
             data = to_sequences(self.training_data())
-            log.info("pre-training the %s prior on %d images (cached at %s)", self.name, len(data), path)
-            with one_thread(device):
-                losses = model.fit(data, self.prior_epochs, derive_seed(t.seed, "prior"), t.fit)
-            log.info("%s prior: final NLL per pixel %.4f", self.name, losses[-1])
-            atomic_torch_save(model.state_dict(), path)
+            log.info("%s prior: %d training images", self.name, len(data))
+            return model.fit(data, self.prior_epochs, derive_seed(t.seed, "prior"), t.fit)
+
+        load_or_train(model, path, train, device, f"{self.name} prior")
         self._prior[device] = model
         return model
 

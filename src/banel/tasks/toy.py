@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from banel.cache import atomic_torch_save, cache_dir, config_hash, one_thread, safe_torch_load
+from banel.cache import cache_dir, config_hash, load_or_train
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences
@@ -144,16 +144,13 @@ class GridTask:
         key = config_hash({"task": self.name, "version": 2, **self.describe()})
         path = cache_dir(self._cache) / "priors" / f"{self.name}-{key}.pt"
         model = TransformerModel(self.model_config(), seed=self.training.seed, device=device)
-        if path.is_file():
-            model.load_state_dict(safe_torch_load(path))
-        else:
-            log.info("pre-training the %s prior (cached at %s)", self.name, path)
+
+        def train() -> list[float]:
             rng = np.random.default_rng(self.training.seed)
             data = self.encode(self.discretise(self.sample_data(self.training.samples, rng)))
-            with one_thread(device):
-                losses = model.fit(data, self.training.epochs, self.training.seed, self.training.fit)
-            log.info("%s prior: final NLL per token %.4f", self.name, losses[-1])
-            atomic_torch_save(model.state_dict(), path)
+            return model.fit(data, self.training.epochs, self.training.seed, self.training.fit)
+
+        load_or_train(model, path, train, device, f"{self.name} prior")
         self._prior[device] = model
         return model
 
