@@ -11,10 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from banel.runner import read_history
 
 log = logging.getLogger(__name__)
+
+CONFIDENCE = 0.95
+"""Level of the intervals over seeds in the table."""
+BOOTSTRAP_SEED = 0
+"""Seed of the bootstrap resampling, so a table is reproducible from its run folders."""
 
 ORDER = ("banel", "rnd", "count", "reinforce", "negrl", "gfn", "temperature", "base")
 """Row order of the table (Table 2 puts BaNEL first); other methods follow alphabetically."""
@@ -55,8 +61,39 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean over seeds (the mean itself for one seed or equal values)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 or np.all(values == values[0]):
+        return float(values.mean()), float(values.mean())
+    result = stats.bootstrap(
+        (values,),
+        np.mean,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(BOOTSTRAP_SEED),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def geometric_mean_interval(
+    values: np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[float, float, float] | tuple[None, None, None]:
+    """Geometric mean over seeds and its Student-t interval on log rates (None if a rate is not positive)."""
+    values = np.asarray(values, dtype=float)
+    if not len(values) or np.any(values <= 0) or not np.all(np.isfinite(values)):
+        return None, None, None
+    logs = np.log(values)
+    centre = float(logs.mean())
+    if len(values) < 2 or np.all(logs == logs[0]):
+        return math.exp(centre), math.exp(centre), math.exp(centre)
+    low, high = stats.t.interval(confidence, len(logs) - 1, loc=centre, scale=stats.sem(logs))
+    return math.exp(centre), math.exp(low), math.exp(high)
+
+
 def table_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
-    """One row per method: best success rate over rounds, its mean, median and std over seeds, and drift."""
+    """One row per method: best success rate over rounds, its mean, median, geometric mean and std over seeds
+    (95% intervals for the means), and drift."""
     base = _mean([r.summary["base_success_rate"] for r in records])
     rows = []
     for method in dict.fromkeys(r.method for r in records):
@@ -65,12 +102,19 @@ def table_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
         final = np.array([r.summary["final_success_rate"] for r in runs], dtype=float)
         prior_nll = _mean([r.summary.get("prior_nll") for r in runs])
         drift_nll = _mean([r.summary.get("drift_nll") for r in runs])
+        mean_low, mean_high = mean_interval(best)
+        geo, geo_low, geo_high = geometric_mean_interval(best)
         rows.append(
             {
                 "method": method,
                 "seeds": len(runs),
                 "mean": float(best.mean()),
+                "mean_low": mean_low,
+                "mean_high": mean_high,
                 "median": float(np.median(best)),
+                "geometric_mean": geo,
+                "geometric_low": geo_low,
+                "geometric_high": geo_high,
                 "std": float(best.std(ddof=1)) if len(best) > 1 else 0.0,
                 "mean_improvement": float(best.mean()) / base if base else None,
                 "median_improvement": float(np.median(best)) / base if base else None,
@@ -97,26 +141,40 @@ def _num(x: float | None, fmt: str = ".3e") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"[{low:.2e}, {high:.2e}]"
+
+
+def _ratio(x: float | None, base: float | None) -> float | None:
+    return None if x is None or not base else x / base
+
+
 def write_table(rows: list[dict[str, Any]], folder: str | Path, task: str) -> tuple[Path, Path]:
     """DIR/table.md (Table 2 layout, improvement factors in parentheses) and DIR/table.csv (raw numbers)."""
     folder = Path(folder)
     base = rows[0]["base_success_rate"] if rows else None
     seeds = sorted({r["seeds"] for r in rows})
     lines = [
-        f"Best mean, median and standard deviation (over seeds) of the success rate on {task}, "
+        f"Best mean, median, geometric mean and standard deviation (over seeds) of the success rate on {task}, "
         f"{'/'.join(map(str, seeds))} seeds per method; the best is taken over the rounds of each run. "
-        f"Improvement factors over the prior ({_num(base)}) in parentheses. Drift is the final model's: "
+        f"Improvement factors over the prior ({_num(base)}) in parentheses. {CONFIDENCE:.0%} intervals over "
+        "seeds: percentile bootstrap for the mean, Student t on log rates for the geometric mean (with few "
+        "seeds and heavy tails the bootstrap interval is too narrow). Drift is the final model's: "
         "held-out prior NLL (nats/token; the prior's own value in the last column) and KL(model || prior) "
         "(nats/sequence, from samples).",
         "",
-        "| Method | Mean | Median | Std | Final mean | NREs | Drift NLL (Δ) | KL to prior | Prior NLL |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Method | Mean | Mean CI | Median | Geo. mean | Geo. mean CI | Std | Final mean | NREs | Drift NLL (Δ) "
+        "| KL to prior | Prior NLL |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         dnll = "-" if r["drift_nll"] is None else f"{r['drift_nll']:.3f} ({r['drift_nll_increase']:+.3f})"
         lines.append(
             f"| {r['method']} | {_num(r['mean'])} ({_factor(r['mean_improvement'])}) "
-            f"| {_num(r['median'])} ({_factor(r['median_improvement'])}) | {_num(r['std'])} "
+            f"| {_interval(r['mean_low'], r['mean_high'])} "
+            f"| {_num(r['median'])} ({_factor(r['median_improvement'])}) "
+            f"| {_num(r['geometric_mean'])} ({_factor(_ratio(r['geometric_mean'], base))}) "
+            f"| {_interval(r['geometric_low'], r['geometric_high'])} | {_num(r['std'])} "
             f"| {_num(r['final_mean'])} | {r['nre_used']:.0f} | {dnll} | {_num(r['kl_to_prior'], '.3f')} "
             f"| {_num(r['prior_nll'], '.3f')} |"
         )
