@@ -118,6 +118,7 @@ def table_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
                 "std": float(best.std(ddof=1)) if len(best) > 1 else 0.0,
                 "mean_improvement": float(best.mean()) / base if base else None,
                 "median_improvement": float(np.median(best)) / base if base else None,
+                "geometric_improvement": geo / base if geo is not None and base else None,
                 "final_mean": float(final.mean()),
                 "nre_used": float(np.mean([r.summary["nre_used"] for r in runs])),
                 "successes_found": float(np.mean([r.summary["successes_found"] for r in runs])),
@@ -145,10 +146,6 @@ def _interval(low: float | None, high: float | None) -> str:
     return "-" if low is None or high is None else f"[{low:.2e}, {high:.2e}]"
 
 
-def _ratio(x: float | None, base: float | None) -> float | None:
-    return None if x is None or not base else x / base
-
-
 def write_table(rows: list[dict[str, Any]], folder: str | Path, task: str) -> tuple[Path, Path]:
     """DIR/table.md (Table 2 layout, improvement factors in parentheses) and DIR/table.csv (raw numbers)."""
     folder = Path(folder)
@@ -173,7 +170,7 @@ def write_table(rows: list[dict[str, Any]], folder: str | Path, task: str) -> tu
             f"| {r['method']} | {_num(r['mean'])} ({_factor(r['mean_improvement'])}) "
             f"| {_interval(r['mean_low'], r['mean_high'])} "
             f"| {_num(r['median'])} ({_factor(r['median_improvement'])}) "
-            f"| {_num(r['geometric_mean'])} ({_factor(_ratio(r['geometric_mean'], base))}) "
+            f"| {_num(r['geometric_mean'])} ({_factor(r['geometric_improvement'])}) "
             f"| {_interval(r['geometric_low'], r['geometric_high'])} | {_num(r['std'])} "
             f"| {_num(r['final_mean'])} | {r['nre_used']:.0f} | {dnll} | {_num(r['kl_to_prior'], '.3f')} "
             f"| {_num(r['prior_nll'], '.3f')} |"

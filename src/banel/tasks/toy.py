@@ -8,7 +8,6 @@ so success rates are exact.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,8 +21,6 @@ from banel.cache import cache_dir, config_hash, load_or_train
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
