@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -100,7 +100,7 @@ def one_thread(device: str) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def load_or_train(model: GenerativeModel, path: Path, train: Callable[[], list[float]], device: str, what: str) -> None:
+def load_or_train(model: GenerativeModel, path: Path, train: Callable[[], object], device: str, what: str) -> None:
     """Load a prior's weights from its cache file, or train it on one CPU thread and cache it atomically."""
     if path.is_file():
         model.load_state_dict(safe_torch_load(path))
@@ -108,9 +108,32 @@ def load_or_train(model: GenerativeModel, path: Path, train: Callable[[], list[f
     log.info("pre-training the %s (cached at %s)", what, path)
     with one_thread(device):
         losses = train()
-    if losses:
+    if isinstance(losses, list) and losses:
         log.info("%s: final NLL per token %.4f", what, losses[-1])
     atomic_torch_save(model.state_dict(), path)
+
+
+M = TypeVar("M", bound="GenerativeModel")
+
+
+def pretrained(
+    model: M,
+    train: Callable[[M], object],
+    settings: dict[str, Any],
+    name: str,
+    cache: str | Path | None = None,
+    device: str = "cpu",
+) -> M:
+    """`model` with pre-trained weights: loaded from the cache if these settings were trained before, else
+    trained by `train(model)` on one CPU thread and cached.
+
+    The cache file is `CACHE/priors/NAME-HASH.pt`, HASH a hash of `settings` (JSON-able: put everything the
+    weights depend on in it, a version number too), so changed settings train a new prior and never load a
+    stale one. Training runs on one torch thread on CPU because the weights depend on the thread count.
+    """
+    path = cache_dir(cache) / "priors" / f"{name}-{config_hash(settings)}.pt"
+    load_or_train(model, path, lambda: train(model), device, f"{name} prior")
+    return model
 
 
 class FolderInUse(RuntimeError):

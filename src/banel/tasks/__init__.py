@@ -1,72 +1,114 @@
-"""Tasks: a plain dict from name to a factory `make(options, cache) -> Task`, with one line of help each."""
+"""Tasks: built-in names and `module:factory` import paths, both resolved to a `TaskFactory`.
+
+A factory builds a task from its `task_options` and the cache folder. Its one-line description, the settings
+runs on it default to, and the dataclass of its options travel with it (`@task_factory(...)`), so the CLI,
+spawned workers and Ray workers all rebuild the same task from one string: `toy1d` or `my_pkg.task:make`.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from banel.cache import cache_dir
 from banel.config import from_dict
-from banel.tasks import addition
-from banel.tasks.mnist import Digits, ImageTaskOptions, Mnist
+from banel.importing import import_object, is_import_path, path_of
 from banel.tasks.protocol import Task
-from banel.tasks.toy import PriorTraining, Toy1D, Toy2D
 
 
-def _toy(cls: type) -> Callable[[dict[str, Any], str | Path | None], Task]:
-    def make(options: dict[str, Any], cache: str | Path | None) -> Task:
-        training = from_dict(PriorTraining, options.get("prior_training", {}), "task_options.prior_training.")
-        unknown = set(options) - {"prior_training"}
-        if unknown:
-            raise ValueError(f"unknown task_options {sorted(unknown)} for {cls.name}; allowed: prior_training")
-        return cls(training, cache)
+@dataclass(frozen=True)
+class TaskFactory:
+    """How to build a task: `make(options, cache) -> Task`, with its description, defaults and options."""
 
-    return make
+    make: Callable[[Any, Path], Task]
+    """Builds the task from its options (the `options` dataclass, or a dict without one) and the cache folder."""
+    description: str = ""
+    """One line for `banel tasks`."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Settings a run on this task starts from (under the config file and --set), e.g. {"banel": {"kappa": 2}}."""
+    options: type | None = None
+    """The dataclass of `task_options`, validated before any run folder is written; None: a plain dict."""
+    path: str = ""
+    """`module:name` where the decorated function was defined (how a worker imports this factory)."""
+
+    def parse_options(self, options: dict[str, Any] | None) -> Any:
+        """`task_options` validated into the options dataclass (errors name task_options.KEY)."""
+        if self.options is None:
+            return dict(options or {})
+        return from_dict(self.options, options or {}, "task_options.")
+
+    def __call__(self, options: dict[str, Any] | None = None, cache: str | Path | None = None) -> Task:
+        """The task built from `task_options` and a cache folder (default: $BANEL_CACHE or ~/.cache/banel)."""
+        task = self.make(self.parse_options(options), cache_dir(cache))
+        missing = [m for m in ("name", "prior", "reward") if not hasattr(task, m)]
+        if missing:
+            raise TypeError(
+                f"the task factory returned a {type(task).__name__} without {', '.join(missing)}: a task needs "
+                "name, prior(device) and reward(x) (banel.tasks.protocol.Task)"
+            )
+        return task
 
 
-def _images(cls: type) -> Callable[[dict[str, Any], str | Path | None], Task]:
-    def make(options: dict[str, Any], cache: str | Path | None) -> Task:
-        return cls(from_dict(ImageTaskOptions, options, "task_options."), cache)
+def task_factory(
+    description: str = "", defaults: dict[str, Any] | None = None, options: type | None = None
+) -> Callable[[Callable[[Any, Path], Task]], TaskFactory]:
+    """Decorator: make `fn(options, cache) -> Task` a TaskFactory with a description, defaults and options."""
 
-    return make
+    def wrap(fn: Callable[[Any, Path], Task]) -> TaskFactory:
+        text = description or (inspect.getdoc(fn) or "").split("\n")[0]
+        return TaskFactory(fn, text, dict(defaults or {}), options, f"{fn.__module__}:{fn.__qualname__}")
+
+    return wrap
 
 
-TASKS: dict[str, Callable[[dict[str, Any], str | Path | None], Task]] = {
-    "toy1d": _toy(Toy1D),
-    "toy2d": _toy(Toy2D),
-    "digits": _images(Digits),
-    "mnist": _images(Mnist),
-    "addition": addition.make,
+BUILTIN: dict[str, str] = {
+    "toy1d": "banel.tasks.toy:toy1d",
+    "toy2d": "banel.tasks.toy:toy2d",
+    "digits": "banel.tasks.mnist:digits",
+    "mnist": "banel.tasks.mnist:mnist",
+    "addition": "banel.tasks.addition:addition",
 }
-
-DESCRIPTIONS: dict[str, str] = {
-    "toy1d": "1D line, prior pre-trained on N(0, 0.4^2); reward one within 0.05 of -2 and 2 (blog figure). Exact.",
-    "toy2d": "Two circles (Fig. 1), 99.8% of the prior on the outer; reward one on a quarter of the inner one. Exact.",
-    "digits": "0 -> 6 on sklearn's embedded 8x8 digits: prior on its 99 raw zeros, 50,000 affine sixes. Exact rates.",
-    "mnist": "MNIST 0 -> 6 (Sec. 5.1) from the IDX files, task_options.resolution 14 or 28. Exact rates.",
-    "addition": "Attack a transformer adder (App. B.1): reward 1 for a well-formed query it answers wrongly.",
-}
+"""The built-in tasks by name (imported on first use: MNIST and addition pull in more than toy1d needs)."""
 
 
-# Settings a task runs with unless the user overrides them (merged under the config file and --set).
-# The toy tasks need a sharper negative model than the paper's image settings: see docs/LOG.md (2026-11-25).
-# digits: the paper's distillation (reset to the base, 15 epochs on 250 samples) lowers the exact rate round
-# after round there, so a wider filter and a light distillation into the kept generator (docs/LOG.md, issue 6b);
-# with the sparse raw-zeros prior, kappa = 2 keeps the loop from collapsing where kappa = 0.5 and the paper's
-# settings do not (docs/LOG.md, 2026-11-25 21:00).
-DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
-    "toy1d": {"banel": {"kappa": 4.0, "negative_epochs": 20}},
-    "toy2d": {"banel": {"kappa": 4.0, "negative_epochs": 20}},
-    "digits": {"banel": {"kappa": 2.0, "filter_factor": 4, "generator_epochs": 3, "reset_generator": False}},
-    "addition": {"banel": {"kappa": 2.0}},  # Appendix B.2: kappa = 1 everywhere except the addition attack
-}
+def resolve_task(spec: str | TaskFactory | Callable[..., Task]) -> tuple[str, TaskFactory]:
+    """(the string a worker rebuilds it from, the factory) of a built-in name, an import path or a factory.
+
+    A factory object must live at the top level of an importable module, so that its path can be given to
+    workers; one defined in `__main__` or a notebook has no path, and the string is then ''.
+    """
+    if isinstance(spec, str):
+        if spec in BUILTIN:
+            return spec, import_object(BUILTIN[spec], "task")
+        if not is_import_path(spec):
+            raise ValueError(
+                f"unknown task {spec!r}; built-in: {', '.join(BUILTIN)}; or an import path module:factory"
+            )
+        obj = import_object(spec, "task")
+        return spec, _as_factory(obj, spec)
+    path = path_of(spec)
+    if isinstance(spec, TaskFactory) and spec.path and "<" not in spec.path and "__main__" not in spec.path:
+        try:
+            path = spec.path if import_object(spec.path, "task") is spec else None
+        except ValueError:
+            path = None
+    return path or "", _as_factory(spec, repr(spec))
 
 
-def make_task(name: str, options: dict[str, Any] | None = None, cache: str | Path | None = None) -> Task:
-    """Build a task by name."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; available: {', '.join(sorted(TASKS))}")
-    return TASKS[name](options or {}, cache)
+def _as_factory(obj: Any, where: str) -> TaskFactory:
+    if isinstance(obj, TaskFactory):
+        return obj
+    if callable(obj):
+        return TaskFactory(obj, (inspect.getdoc(obj) or "").split("\n")[0])
+    raise ValueError(f"task {where} is a {type(obj).__name__}, not a factory make(options, cache) -> Task")
 
 
-__all__ = ["DEFAULT_SETTINGS", "DESCRIPTIONS", "TASKS", "Task", "make_task"]
+def make_task(spec: str | TaskFactory, options: dict[str, Any] | None = None, cache: str | Path | None = None) -> Task:
+    """Build a task by built-in name, import path or factory."""
+    return resolve_task(spec)[1](options, cache)
+
+
+__all__ = ["BUILTIN", "Task", "TaskFactory", "make_task", "resolve_task", "task_factory"]

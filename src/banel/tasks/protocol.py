@@ -1,9 +1,15 @@
-"""The contract of a task: a pre-trained prior, a reward function, and (where possible) exact success rates."""
+"""The contract of a task: a small required core (a prior and a reward) and optional capabilities.
+
+A task is any object with `name`, `prior(device)` and `reward(x)`. Everything else is a capability, a small
+protocol of its own that a task implements where it can; the run asks `isinstance(task, Capability)` and
+falls back to the defaults below, so an outside task needs only the core. `banel.testing.check_task` checks
+a task against this contract.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -12,50 +18,138 @@ from banel.models.protocol import GenerativeModel
 from banel.sequences import Sequences
 
 Feasible = Callable[[Sequences], torch.Tensor]
-"""feasible(x) -> (n,) bool: False where r(x) = 0 is known without an evaluation (Task.feasible)."""
+"""feasible(x) -> (n,) bool: False where r(x) = 0 is known without an evaluation (`Feasibility`)."""
 
 
+@runtime_checkable
 class Task(Protocol):
-    """A sparse-reward problem: a prior p_theta and a binary reward r.
-
-    Optional extras, looked up with getattr: `support() -> Sequences`, every sequence of a small enumerable
-    space (Algorithm 1's exact normaliser); `feasible(x) -> (n,) bool`, False where r(x) = 0 follows from
-    the reward's definition without an evaluation (e.g. a malformed query), for `banel.feasible_only`.
-    """
+    """A sparse-reward problem: a pre-trained prior p_theta and a binary reward r (the required core)."""
 
     name: str
-    """Short name used on the command line."""
+    """Short name for run folders, tables and ledgers."""
 
     def prior(self, device: str) -> GenerativeModel:
-        """The pre-trained model p_theta (trained on first use and cached; the same for every run seed)."""
+        """The pre-trained model p_theta: the same weights for every run seed (train once, cache, load)."""
         ...
 
     def reward(self, x: Sequences) -> torch.Tensor:
-        """The ground-truth reward of a batch: (n,) float64 of 0/1. Methods only reach it through an oracle."""
+        """The ground-truth reward of a batch: (n,) of 0/1. Methods only reach it through the run's oracle."""
         ...
+
+
+@runtime_checkable
+class ExactSuccess(Protocol):
+    """The success set can be enumerated, so a model's success rate is exact (no Monte-Carlo noise)."""
 
     def exact_success_rate(self, model: GenerativeModel) -> float | None:
-        """Sum of p(x) over every x with r(x) = 1, when the success set is enumerable; else None."""
+        """Sum of p(x) over every x with r(x) = 1; None where these settings cannot enumerate it."""
         ...
+
+
+@runtime_checkable
+class Enumerable(Protocol):
+    """The whole sample space is small enough to list (Algorithm 1's exact normaliser)."""
+
+    def support(self) -> Sequences:
+        """Every sequence the prior can generate."""
+        ...
+
+
+@runtime_checkable
+class Feasibility(Protocol):
+    """A free check: some samples have reward 0 by the reward's own definition (e.g. malformed queries)."""
+
+    def feasible(self, x: Sequences) -> torch.Tensor:
+        """(n,) bool: False where r(x) = 0 is certain without calling the oracle."""
+        ...
+
+
+@runtime_checkable
+class Decode(Protocol):
+    """Samples have a human-readable form (for ledgers, successes.jsonl and reports)."""
 
     def decode(self, x: Sequences) -> list[str]:
-        """Human-readable form of each sample (for ledgers, logs and reports)."""
+        """One string per sample."""
         ...
+
+
+@runtime_checkable
+class Snapshot(Protocol):
+    """Arrays worth saving each round for plots (e.g. exact densities on a grid, sample images)."""
 
     def snapshot(self, models: dict[str, GenerativeModel]) -> dict[str, np.ndarray] | None:
-        """Arrays worth saving each round for plots (e.g. exact densities on a grid), or None."""
+        """Arrays keyed by name for the models of this round ('prior', 'posterior', 'negative', ...)."""
         ...
+
+
+@runtime_checkable
+class Describe(Protocol):
+    """The task's settings, saved in each run's config.json (and part of the oracle's identity)."""
 
     def describe(self) -> dict[str, Any]:
-        """Task settings, saved in the run's config.json."""
+        """Plain JSON-able settings."""
         ...
 
 
-def feasibility(task: Any, enabled: bool) -> Feasible | None:
-    """The task's free check `feasible` when `enabled` (banel.feasible_only), else None; an error if it has none."""
+@runtime_checkable
+class Metrics(Protocol):
+    """Extra numbers the user cares about, computed at every evaluation of a model (never charged)."""
+
+    def metrics(self, model: GenerativeModel, samples: Sequences) -> dict[str, float]:
+        """Named numbers for `model`, given `eval.metric_samples` fresh draws from it."""
+        ...
+
+
+# -- the defaults the run falls back to -------------------------------------------------------------------
+
+
+def decode(task: object, x: Sequences) -> list[str]:
+    """The task's text of each sample, or its tokens joined by commas."""
+    if isinstance(task, Decode):
+        return task.decode(x)
+    return [",".join(map(str, row)) for row in x.to_lists()]
+
+
+def describe(task: Task) -> dict[str, Any]:
+    """The task's settings for config.json, or just its name."""
+    return {"name": task.name, **task.describe()} if isinstance(task, Describe) else {"name": task.name}
+
+
+def exact_success_rate(task: object, model: GenerativeModel) -> float | None:
+    """The exact success rate where the task can enumerate its successes, else None."""
+    return task.exact_success_rate(model) if isinstance(task, ExactSuccess) else None
+
+
+def snapshot(task: object, models: dict[str, GenerativeModel]) -> dict[str, np.ndarray] | None:
+    """The task's arrays for this round, or None."""
+    return task.snapshot(models) if isinstance(task, Snapshot) else None
+
+
+def support(task: object) -> Sequences | None:
+    """Every sequence, where the task can list them, else None."""
+    return task.support() if isinstance(task, Enumerable) else None
+
+
+def feasibility(task: Task, enabled: bool) -> Feasible | None:
+    """The task's free check when `enabled` (the run's `feasible_only`), else None; an error if it has none."""
     if not enabled:
         return None
-    check = getattr(task, "feasible", None)
-    if check is None:
-        raise ValueError(f"banel.feasible_only=true: task {task.name!r} has no feasibility check (addition has)")
-    return check
+    if not isinstance(task, Feasibility):
+        raise ValueError(
+            f"feasible_only=true needs a task with a free check, feasible(x) (banel.tasks.protocol.Feasibility); "
+            f"task {task.name!r} has none"
+        )
+    return task.feasible
+
+
+def metrics(task: object, model: GenerativeModel, samples: Sequences) -> dict[str, float]:
+    """Extra metrics of `model` on its samples: `infeasible_fraction` for a task with a free check, then the
+    task's own `metrics`."""
+    out: dict[str, float] = {}
+    if not len(samples):
+        return out
+    if isinstance(task, Feasibility):
+        out["infeasible_fraction"] = float((~task.feasible(samples).bool().cpu()).double().mean())
+    if isinstance(task, Metrics):
+        out.update({str(k): float(v) for k, v in task.metrics(model, samples).items()})
+    return out
