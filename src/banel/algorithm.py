@@ -4,8 +4,9 @@ Each round: draw m*f candidates from the proposal, score them by the length-norm
 log p_theta(x)/l - kappa * log p_phi(x)/l (Eq. 5, Appendix B.2), keep the top m (the adaptive threshold
 tau), spend m reward evaluations on them, fit the negative model p_phi on the failures by maximum
 likelihood, and either keep the filter (Algorithm 1) or distil the filtered proposal into the generator
-(Algorithm 2). Samples with reward 1 are recorded but, by default, never trained on. With `feasible_only`, candidates
-that the task's free check rules out (reward 0 by definition) are dropped before the cut.
+(Algorithm 2). Samples with reward 1 are recorded but, by default, never trained on. With the run's
+`feasible_only`, candidates that the task's free check rules out (reward 0 by definition) are dropped before
+the cut. The run calls `Banel.round` once per round; everything else here is the paper's algorithm.
 """
 
 from __future__ import annotations
@@ -13,23 +14,73 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 
-from banel.config import BanelConfig
+from banel.config import check, choice
+from banel.methods.protocol import Context, Oracle, Round
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.sequences import Sequences, derive_seed
-from banel.tasks.protocol import Feasible, feasibility
-
-if TYPE_CHECKING:
-    from banel.runner import Run
+from banel.tasks.protocol import Feasible
 
 log = logging.getLogger(__name__)
 
 REJECTION_CHUNK = 4096  # candidates drawn at a time by rejection sampling from Algorithm 1's posterior
 REJECTION_MAX_DRAWS = 2_000_000  # give up (with a clear error) rather than loop forever on a tiny acceptance
+
+
+@dataclass(frozen=True)
+class BanelConfig:
+    """Every knob of BaNEL (paper Sections 4.1-4.2, Algorithms 1-2, Appendix B.2-B.3): the `banel` table."""
+
+    filter_factor: int = 2
+    """f: draw m*f candidates and keep the top m by likelihood ratio (f=1 keeps everything)."""
+    kappa: float = 1.0
+    """Sharpness of the negative model in the ratio p_theta(x) / p_phi(x)^kappa (Eq. 5)."""
+    length_normalise: bool = True
+    """Rank by log-likelihoods divided by length l(x), i.e. p^(1/l) (Appendix B.2)."""
+    numerator: Literal["base", "generator"] = "base"
+    """Ratio numerator: the base model p_theta, or the previous generator p_theta_(i-1) (ablation B.3)."""
+    negative_init: Literal["base", "scratch", "continue"] = "base"
+    """How p_phi starts each round: from the base weights, from a fresh initialisation, or from last round's."""
+    negative_data: Literal["round", "all"] = "round"
+    """Train p_phi on this round's failures (Algorithm 2 as written) or on every failure seen so far."""
+    negative_epochs: int = 50
+    """Epochs of maximum-likelihood training of p_phi per round."""
+    generator_epochs: int = 15
+    """Epochs of distillation of the filtered posterior into the generator per round."""
+    reset_generator: bool = True
+    """Reset the generator to the base weights before each distillation (Appendix B.2)."""
+    distil_samples: int = 0
+    """Extra draws from the filtered proposal added to the distillation set: free (never evaluated), they
+    make the fit approximate the filtered distribution instead of memorising m samples. 0: the m evaluated
+    samples only, as in the paper (Section 4.2)."""
+    algorithm: Literal[1, 2] = 2
+    """1: sequential filtering, keep every negative model, no distillation. 2: filtering with distillation."""
+    selection: Literal["top_m", "importance"] = "top_m"
+    """Hard top-m cut by ratio (CEM-style), or importance resampling without replacement by ratio (Sec. 4.1)."""
+    negative_fit: FitConfig = field(default_factory=FitConfig)
+    """Optimiser settings for p_phi."""
+    generator_fit: FitConfig = field(default_factory=FitConfig)
+    """Optimiser settings for the generator."""
+
+    def __post_init__(self) -> None:
+        check(self.filter_factor >= 1, "filter_factor", f"must be an integer >= 1, got {self.filter_factor}")
+        check(self.kappa >= 0, "kappa", f"must be >= 0, got {self.kappa}")
+        choice("numerator", self.numerator, ("base", "generator"))
+        choice("negative_init", self.negative_init, ("base", "scratch", "continue"))
+        choice("negative_data", self.negative_data, ("round", "all"))
+        choice("algorithm", self.algorithm, (1, 2))
+        choice("selection", self.selection, ("top_m", "importance"))
+        for name in ("negative_epochs", "generator_epochs", "distil_samples"):
+            check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        if self.algorithm == 1:
+            why = "with algorithm=1"
+            check(self.selection == "top_m", "selection", f"must be 'top_m' {why} (it filters by a hard tau)")
+            check(not self.distil_samples, "distil_samples", f"must be 0 {why} (it does not distil)")
+            check(self.numerator == "base", "numerator", f"must be 'base' {why} (it has no generator)")
 
 
 def ratio_scores(
@@ -95,8 +146,9 @@ class FilteredModel:
         support: Sequences | None = None,
         z_samples: int = 20_000,
         seed: int = 0,
+        feasible: Feasible | None = None,
     ) -> None:
-        self.base, self.filters = base, list(filters)
+        self.base, self.filters, self.feasible = base, list(filters), feasible
         self._support, self._z_samples, self._seed = support, z_samples, seed
         self._log_z: float | None = None
 
@@ -142,6 +194,26 @@ class FilteredModel:
         """Not available: Algorithm 1 keeps filters instead of training."""
         raise NotImplementedError("Algorithm 1's posterior is not trained; use banel.algorithm=2 to distil")
 
+    def state_dict(self) -> dict[str, Any]:
+        """Each filter's negative model, kappa, tau and normalisation (the numerator is always the base)."""
+        return {
+            "filters": [
+                {"negative": f.negative.state_dict(), "kappa": f.kappa, "tau": f.tau, "normalise": f.normalise}
+                for f in self.filters
+            ]
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Rebuild the filters saved by `state_dict` on this model's base."""
+        self.filters = []
+        for f in state["filters"]:
+            negative = self.base.clone()
+            negative.load_state_dict(f["negative"])
+            self.filters.append(
+                Filter(self.base, negative, float(f["kappa"]), float(f["tau"]), bool(f["normalise"]), self.feasible)
+            )
+        self._log_z = None
+
 
 def rejection_sample(
     model: GenerativeModel,
@@ -177,20 +249,6 @@ def mle_distiller(epochs: int, config: FitConfig) -> Distiller:
     return distil
 
 
-@dataclass
-class RoundResult:
-    """What one BaNEL round did, for the run's history."""
-
-    candidates: int
-    kept: int
-    tau: float | None
-    log_ratio_kept: list[float]
-    log_ratio_rejected: list[float]
-    successes: int
-    negative_loss: float | None
-    generator_loss: float | None
-
-
 def _quantiles(x: torch.Tensor) -> list[float]:
     """Min, 10%, 50%, 90% and max of a score vector (empty list if empty)."""
     x = x[torch.isfinite(x)]
@@ -200,56 +258,61 @@ def _quantiles(x: torch.Tensor) -> list[float]:
 
 
 class Banel:
-    """The BaNEL state machine: one call of `round()` is one round of Algorithm 1 or 2."""
+    """Bayesian Negative Evidence Learning (Algorithms 1 and 2 of the paper): one `round` per round."""
+
+    Options = BanelConfig
+    description = "Bayesian Negative Evidence Learning (Algorithms 1 and 2 of the paper)"
 
     def __init__(
         self,
         prior: GenerativeModel,
-        config: BanelConfig,
-        seed: int,
+        options: BanelConfig | None = None,
+        context: Context | None = None,
         distiller: Distiller | None = None,
-        support: Sequences | None = None,
-        feasible: Feasible | None = None,
     ) -> None:
-        if config.feasible_only and feasible is None:
-            raise ValueError("banel.feasible_only=true needs the task's feasibility check (Task.feasible)")
-        self.prior, self.config, self.seed = prior, config, seed
-        self.feasible = feasible if config.feasible_only else None
-        self.generator: GenerativeModel = prior.clone()
+        self.prior, self.config, self.context = prior, options or BanelConfig(), context or Context()
+        self.seed, self.feasible = self.context.seed, self.context.feasible
+        self.distilled: GenerativeModel = prior.clone()
+        """Algorithm 2's generator p_theta_i."""
         self.negative: GenerativeModel | None = None
         self.filters: list[Filter] = []
         self.failures: list[Sequences] = []
-        self.round_index = 0
-        self.support = support
-        self.distil = distiller or mle_distiller(config.generator_epochs, config.generator_fit)
+        self.distil = distiller or mle_distiller(self.config.generator_epochs, self.config.generator_fit)
+        self._filtered: FilteredModel | None = None
 
-    def proposal(self) -> GenerativeModel:
+    @property
+    def generator(self) -> GenerativeModel:
         """The current posterior: the distilled generator (Algorithm 2) or the filtered prior (Algorithm 1)."""
-        if self.config.algorithm == 1:
-            return FilteredModel(self.prior, self.filters, self.support, seed=derive_seed(self.seed, "z"))
-        return self.generator
+        if self.config.algorithm == 2:
+            return self.distilled
+        if self._filtered is None or self._filtered.filters != self.filters:
+            # built once per set of filters: its log Z is an expensive sum or Monte-Carlo estimate
+            self._filtered = FilteredModel(
+                self.prior, self.filters, self.context.support, seed=derive_seed(self.seed, "z"), feasible=self.feasible
+            )
+        return self._filtered
 
-    def round(self, oracle: Callable[[Sequences], torch.Tensor]) -> tuple[RoundResult, Sequences, torch.Tensor]:
-        """One round: propose, filter, evaluate, fit p_phi, update the posterior. Returns (stats, kept, rewards)."""
-        cfg, i = self.config, self.round_index
-        proposal = self.proposal()
+    def round(self, oracle: Oracle, i: int) -> Round:
+        """Round i: propose, filter, evaluate, fit p_phi, update the posterior."""
+        cfg, m = self.config, self.context.m
+        proposal = self.generator
         new_filter, tau = None, None
         ratio_kept: list[float] = []
         ratio_rejected: list[float] = []
         if self.negative is None:
-            candidates = kept = proposal.sample(cfg.m, derive_seed(self.seed, i, "sample"))
+            candidates = kept = proposal.sample(m, derive_seed(self.seed, i, "sample"))
             if self.feasible is not None:
                 kept = candidates[self.feasible(candidates)]
         else:
-            candidates = proposal.sample(cfg.m * cfg.filter_factor, derive_seed(self.seed, i, "sample"))
-            numerator = self.prior if cfg.numerator == "base" else self.generator
+            candidates = proposal.sample(m * cfg.filter_factor, derive_seed(self.seed, i, "sample"))
+            numerator = self.prior if cfg.numerator == "base" else self.distilled
             scores = ratio_scores(candidates, numerator, self.negative, cfg.kappa, cfg.length_normalise)
             if self.feasible is not None:
                 scores = scores.masked_fill(~self.feasible(candidates), -math.inf)
-            idx, tau = select(scores, cfg.m, cfg.selection, derive_seed(self.seed, i, "select"))
+            idx, tau = select(scores, m, cfg.selection, derive_seed(self.seed, i, "select"))
             if self.feasible is not None:
                 idx = idx[torch.isfinite(scores[idx])]  # fewer than m feasible candidates: evaluate fewer
-                if len(idx) < cfg.m:
+                if len(idx) < m:
                     log.warning("round %d: only %d of %d candidates are feasible", i, len(idx), len(candidates))
                 if not len(idx):
                     raise RuntimeError(f"round {i}: no feasible candidate among {len(candidates)}")
@@ -264,7 +327,6 @@ class Banel:
         # neither a failure nor a success, so it is dropped from p_phi's data and from distillation
         rewards = oracle(kept)
         failed = kept[rewards == 0]
-        n_success = int((rewards == 1).sum())
 
         generator_loss = None
         if new_filter is not None:
@@ -272,8 +334,8 @@ class Banel:
                 self.filters.append(new_filter)
             else:
                 if cfg.numerator == "generator":
-                    new_filter.numerator = self.generator.clone()  # the filter must not change as we train
-                distil_on = kept[~rewards.isnan()] if cfg.train_on_successes else failed
+                    new_filter.numerator = self.distilled.clone()  # the filter must not change as we train
+                distil_on = kept[~rewards.isnan()] if self.context.train_on_successes else failed
                 if cfg.distil_samples:
                     extra = rejection_sample(
                         proposal,
@@ -284,61 +346,45 @@ class Banel:
                     )
                     distil_on = Sequences.cat([distil_on, extra])
                 if cfg.reset_generator:
-                    self.generator = self.prior.clone()
-                losses = self.distil(self.generator, distil_on, new_filter, derive_seed(self.seed, i, "distil"))
+                    self.distilled = self.prior.clone()
+                losses = self.distil(self.distilled, distil_on, new_filter, derive_seed(self.seed, i, "distil"))
                 generator_loss = losses[-1] if losses else None
 
-        self.failures.append(failed)
+        self.failures.append(failed.to("cpu"))  # on the CPU, as a checkpoint restores them
         negative_loss = self._fit_negative(failed, i)
-        self.round_index += 1
-        result = RoundResult(
-            candidates=len(candidates),
-            kept=len(kept),
-            tau=tau,
-            log_ratio_kept=ratio_kept,
-            log_ratio_rejected=ratio_rejected,
-            successes=n_success,
-            negative_loss=negative_loss,
-            generator_loss=generator_loss,
-        )
-        return result, kept, rewards
+        stats = {
+            "candidates": len(candidates),
+            "kept": len(kept),
+            "tau": tau,
+            "log_ratio_kept": ratio_kept,
+            "log_ratio_rejected": ratio_rejected,
+            "negative_loss": negative_loss,
+            "generator_loss": generator_loss,
+        }
+        return Round(kept, rewards, stats, {"negative": self.negative} if self.negative is not None else {})
 
     def state_dict(self) -> dict[str, Any]:
         """Everything `round` depends on (tensors and plain values: loadable with weights_only=True)."""
         return {
-            "round_index": self.round_index,
-            "generator": self.generator.state_dict(),
+            "generator": self.distilled.state_dict(),
             "negative": self.negative.state_dict() if self.negative is not None else None,
             # Algorithm 1's filters all have the prior as numerator (enforced by BanelConfig)
-            "filters": [
-                {
-                    "negative": f.negative.state_dict(),
-                    "kappa": f.kappa,
-                    "tau": f.tau,
-                    "normalise": f.normalise,
-                }
-                for f in self.filters
-            ],
+            "filters": FilteredModel(self.prior, self.filters).state_dict()["filters"],
             "failures": [{"tokens": f.tokens.cpu(), "lengths": f.lengths.cpu()} for f in self.failures],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state saved by `state_dict` (models are rebuilt as clones of the prior)."""
-        self.round_index = int(state["round_index"])
-        self.generator = self.prior.clone()
-        self.generator.load_state_dict(state["generator"])
+        self.distilled = self.prior.clone()
+        self.distilled.load_state_dict(state["generator"])
         self.negative = None
         if state["negative"] is not None:
             self.negative = self.prior.clone()
             self.negative.load_state_dict(state["negative"])
-        self.filters = []
-        for f in state["filters"]:
-            negative = self.prior.clone()
-            negative.load_state_dict(f["negative"])
-            filt = Filter(self.prior, negative, float(f["kappa"]), float(f["tau"]), bool(f["normalise"]), self.feasible)
-            self.filters.append(filt)
-        device = getattr(self.prior, "device", "cpu")
-        self.failures = [Sequences(f["tokens"].to(device), f["lengths"].to(device)) for f in state["failures"]]
+        filtered = FilteredModel(self.prior, [], feasible=self.feasible)
+        filtered.load_state_dict({"filters": state["filters"]})
+        self.filters = filtered.filters
+        self.failures = [Sequences(f["tokens"], f["lengths"]) for f in state["failures"]]
 
     def _fit_negative(self, failed: Sequences, i: int) -> float | None:
         """Fit p_phi by maximum likelihood on the failures (this round's or all so far)."""
@@ -354,23 +400,3 @@ class Banel:
         losses = negative.fit(data, cfg.negative_epochs, derive_seed(self.seed, i, "negative"), cfg.negative_fit)
         self.negative = negative
         return losses[-1] if losses else None
-
-
-def run(run: Run) -> None:
-    """BaNEL as a method: rounds of m evaluations until the NRE budget cannot pay for another round."""
-    cfg = run.config.banel
-    support_fn = getattr(run.task, "support", None)
-    support = support_fn() if (cfg.algorithm == 1 and support_fn is not None) else None
-    feasible = feasibility(run.task, cfg.feasible_only)
-    banel = Banel(run.prior, cfg, run.config.seed, support=support, feasible=feasible)
-    state = run.restore()
-    if state is not None:
-        banel.load_state_dict(state)
-    while run.oracle.remaining >= cfg.m:
-        result, kept, rewards = banel.round(run.oracle)
-        posterior = banel.proposal()
-        models = {"prior": run.prior, "posterior": posterior}
-        if banel.negative is not None:
-            models["negative"] = banel.negative
-        run.end_round(posterior, kept, rewards, asdict(result), snapshot_models=models)
-        run.checkpoint(banel.state_dict())

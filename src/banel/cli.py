@@ -1,10 +1,15 @@
-"""The `banel` command line: `banel run TASK`, `banel compare TASK`, `banel report DIR`, `banel tasks`."""
+"""The `banel` command line: run, resume, compare, report, prepare, tasks, methods.
+
+Every setting's help is generated from the docstrings of the config dataclasses (`banel run --help`), a
+user's task or method included when its import path is on the command line.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,32 +17,24 @@ from typing import Any
 import torch
 
 from banel.cache import FolderInUse
-from banel.config import RunConfig, from_dict, load_file, merge, parse_overrides, to_dict
+from banel.config import RunConfig, format_settings, load_file, merge, parse_overrides, settings
 
-EPILOG = """examples:
+RUN_EXAMPLES = """examples:
   banel run toy1d                          BaNEL on the 1D toy, seed 0, results in runs/toy1d-banel-seed0
   banel run toy2d --seed 3 --out my_run    another task, seed and folder
   banel run toy1d --set banel.kappa=2 --set banel.filter_factor=4 --set nre_budget=2500
+  banel run toy1d --method rnd --set rnd.hidden=256
+  banel run my_pkg.task:make --method my_pkg.method:Greedy   your own task and method, by import path
   banel run toy1d --config settings.toml   settings from a file ([banel], [eval] tables, top-level keys)
-
-settings (--set key=value, or in a config file): seed, nre_budget, device, banel.m, banel.filter_factor,
-banel.kappa, banel.length_normalise, banel.numerator (base|generator), banel.negative_init
-(base|scratch|continue), banel.negative_data (round|all), banel.negative_epochs, banel.generator_epochs,
-banel.reset_generator, banel.algorithm (1|2), banel.selection (top_m|importance),
-banel.train_on_successes, banel.negative_fit.lr, banel.generator_fit.lr, eval.every, eval.samples,
-oracle.ledger (path; default RUN/ledger.sqlite), oracle.dedupe (answer repeats from the ledger, free;
-default true), oracle.executor (inline|thread|process|ray), oracle.workers, oracle.chunk_size,
-oracle.timeout (s), oracle.retries, oracle.ray_address, oracle.query_limit, task_options.*, method_options.*
 
 a killed run continues with `banel resume RUN_DIR`."""
 
-
-COMPARE_EPILOG = """examples:
+COMPARE_EXAMPLES = """examples:
   banel compare toy1d --methods banel,rnd,count,base --seeds 0-4
   banel compare toy1d --methods all --seeds 0,3,7 --budget 2500 --out runs/cmp
-  banel compare toy1d --methods banel,temperature --set method_options.temperature.temperature=1.1
+  banel compare toy1d --methods banel,temperature --set temperature.temperature=1.1
+  banel compare my_pkg.task:make --methods banel,rnd --seeds 0-9 --backend ray --address auto
   banel report runs/cmp                    rebuild the table and the figure from the run folders"""
-
 
 THREADS_HELP = (
     "torch threads (default: one per core); on a machine other jobs are using, 1 avoids intra-op threads "
@@ -45,9 +42,38 @@ THREADS_HELP = (
 )
 
 
-def _parser() -> argparse.ArgumentParser:
-    from banel.methods import METHODS
+def settings_help(task: str | None = None, method: str | None = None) -> str:
+    """Every setting with its type, default and docstring: run-level, each method's table, each task's options."""
+    from banel.methods import BUILTIN as BUILTIN_METHODS
+    from banel.methods import resolve_method
+    from banel.tasks import BUILTIN as BUILTIN_TASKS
+    from banel.tasks import resolve_task
 
+    run_level = [s for s in settings(RunConfig) if s.path not in ("options", "task_options")]
+    parts = ["settings (--set KEY=VALUE, or in a config file; tables as [eval], [banel] in TOML):", format_settings(run_level)]
+    methods = list(BUILTIN_METHODS) + ([method] if method and method not in BUILTIN_METHODS else [])
+    for name in methods:
+        spec = resolve_method(name)
+        header = f"\nmethod {spec.name!r}{'' if name in BUILTIN_METHODS else f' ({name})'}: {spec.description}"
+        if spec.options is None:
+            parts.append(header + " (no settings)")
+        else:
+            parts += [header, format_settings(settings(spec.options, f"{spec.name}."))]
+    tasks = list(BUILTIN_TASKS) + ([task] if task and task not in BUILTIN_TASKS else [])
+    for name in tasks:
+        factory = resolve_task(name)[1]
+        header = f"\ntask {name}: {factory.description}"
+        if factory.defaults:
+            header += f"\n  defaults: {json.dumps(factory.defaults)}"
+        if factory.options is None:
+            parts.append(header + "\n  task_options: a free-form table (the factory gets a dict)")
+        else:
+            parts += [header, format_settings(settings(factory.options, "task_options."))]
+    return "\n".join(parts)
+
+
+def _parser(help_settings: str = "") -> argparse.ArgumentParser:
+    """The argument parser; `help_settings` (built only when help is asked for) ends run's and compare's help."""
     p = argparse.ArgumentParser(
         prog="banel",
         description="Post-train a generative model from failures alone (BaNEL, arXiv 2510.09596).",
@@ -55,34 +81,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)
+    help_text = help_settings or "every setting: banel run --help"
 
     run = sub.add_parser(
         "run",
         help="run one method on one task",
-        description="Run one method on a task and write history.jsonl, config.json, summary.json and plots.",
-        epilog=EPILOG,
+        description="Run one method on a task and write history.jsonl, config.json, summary.json, the best and "
+        "final generators and plots.",
+        epilog=RUN_EXAMPLES + "\n\n" + help_text,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("task", help="task name (see `banel tasks`)")
-    run.add_argument("--method", default="banel", help=f"one of: {', '.join(METHODS)} (default banel)")
-    run.add_argument("--config", help="a .toml or .json file of settings")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. banel.kappa=2 (repeatable)",
-    )
+    run.add_argument("task", help="built-in task name (see `banel tasks`) or an import path module:factory")
+    run.add_argument("--method", default="banel", help="built-in method name (`banel methods`) or module:Class")
+    _add_settings_flags(run)
     run.add_argument("--seed", type=int, help="root seed (default 0)")
-    run.add_argument("--budget", type=int, help="NRE budget (same as --set nre_budget=N)")
-    run.add_argument("--device", help="cpu (default), cuda or cuda:N")
     run.add_argument("--resolution", type=int, help="image side of mnist: 14 or 28 (task_options.resolution)")
     run.add_argument("--out", help="run folder (default runs/TASK-METHOD-seedS)")
-    run.add_argument("--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)")
     run.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--threads", type=int, help=THREADS_HELP)
 
     resume = sub.add_parser(
         "resume",
@@ -95,29 +111,25 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     resume.add_argument("--quiet", action="store_true", help="no progress bar")
     resume.add_argument("--threads", type=int, help=THREADS_HELP)
+
     comp = sub.add_parser(
         "compare",
         help="run several methods on several seeds under one budget; write Table 2 and a figure",
         description="Run every method on every seed (same prior, NRE budget and round size m), one run "
         "folder each under OUT/METHOD/seedS, then write OUT/table.md, OUT/table.csv and OUT/compare.png. "
-        "Finished runs are kept, so re-running resumes. Method options are per method: "
-        "--set method_options.rnd.hidden=256.",
-        epilog=COMPARE_EPILOG,
+        "Finished runs are kept and interrupted ones resumed, so re-running continues. Each method reads "
+        "its own table: --set banel.kappa=2 --set rnd.hidden=256.",
+        epilog=COMPARE_EXAMPLES + "\n\n" + help_text,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    comp.add_argument("task", help="task name (see `banel tasks`)")
-    comp.add_argument("--methods", default="all", help=f"comma-separated, or all (default): {', '.join(METHODS)}")
+    comp.add_argument("task", help="built-in task name or an import path module:factory")
+    comp.add_argument("--methods", default="all", help="comma-separated names or module:Class paths, or all")
     comp.add_argument("--seeds", default="0-4", help="0-4 (a range), 0,3,7 (a list) or both (default 0-4)")
-    comp.add_argument("--config", help="a .toml or .json file of settings shared by every run")
-    comp.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as in `banel run`"
-    )
-    comp.add_argument("--budget", type=int, help="NRE budget of every run")
-    comp.add_argument("--device", help="cpu (default), cuda or cuda:N")
-    comp.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
-    comp.add_argument("--threads", type=int, help="torch threads per run (default: 1 with --jobs > 1, else all)")
+    _add_settings_flags(comp)
+    comp.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2; 0 with Ray: all)")
+    comp.add_argument("--backend", default="process", choices=("process", "ray"), help="where runs execute")
+    comp.add_argument("--address", default="", help="Ray cluster address (default: a local ray.init())")
     comp.add_argument("--out", help="output folder (default runs/compare-TASK)")
-    comp.add_argument("--cache", help="cache folder for pre-trained priors")
 
     rep = sub.add_parser("report", help="rebuild table.md, table.csv and compare.png of a `banel compare` folder")
     rep.add_argument("folder", help="the folder given to `banel compare --out`")
@@ -127,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
         help="train and cache a task's models (addition: the target adder and the attacker prior)",
         description="Train (or resume training of) a task's cached models and report how good they are.",
     )
-    prep.add_argument("task", help="task name (only addition needs preparing)")
+    prep.add_argument("task", help="task name or import path (only tasks with prepare(), like addition)")
     prep.add_argument("--config", help="a .toml or .json run settings file: its task_options are used")
     prep.add_argument(
         "--set",
@@ -145,52 +157,132 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", help="also write the report as JSON to this file")
     prep.add_argument("--threads", type=int, help=THREADS_HELP)
 
-    sub.add_parser("tasks", help="list the tasks")
-    sub.add_parser("methods", help="list the methods")
+    sub.add_parser("tasks", help="list the built-in tasks")
+    sub.add_parser("methods", help="list the built-in methods")
     return p
 
 
-def build_config(args: argparse.Namespace) -> RunConfig:
-    """Merge the task's default settings, config file, --set overrides and flags into a validated RunConfig."""
-    from banel.tasks import DEFAULT_SETTINGS
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a .toml or .json file of settings")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. banel.kappa=2 or m=100 (repeatable; every setting is listed below)",
+    )
+    p.add_argument("--budget", type=int, help="NRE budget (same as --set nre_budget=N)")
+    p.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)")
+    p.add_argument("--threads", type=int, help=THREADS_HELP)
 
-    data: dict[str, Any] = DEFAULT_SETTINGS.get(args.task, {})
+
+def settings_data(args: argparse.Namespace, **fixed: Any) -> dict[str, Any]:
+    """The task's defaults, then the config file, then --set, then flags, as one plain dict."""
+    from banel.tasks import resolve_task
+
+    data: dict[str, Any] = dict(resolve_task(args.task)[1].defaults)
     if args.config:
         data = merge(data, load_file(args.config))
     data = merge(data, parse_overrides(args.overrides))
-    flags = {"task": args.task, "method": args.method}
-    for name, key in (("seed", "seed"), ("budget", "nre_budget"), ("device", "device")):
-        if getattr(args, name) is not None:
-            flags[key] = getattr(args, name)
-    data = merge(data, flags)
+    for name, key in (("budget", "nre_budget"), ("device", "device"), ("seed", "seed")):
+        if getattr(args, name, None) is not None:
+            fixed[key] = getattr(args, name)
     if getattr(args, "resolution", None) is not None:
         data = merge(data, {"task_options": {"resolution": args.resolution}})
-    return from_dict(RunConfig, data)
+    return merge(data, fixed)
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """The validated settings of `banel run`: task defaults, config file, --set and flags."""
+    from banel.runner import parse_config
+
+    return parse_config(settings_data(args, task=args.task, method=args.method))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`banel run`."""
+    from banel.methods import resolve_method
+    from banel.tasks import make_task
+    from banel.tasks.protocol import feasibility
+
+    config = build_config(args)
+    name = resolve_method(config.method).name
+    task_label = config.task.rsplit(":", 1)[-1] if ":" in config.task else config.task
+    out = Path(args.out or f"runs/{task_label}-{name}-seed{config.seed}")
+    if (out / "history.jsonl").exists():
+        raise ValueError(f"{out} already holds a run; choose another --out, remove it, or `banel resume` it")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {config.device!r} requested but CUDA is not available")
+    task = make_task(config.task, config.task_options, args.cache)
+    feasibility(task, config.feasible_only)  # an error now, before the run folder exists
+    print(f"banel: {name} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}")
+    return _execute(args, out, config, task)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """`banel resume RUN_DIR`: continue a killed run where its last checkpoint left it."""
+    from banel.runner import read_config
+
+    out = Path(args.run_dir)
+    config, _ = read_config(out)
+    if (out / "summary.json").is_file():
+        raise ValueError(f"{out} already finished (summary.json exists); nothing to resume")
+    print(f"banel: resuming {config.method} on {config.task}, seed {config.seed} in {out}")
+    return _execute(args, out, config, None)
+
+
+def _execute(args: argparse.Namespace, out: Path, config: RunConfig, task: Any) -> int:
+    """Run (task given) or resume (task None) with a progress bar, then print the summary and plot."""
+    from banel.report.plots import plot_run
+    from banel.runner import resume_run, run
+
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.rounds, desc="rounds", unit="round", file=sys.stderr)
+
+    def on_round(row: dict[str, Any]) -> None:
+        if bar is not None:
+            if bar.n == 0 and row["round"] > 0:
+                bar.update(row["round"])  # a resumed run starts after its checkpointed rounds
+            sr = row["success_rate"]["rate"] if row.get("success_rate") else None
+            bar.set_postfix(
+                nre=row["nre_used"],
+                best=f"{row['best_success_rate']:.2e}",
+                rate="-" if sr is None else f"{sr:.2e}",
+            )
+            bar.update(1)
+
+    if task is None:
+        summary = resume_run(out, cache=args.cache, on_round=on_round)
+    else:
+        summary = run(config, out, task, args.cache, on_round=on_round)
+    if bar is not None:
+        bar.close()
+    plots = [] if args.no_plot else plot_run(out)
+    print(json.dumps({k: summary[k] for k in summary if k in _SHOWN}, indent=2))
+    for p in plots:
+        print(f"plot: {p}")
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """`banel compare`."""
-    from banel.methods import METHODS
-    from banel.report.compare import compare, parse_methods, parse_seeds
+    from banel.sweep import compare, parse_methods, parse_seeds
 
-    methods = parse_methods(args.methods, list(METHODS))
+    methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
-    from banel.tasks import DEFAULT_SETTINGS
-
-    # The same layering as `banel run`: task defaults, then the config file, then --set.
-    data: dict[str, Any] = DEFAULT_SETTINGS.get(args.task, {})
-    if args.config:
-        data = merge(data, load_file(args.config))
-    data = merge(data, parse_overrides(args.overrides))
+    data = settings_data(args)
     for key in ("task", "method", "seed"):
         if key in data:
             raise ValueError(f"`banel compare` sets {key} itself; remove {key} from --set/--config")
-    for name, key in (("budget", "nre_budget"), ("device", "device")):
-        if getattr(args, name) is not None:
-            data[key] = getattr(args, name)
-    out = Path(args.out or f"runs/compare-{args.task}")
+    label = args.task.rsplit(":", 1)[-1] if ":" in args.task else args.task
+    out = Path(args.out or f"runs/compare-{label}")
     total = len(methods) * len(seeds)
-    print(f"banel compare: {', '.join(methods)} on {args.task}, seeds {seeds}, {args.jobs} jobs -> {out}")
+    print(f"banel compare: {', '.join(methods)} on {args.task}, seeds {seeds}, {args.backend} x {args.jobs} -> {out}")
     finished = 0
 
     def on_done(summary: dict[str, Any]) -> None:
@@ -203,7 +295,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    paths = compare(args.task, methods, seeds, data, out, args.jobs, args.cache, on_done, args.threads)
+    paths = compare(
+        args.task, methods, seeds, data, out, args.jobs, args.backend, args.address, args.cache, args.threads, on_done
+    )
     print(paths[0].read_text())
     for p in paths:
         print(f"wrote {p}")
@@ -221,93 +315,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """`banel run`."""
-    from banel.methods import METHODS
-    from banel.tasks import make_task
-    from banel.tasks.protocol import feasibility
-
-    config = build_config(args)
-    if config.method not in METHODS:
-        raise ValueError(f"unknown method {config.method!r}; available: {', '.join(METHODS)}")
-    out = Path(args.out or f"runs/{config.task}-{config.method}-seed{config.seed}")
-    if (out / "history.jsonl").exists():
-        raise ValueError(f"{out} already holds a run; choose another --out or remove it")
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {config.device!r} requested but CUDA is not available")
-    task = make_task(config.task, config.task_options, args.cache)
-    feasibility(task, config.banel.feasible_only)  # an error now, before the run folder exists
-    print(f"banel: {config.method} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}")
-    return _execute(config, task, out, args, run_id=None)
-
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    """`banel resume RUN_DIR`: continue a killed run where its last checkpoint left it."""
-    from banel.tasks import make_task
-
-    out = Path(args.run_dir)
-    if not (out / "config.json").is_file():
-        raise FileNotFoundError(f"{out}/config.json does not exist: not a run folder")
-    if (out / "summary.json").is_file():
-        raise ValueError(f"{out} already finished (summary.json exists); nothing to resume")
-    saved = json.loads((out / "config.json").read_text())
-    if "run_id" not in saved:
-        raise ValueError(f"{out}/config.json has no run_id: the run was not made by a version that can resume")
-    config = from_dict(RunConfig, saved["run"])
-    task = make_task(config.task, config.task_options, args.cache)
-    print(f"banel: resuming {config.method} on {config.task}, seed {config.seed} in {out}")
-    return _execute(config, task, out, args, run_id=saved["run_id"])
-
-
-def _execute(config: RunConfig, task: Any, out: Path, args: argparse.Namespace, run_id: str | None) -> int:
-    """Run (or, with a run_id, resume) a method with a progress bar, then print the summary and plot."""
-    from banel.cache import folder_lock
-    from banel.methods import METHODS
-    from banel.report.plots import plot_run
-    from banel.runner import Run
-
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.rounds, desc="rounds", unit="round", file=sys.stderr)
-
-    def on_round(row: dict[str, Any]) -> None:
-        if bar is not None:
-            sr = row["success_rate"]["rate"] if row.get("success_rate") else None
-            bar.set_postfix(
-                nre=row["nre_used"],
-                best=f"{row['best_success_rate']:.2e}",
-                rate="-" if sr is None else f"{sr:.2e}",
-            )
-            bar.update(1)
-
-    with folder_lock(out):
-        run = Run(config, task, out, on_round=on_round, run_id=run_id)
-        if run_id is None:
-            run.start()
-        else:
-            run.resume()
-            if bar is not None:
-                bar.update(run.round_index)
-        METHODS[config.method](run)
-        summary = run.finish()
-    if bar is not None:
-        bar.close()
-    plots = [] if args.no_plot else plot_run(out)
-    print(json.dumps({k: summary[k] for k in summary if k in _SHOWN}, indent=2))
-    for p in plots:
-        print(f"plot: {p}")
-    return 0
-
-
 def cmd_prepare(args: argparse.Namespace) -> int:
     """`banel prepare`."""
     from banel.tasks import make_task
+    from banel.tasks.protocol import Prepare
 
     options: dict[str, Any] = load_file(args.config).get("task_options", {}) if args.config else {}
     task = make_task(args.task, merge(options, parse_overrides(args.overrides)), args.cache)
-    if not hasattr(task, "prepare"):
+    if not isinstance(task, Prepare):
         raise ValueError(f"task {args.task!r} has nothing to prepare (its prior trains on first use)")
     report = task.prepare(args.max_seconds, args.samples, args.seed, args.problems)
     for row in report["accuracy_curve"]:
@@ -359,7 +374,15 @@ _SHOWN = (
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `banel` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: import paths of the user's own modules resolve
+    try:
+        wants_help = bool({"-h", "--help"} & set(argv))
+        args = _parser(settings_help(*_named_on_command_line(argv)) if wants_help else "").parse_args(argv)
+    except ValueError as err:  # an import path in a help request that cannot be imported
+        print(f"banel: error: {err}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -380,18 +403,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "prepare":
             return cmd_prepare(args)
         if args.command == "tasks":
-            from banel.tasks import DEFAULT_SETTINGS, DESCRIPTIONS
+            from banel.tasks import BUILTIN, resolve_task
 
-            for name, text in DESCRIPTIONS.items():
-                print(f"{name:12s} {text}")
-                if name in DEFAULT_SETTINGS:
-                    print(f"{'':12s} defaults: {json.dumps(DEFAULT_SETTINGS[name])}")
+            for name in BUILTIN:
+                factory = resolve_task(name)[1]
+                print(f"{name:12s} {factory.description}")
+                if factory.defaults:
+                    print(f"{'':12s} defaults: {json.dumps(factory.defaults)}")
+            print("your own: an import path module:factory (README: Your own problem)")
             return 0
         if args.command == "methods":
-            from banel.methods import DESCRIPTIONS as METHOD_TEXT
+            from banel.methods import BUILTIN, resolve_method
 
-            for name, text in METHOD_TEXT.items():
-                print(f"{name:12s} {text}")
+            for name in BUILTIN:
+                print(f"{name:12s} {resolve_method(name).description}")
+            print("your own: an import path module:Class (README: Your own problem)")
             return 0
     except (ValueError, FileNotFoundError, FolderInUse) as err:
         print(f"banel: error: {err}", file=sys.stderr)
@@ -399,8 +425,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
+def _named_on_command_line(argv: list[str]) -> tuple[str | None, str | None]:
+    """The task and method import paths of a help request, so their own settings are listed too."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("command", nargs="?")
+    pre.add_argument("task", nargs="?")
+    pre.add_argument("--method")
+    known, _ = pre.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+    task = known.task if known.task and ":" in known.task else None
+    method = known.method if known.method and ":" in known.method else None
+    return task, method
+
+
 if __name__ == "__main__":
     sys.exit(main())
-
-
-__all__ = ["main", "build_config", "to_dict"]

@@ -1,93 +1,51 @@
-"""Configuration dataclasses, validated at construction, and their loading from files and `key=value` overrides."""
+"""Settings: the run-level dataclasses, their validation errors, and their loading from files and `--set`.
+
+Every settings dataclass is frozen and validated in `__post_init__` with `check`/`choice`, which raise a
+`SettingError` naming the field; `from_dict` prefixes it with where the user wrote it, so an error reads
+`banel.negative_fit.lr must be > 0, got -1`. The docstring under each field is its `--help` (`settings`).
+"""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
 import json
+import textwrap
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from banel.models.protocol import FitConfig
+
+class SettingError(ValueError):
+    """A setting with a value it cannot take; `path` names it as the user wrote it (banel.negative_fit.lr)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"{path} {problem}")
+
+    def under(self, prefix: str) -> SettingError:
+        """The same error with the path written under `prefix` ('banel.negative_fit.')."""
+        return SettingError(prefix + self.path, self.problem)
 
 
-def _choice(section: str, name: str, value: object, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"{section}.{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+def check(ok: bool, name: str, problem: str) -> None:
+    """Raise SettingError(name, problem) unless ok."""
+    if not ok:
+        raise SettingError(name, problem)
 
 
-@dataclass(frozen=True)
-class BanelConfig:
-    """Every knob of BaNEL (paper Sections 4.1-4.2, Algorithms 1-2, Appendix B.2-B.3)."""
-
-    m: int = 250
-    """Samples evaluated per round (the number kept by the adaptive threshold tau)."""
-    filter_factor: int = 2
-    """f: draw m*f candidates and keep the top m by likelihood ratio (f=1 keeps everything)."""
-    kappa: float = 1.0
-    """Sharpness of the negative model in the ratio p_theta(x) / p_phi(x)^kappa (Eq. 5)."""
-    length_normalise: bool = True
-    """Rank by log-likelihoods divided by length l(x), i.e. p^(1/l) (Appendix B.2)."""
-    numerator: Literal["base", "generator"] = "base"
-    """Ratio numerator: the base model p_theta, or the previous generator p_theta_(i-1) (ablation B.3)."""
-    negative_init: Literal["base", "scratch", "continue"] = "base"
-    """How p_phi starts each round: from the base weights, from a fresh initialisation, or from last round's."""
-    negative_data: Literal["round", "all"] = "round"
-    """Train p_phi on this round's failures (Algorithm 2 as written) or on every failure seen so far."""
-    negative_epochs: int = 50
-    """Epochs of maximum-likelihood training of p_phi per round."""
-    generator_epochs: int = 15
-    """Epochs of distillation of the filtered posterior into the generator per round."""
-    reset_generator: bool = True
-    """Reset the generator to the base weights before each distillation (Appendix B.2)."""
-    distil_samples: int = 0
-    """Extra draws from the filtered proposal added to the distillation set: free (never evaluated), they
-    make the fit approximate the filtered distribution instead of memorising m samples. 0: the m evaluated
-    samples only, as in the paper (Section 4.2)."""
-    feasible_only: bool = False
-    """Use the task's free feasibility check (`Task.feasible`, e.g. well-formed addition queries): a sample
-    whose reward is 0 by the reward's own definition is never paid for. BaNEL ranks such candidates out
-    (never kept, evaluated or drawn for distillation); the baselines score them 0 without an evaluation.
-    Off in the paper; needs a task that has the check."""
-    algorithm: Literal[1, 2] = 2
-    """1: sequential filtering, keep every negative model, no distillation. 2: filtering with distillation."""
-    selection: Literal["top_m", "importance"] = "top_m"
-    """Hard top-m cut by ratio (CEM-style), or importance resampling without replacement by ratio (Sec. 4.1)."""
-    train_on_successes: bool = False
-    """Distil reward-1 samples too. Off in the paper's protocol: successes are recorded, never trained on."""
-    negative_fit: FitConfig = field(default_factory=FitConfig)
-    """Optimiser settings for p_phi."""
-    generator_fit: FitConfig = field(default_factory=FitConfig)
-    """Optimiser settings for the generator."""
-
-    def __post_init__(self) -> None:
-        if self.m < 1:
-            raise ValueError(f"banel.m must be >= 1, got {self.m}")
-        if self.filter_factor < 1:
-            raise ValueError(f"banel.filter_factor must be an integer >= 1, got {self.filter_factor}")
-        if not self.kappa >= 0:
-            raise ValueError(f"banel.kappa must be >= 0, got {self.kappa}")
-        _choice("banel", "numerator", self.numerator, ("base", "generator"))
-        _choice("banel", "negative_init", self.negative_init, ("base", "scratch", "continue"))
-        _choice("banel", "negative_data", self.negative_data, ("round", "all"))
-        _choice("banel", "algorithm", self.algorithm, (1, 2))
-        _choice("banel", "selection", self.selection, ("top_m", "importance"))
-        for name in ("negative_epochs", "generator_epochs", "distil_samples"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"banel.{name} must be >= 0, got {getattr(self, name)}")
-        if self.algorithm == 1 and self.selection != "top_m":
-            raise ValueError("banel.selection='importance' needs banel.algorithm=2: Algorithm 1 filters by a hard tau")
-        if self.algorithm == 1 and self.distil_samples:
-            raise ValueError("banel.distil_samples needs banel.algorithm=2: Algorithm 1 does not distil")
-        if self.algorithm == 1 and self.numerator != "base":
-            raise ValueError("banel.numerator='generator' needs banel.algorithm=2: Algorithm 1 has no generator")
+def choice(name: str, value: object, allowed: tuple) -> None:
+    """Raise a SettingError naming the allowed values unless value is one of them."""
+    check(value in allowed, name, f"must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """How the generator's success rate is measured each round (never charged to the NRE budget)."""
+    """How the generator's success rate is measured (never charged to the NRE budget)."""
 
     every: int = 1
     """Evaluate after every this many rounds (and always after the first and the last)."""
@@ -97,16 +55,16 @@ class EvalConfig:
     """Confidence level of the Clopper-Pearson interval."""
     drift_samples: int = 1000
     """Samples for the drift from the prior (held-out prior NLL, sample KL) per evaluation; 0 disables."""
+    metric_samples: int = 2000
+    """Model samples for the task's extra metrics (infeasible fraction, Task.metrics) per evaluation; 0
+    disables. Only drawn for tasks that have such metrics."""
 
     def __post_init__(self) -> None:
-        if self.every < 1:
-            raise ValueError(f"eval.every must be >= 1, got {self.every}")
-        if self.samples < 1:
-            raise ValueError(f"eval.samples must be >= 1, got {self.samples}")
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"eval.confidence must be in (0, 1), got {self.confidence}")
-        if self.drift_samples < 0:
-            raise ValueError(f"eval.drift_samples must be >= 0 (0 disables), got {self.drift_samples}")
+        check(self.every >= 1, "every", f"must be >= 1, got {self.every}")
+        check(self.samples >= 1, "samples", f"must be >= 1, got {self.samples}")
+        check(0 < self.confidence < 1, "confidence", f"must be in (0, 1), got {self.confidence}")
+        check(self.drift_samples >= 0, "drift_samples", f"must be >= 0 (0 disables), got {self.drift_samples}")
+        check(self.metric_samples >= 0, "metric_samples", f"must be >= 0 (0 disables), got {self.metric_samples}")
 
 
 @dataclass(frozen=True)
@@ -134,55 +92,71 @@ class OracleConfig:
     without changing the rounds a method runs. Raise it to spend the saved NREs on more rounds."""
 
     def __post_init__(self) -> None:
-        _choice("oracle", "executor", self.executor, ("inline", "thread", "process", "ray"))
-        for name, low in (("workers", 0), ("chunk_size", 0), ("retries", 0), ("query_limit", 0)):
-            if getattr(self, name) < low:
-                raise ValueError(f"oracle.{name} must be >= {low}, got {getattr(self, name)}")
-        if self.executor != "ray" and self.workers < 1:
-            raise ValueError(f"oracle.workers must be >= 1 for executor {self.executor!r}, got {self.workers}")
-        if not self.timeout >= 0:
-            raise ValueError(f"oracle.timeout must be >= 0 seconds (0: no limit), got {self.timeout}")
+        choice("executor", self.executor, ("inline", "thread", "process", "ray"))
+        for name in ("workers", "chunk_size", "retries", "query_limit"):
+            check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        if self.executor != "ray":
+            check(self.workers >= 1, "workers", f"must be >= 1 for executor {self.executor!r}, got {self.workers}")
+        check(self.timeout >= 0, "timeout", f"must be >= 0 seconds (0: no limit), got {self.timeout}")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run: a method on a task with a seed and an NRE budget."""
+    """One run: a method on a task with a seed and an NRE budget, and the settings every method reads."""
 
     task: str = "toy1d"
-    """Task name (see `banel tasks`)."""
+    """Built-in task name (`banel tasks`) or an import path module:factory."""
     method: str = "banel"
-    """Method name (see `banel run --help`)."""
+    """Built-in method name (`banel methods`) or an import path module:Class."""
     seed: int = 0
     """Root seed; every random stream is derived from it."""
     nre_budget: int = 7500
-    """Hard limit on reward evaluations."""
+    """Hard limit on reward evaluations (NREs)."""
+    m: int = 250
+    """Samples evaluated per round, by every method (BaNEL keeps the top m of m*f candidates)."""
+    feasible_only: bool = False
+    """Never pay for a sample the task's free check (`feasible`) rules out: its reward is 0 without an
+    evaluation. BaNEL also ranks such candidates out. Off in the paper; needs a task that has the check."""
+    train_on_successes: bool = False
+    """Let methods learn from reward-1 samples too. Off in the paper's protocol: successes are recorded,
+    never trained on."""
     device: str = "cpu"
     """Torch device for models: cpu, cuda, cuda:N."""
-    banel: BanelConfig = field(default_factory=BanelConfig)
-    """BaNEL settings (also the round size m and filter settings shared by baselines)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Success-rate evaluation."""
     oracle: OracleConfig = field(default_factory=OracleConfig)
     """Reward evaluation: ledger, de-duplication, executor, timeouts and retries."""
     task_options: dict[str, Any] = field(default_factory=dict)
-    """Task-specific options (see the task's documentation), e.g. {"prior_steps": 2000}."""
-    method_options: dict[str, Any] = field(default_factory=dict)
-    """Method-specific options for baselines."""
+    """The task's own settings (`banel run TASK --help` lists them)."""
+    options: Any = None
+    """The method's own settings: its options dataclass, read from the table named after the method."""
 
     def __post_init__(self) -> None:
-        if self.nre_budget < 1:
-            raise ValueError(f"run.nre_budget must be >= 1, got {self.nre_budget}")
-        if self.nre_budget < self.banel.m:
-            raise ValueError(
-                f"run.nre_budget ({self.nre_budget}) must be >= banel.m ({self.banel.m}): not one round fits"
-            )
-        if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
-            raise ValueError(f"run.device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {self.device!r}")
+        check(self.nre_budget >= 1, "nre_budget", f"must be >= 1, got {self.nre_budget}")
+        check(self.m >= 1, "m", f"must be >= 1, got {self.m}")
+        check(self.nre_budget >= self.m, "nre_budget", f"({self.nre_budget}) must be >= m ({self.m}): not one round fits")
+        check(
+            self.device in ("cpu", "mps") or self.device.startswith("cuda"),
+            "device",
+            f"must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {self.device!r}",
+        )
 
     @property
     def rounds(self) -> int:
         """Number of rounds the budget allows (budget // m)."""
-        return self.nre_budget // self.banel.m
+        return self.nre_budget // self.m
+
+
+RUN_SETTINGS = frozenset(f.name for f in fields(RunConfig)) - {"options"}
+"""Top-level setting names of a run; every other top-level table is a method's."""
+
+MOVED = {
+    "banel.m": "m",
+    "banel.feasible_only": "feasible_only",
+    "banel.train_on_successes": "train_on_successes",
+    "method_options": "a table named after the method (rnd.hidden, count.kl_coef)",
+}
+"""Settings of earlier versions and where they live now (named in the error for a stale config)."""
 
 
 # -- plain-data conversion --------------------------------------------------------------------------
@@ -194,16 +168,19 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
-    """Build a (nested) config dataclass from a dict; unknown keys are errors naming the allowed ones."""
+    """Build a (nested) config dataclass from a dict; unknown keys and bad values are errors naming the setting
+    as `where` + its path."""
     if not isinstance(data, dict):
-        raise ValueError(f"{where or cls.__name__} must be a table of settings, got {data!r}")
+        raise SettingError(where.rstrip(".") or cls.__name__, f"must be a table of settings, got {data!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
+    unknown = sorted(set(data) - set(known))
     if unknown:
+        moved = [f"{where}{k} is now {MOVED[where + k]}" for k in unknown if where + k in MOVED]
         raise ValueError(
-            f"unknown setting(s) {', '.join(sorted(f'{where}{k}' for k in unknown))}; "
+            f"unknown setting(s) {', '.join(f'{where}{k}' for k in unknown)}; "
             f"allowed in {where.rstrip('.') or cls.__name__}: {', '.join(sorted(known))}"
+            + (f" ({'; '.join(moved)})" if moved else "")
         )
     kwargs = {}
     for name, value in data.items():
@@ -212,7 +189,10 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
             kwargs[name] = from_dict(hint, value, f"{where}{name}.")
         else:
             kwargs[name] = _coerce(hint, value, f"{where}{name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except SettingError as err:
+        raise err.under(where) from None
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
@@ -222,28 +202,107 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         for a in allowed:
             if value == a or (isinstance(value, str) and value == str(a)):
                 return a
-        raise ValueError(f"{where} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+        raise SettingError(where, f"must be one of {', '.join(map(repr, allowed))}; got {value!r}")
     if hint is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
             return value.lower() in ("true", "1", "yes", "on")
-        raise ValueError(f"{where} must be true or false; got {value!r}")
+        raise SettingError(where, f"must be true or false; got {value!r}")
     if hint in (int, float):
         try:
             number = hint(value) if not isinstance(value, bool) else None
         except (TypeError, ValueError):
             number = None
         if number is None or (hint is int and isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"{where} must be {'an integer' if hint is int else 'a number'}; got {value!r}")
+            raise SettingError(where, f"must be {'an integer' if hint is int else 'a number'}; got {value!r}")
         return number
     if hint is str:
         return str(value)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{where} must be a table; got {value!r}")
+            raise SettingError(where, f"must be a table; got {value!r}")
         return dict(value)
     return value
+
+
+# -- help text from the field docstrings -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One leaf setting of a dataclass: its dotted path, type, default and docstring."""
+
+    path: str
+    type: str
+    default: Any
+    doc: str
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass (and of its dataclass bases)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
+    return docs
+
+
+def settings(cls: type, prefix: str = "") -> list[Setting]:
+    """Every leaf setting of a config dataclass, nested ones flattened to dotted paths, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    out = []
+    for f in fields(cls):
+        hint = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        )
+        if dataclasses.is_dataclass(hint):
+            out.extend(settings(hint, f"{prefix}{f.name}."))
+        else:
+            out.append(Setting(f"{prefix}{f.name}", _type_text(hint), default, docs.get(f.name, "")))
+    return out
+
+
+def _type_text(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "|".join(map(str, typing.get_args(hint)))
+    if hint is bool:
+        return "true|false"
+    if typing.get_origin(hint) is dict:
+        return "table"
+    if typing.get_origin(hint) in (tuple, list):
+        return "list"
+    return getattr(hint, "__name__", str(hint))
+
+
+def format_settings(items: list[Setting], width: int = 100) -> str:
+    """`path (type, default X)` and its wrapped docstring, one block per setting (the body of --help)."""
+    lines = []
+    for s in items:
+        default = json.dumps(s.default) if isinstance(s.default, str | bool | type(None)) else repr(s.default)
+        if isinstance(s.default, dict | tuple | list):
+            default = json.dumps(s.default)
+        lines.append(f"  {s.path} ({s.type}, default {default})")
+        if s.doc:
+            lines.extend(textwrap.wrap(s.doc, width, initial_indent="      ", subsequent_indent="      "))
+    return "\n".join(lines)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

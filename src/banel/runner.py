@@ -1,47 +1,52 @@
-"""A run: one method on one task with one seed, recorded in a run folder.
+"""A run: one method on one task with one seed, recorded in a run folder. The only round loop of banel.
 
-The folder holds `config.json` (everything needed to reproduce the run), `history.jsonl` (one row per
-round, appended and fsynced as the round ends), `successes.jsonl` (every reward-1 sample found, with the
-round it was found in), `snapshots/round_NNN.npz` (exact densities, for tasks that can enumerate them)
-and, at the end, `summary.json`. Plots are made from the folder afterwards (`banel.report`).
+`Run.execute` steps the method while the oracle can pay for a round of `m` samples: `method.round(oracle, i)`,
+then successes, the success rate of `method.generator` (when due), history, snapshot and an atomic
+checkpoint of the run and the method. So every method gets the budget, evaluation, best/final generators,
+history and resume from the same code, and a method never sees the budget loop.
 
-Reward evaluations go through a `LedgerOracle` writing `ledger.sqlite` (or `oracle.ledger`), and the method
-calls `run.checkpoint(state)` after each round, which writes `checkpoint.pt` atomically, so a killed run
-continues with `Run.resume()` (`banel resume RUN_DIR`) from its last finished round, re-using the ledger
-rows it paid for in the interrupted one.
+The folder (names in `banel.rundir`) holds `config.json` (everything needed to reproduce the run),
+`history.jsonl` (one row per round, fsynced as the round ends), `successes.jsonl`, `snapshots/`,
+`checkpoint.pt`, `ledger.sqlite` (every paid evaluation), `generator-best.pt` and `generator-final.pt`, and at
+the end `summary.json`. A killed run continues with `resume_run` (`banel resume RUN_DIR`) from its last
+finished round, re-using the ledger rows it paid for in the interrupted one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from banel.cache import atomic_torch_save, atomic_write_text, config_hash, safe_torch_load
-from banel.config import RunConfig, to_dict
+from banel import rundir
+from banel.cache import atomic_torch_save, atomic_write_text, config_hash, folder_lock, safe_torch_load
+from banel.config import MOVED, RUN_SETTINGS, RunConfig, from_dict, to_dict
 from banel.eval.drift import Drift, drift, heldout_samples
 from banel.eval.success import SuccessRate, success_rate
+from banel.methods import BUILTIN as BUILTIN_METHODS
+from banel.methods import Method, MethodSpec, resolve_method
+from banel.methods.protocol import Context, Round
 from banel.models.protocol import GenerativeModel
-from banel.oracle.budget import BudgetedOracle
+from banel.oracle.budget import BudgetedOracle, CheckedOracle
 from banel.oracle.ledger import Ledger
 from banel.oracle.ledger_oracle import LedgerOracle
 from banel.sequences import Sequences, derive_seed
+from banel.tasks import TaskFactory, make_task, resolve_task
+from banel.tasks import protocol as capability
 from banel.tasks.protocol import Task
 
 log = logging.getLogger(__name__)
 
-LEDGER_FILE = "ledger.sqlite"
-CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the run's loop; method state from Method.state_dict
 
 SUMMARY_FIELDS = (
     "task",
@@ -61,8 +66,67 @@ SUMMARY_FIELDS = (
 )
 
 
+# -- settings ---------------------------------------------------------------------------------------------
+
+
+def parse_config(data: dict[str, Any], factory: TaskFactory | None = None) -> RunConfig:
+    """A validated RunConfig from plain settings: run-level keys, the method's own table, task options.
+
+    Tables of other built-in methods (a task's defaults for BaNEL when running RND, say) are validated too,
+    then left out: a method reads only its own table. Task options are checked by `factory`, or by the
+    factory `task` names. Everything is checked here, before any folder exists.
+    """
+    spec = resolve_method(str(data.get("method", RunConfig.method)))
+    run_keys = {k: v for k, v in data.items() if k in RUN_SETTINGS}
+    for key in sorted(set(data) - set(run_keys)):
+        if key == spec.name:
+            continue
+        if key in BUILTIN_METHODS:
+            resolve_method(key).parse_options(data[key])
+            continue
+        hint = f" ({key} is now {MOVED[key]})" if key in MOVED else ""
+        raise ValueError(
+            f"unknown setting {key}; allowed: {', '.join(sorted(RUN_SETTINGS))}, or a method's table "
+            f"({', '.join([*BUILTIN_METHODS, *([spec.name] if spec.name not in BUILTIN_METHODS else [])])}){hint}"
+        )
+    config = from_dict(RunConfig, run_keys)
+    config = dataclasses.replace(config, options=spec.parse_options(data.get(spec.name)))
+    (factory or resolve_task(config.task)[1]).parse_options(config.task_options)
+    return config
+
+
+def config_dict(config: RunConfig) -> dict[str, Any]:
+    """The plain settings of a run, as saved in config.json: the method's options under its table's name."""
+    data = to_dict(dataclasses.replace(config, options=None))
+    del data["options"]
+    if config.options is not None:
+        data[resolve_method(config.method).name] = to_dict(config.options)
+    return data
+
+
+def _with_options(config: RunConfig, spec: MethodSpec) -> RunConfig:
+    """config with its method's default options filled in where none were given."""
+    if config.options is not None:
+        return config
+    return dataclasses.replace(config, options=spec.parse_options({}))
+
+
+def context(config: RunConfig, task: Task) -> Context:
+    """What every method may know of the run: round size, seed, the free check, successes, the support."""
+    return Context(
+        m=config.m,
+        seed=config.seed,
+        feasible=capability.feasibility(task, config.feasible_only),
+        train_on_successes=config.train_on_successes,
+        support=capability.support(task),
+    )
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+
+
 class Run:
-    """The shared bookkeeping of every method: oracle, evaluation, history, best-so-far, summary."""
+    """One method on one task: builds the method and the oracle, steps rounds, evaluates, records, resumes."""
 
     def __init__(
         self,
@@ -73,55 +137,61 @@ class Run:
         oracle: BudgetedOracle | None = None,
         run_id: str | None = None,
     ) -> None:
-        self.config, self.task, self.out = config, task, Path(out)
-        self.on_round = on_round
+        self.spec = resolve_method(config.method)
+        self.config = config = _with_options(config, self.spec)
+        self.task, self.out, self.on_round = task, Path(out), on_round
         self.prior = task.prior(config.device)
         self.run_id = run_id or uuid.uuid4().hex
         self.ledger: Ledger | None = None
         if oracle is None:
-            self.ledger = Ledger(config.oracle.ledger or self.out / LEDGER_FILE)
+            self.ledger = Ledger(config.oracle.ledger or self.out / rundir.LEDGER)
             oracle = LedgerOracle(
                 task.reward,
                 config.nre_budget,
                 self.ledger,
                 self.run_id,
-                oracle_id=f"{task.name}:{config_hash(task.describe())}",
+                oracle_id=f"{task.name}:{config_hash(capability.describe(task))}",
                 config=config.oracle,
-                method=config.method,
+                method=self.spec.name,
                 seed=config.seed,
-                decode=task.decode,
+                decode=lambda x: capability.decode(task, x),
             )
         self.oracle = oracle
-        self._method_state: dict[str, Any] | None = None
+        self.context = context(config, task)
+        self.method: Method = self.spec.build(self.prior, config.options, self.context)
+        # the free check answers 0 unpaid for every method alike; BaNEL also ranks such samples out itself
+        self.paying = oracle if self.context.feasible is None else CheckedOracle(oracle, self.context.feasible)
         self.round_index = 0
         self.success_keys: set[bytes] = set()
-        self.best: SuccessRate | None = None
         self.base: SuccessRate | None = None
+        self.best: SuccessRate | None = None
+        """The highest success rate evaluated, the prior's included (issue 16 makes it selection-free)."""
         self.last: SuccessRate | None = None
+        self.best_round: int | None = None
+        """The round whose generator is saved as generator-best.pt: the highest evaluated rate of rounds >= 0."""
+        self.best_round_rate: SuccessRate | None = None
         self.base_drift: Drift | None = None
         self.last_drift: Drift | None = None
+        self.base_metrics: dict[str, float] = {}
+        self.last_metrics: dict[str, float] = {}
         self._heldout = Sequences.empty()
-        self.trained_on_successes: bool | None = None
-        """Set by a method whose flag is not banel.train_on_successes (the baselines)."""
         self.started = time.time()
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Create the run folder, write config.json and measure the prior's success rate."""
+        """Create the run folder, write config.json and measure the prior."""
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "snapshots").mkdir(exist_ok=True)
-        config = {"run": to_dict(self.config), "task": self.task.describe(), "run_id": self.run_id}
-        atomic_write_text(json.dumps(config, indent=2, default=str), self.out / "config.json")
-        self.base = success_rate(self.task, self.prior, self.config.eval, derive_seed(self.config.seed, "eval", "base"))
-        self.best = self.last = self.base
+        (self.out / rundir.SNAPSHOTS).mkdir(exist_ok=True)
+        saved = {"run": config_dict(self.config), "task": capability.describe(self.task), "run_id": self.run_id}
+        atomic_write_text(json.dumps(saved, indent=2, default=str), self.out / rundir.CONFIG)
+        self.base = self.best = self.last = self._success_rate(self.prior, "base")
         log.info("%s: base success rate %.3e", self.task.name, self.base.rate)
-        self._heldout = heldout_samples(
-            self.prior, self.config.eval.drift_samples, derive_seed(self.config.seed, "drift", "heldout")
-        )
+        self._heldout = self._heldout_samples()
         self.base_drift = self.last_drift = self._drift(self.prior, -1)
+        self.base_metrics = self.last_metrics = self._metrics(self.prior, -1)
         self._save_snapshot(-1, {"prior": self.prior})
         self._append(
-            "history.jsonl",
+            rundir.HISTORY,
             {
                 "round": -1,
                 "nre_used": 0,
@@ -130,75 +200,75 @@ class Run:
                 "success_rate": self.base.as_dict(),
                 "best_success_rate": self.base.rate,
                 **(self.base_drift.as_dict() if self.base_drift else {}),
+                **({"metrics": self.base_metrics} if self.base_metrics else {}),
                 "successes_found": 0,
                 "wall_seconds": 0.0,
             },
         )
 
-    def end_round(
-        self,
-        model: GenerativeModel,
-        kept: Sequences,
-        rewards: torch.Tensor,
-        stats: dict[str, Any],
-        snapshot_models: dict[str, GenerativeModel] | None = None,
-    ) -> dict[str, Any]:
-        """Record a finished round: successes, the model's success rate (when due), history row, snapshot."""
-        i = self.round_index
-        if rewards.numel():
-            wins = kept[rewards == 1]
-            new = []
-            for key, text in zip(wins.keys(), self.task.decode(wins), strict=True):
-                if key not in self.success_keys:
-                    self.success_keys.add(key)
-                    new.append({"round": i, "sample": text, "tokens": key.decode()})
-            for row in new:
-                self._append("successes.jsonl", row)
-        rounds_total = self.config.rounds
-        due = i % self.config.eval.every == 0 or self.oracle.remaining < self.config.banel.m or i == rounds_total - 1
+    def execute(self) -> dict[str, Any]:
+        """Step rounds while the oracle can pay for m samples, then write summary.json and return it."""
+        while self.oracle.remaining >= self.config.m:
+            record = self.method.round(self.paying, self.round_index)
+            self.end_round(record)
+            self.checkpoint()
+        return self.finish()
+
+    def end_round(self, record: Round) -> dict[str, Any]:
+        """Record a finished round: successes, the generator's success rate (when due), history row, snapshot."""
+        i, rewards, model = self.round_index, record.rewards, self.method.generator
+        self._record_successes(i, record.samples, rewards)
+        due = (
+            i % self.config.eval.every == 0
+            or self.oracle.remaining < self.config.m
+            or i == self.config.rounds - 1
+        )
         rate = None
         if due:
-            rate = success_rate(self.task, model, self.config.eval, derive_seed(self.config.seed, "eval", i))
-            self.last = rate
+            rate = self.last = self._success_rate(model, i)
             if self.best is None or rate.rate > self.best.rate:
                 self.best = rate
+            if self.best_round_rate is None or rate.rate > self.best_round_rate.rate:
+                self.best_round, self.best_round_rate = i, rate
+                self._save_generator(rundir.GENERATOR_BEST, model, i, rate)
             self.last_drift = self._drift(model, i)
+            self.last_metrics = self._metrics(model, i)
         row = {
             "round": i,
             "nre_used": self.oracle.used,
             "nre_left": self.oracle.budget - self.oracle.used,
             "queries": self.oracle.queries,
-            **stats,
+            **record.stats,
             "successes": int((rewards == 1).sum()),
             "evaluation_errors": int(rewards.isnan().sum()),
             "successes_found": len(self.success_keys),
             "success_rate": rate.as_dict() if rate else None,
             "best_success_rate": self.best.rate if self.best else None,
             **(self.last_drift.as_dict() if due and self.last_drift else {}),
+            **({"metrics": self.last_metrics} if due and self.last_metrics else {}),
             "wall_seconds": round(time.time() - self.started, 3),
         }
-        self._append("history.jsonl", row)
-        if snapshot_models:
-            self._save_snapshot(i, snapshot_models)
+        self._append(rundir.HISTORY, row)
+        self._save_snapshot(i, {"prior": self.prior, "posterior": model, **record.models})
         self.round_index += 1
-        if hasattr(self.oracle, "round"):
-            self.oracle.round = self.round_index
+        self.oracle.round = self.round_index
         if self.on_round:
             self.on_round(row)
         return row
 
     def finish(self) -> dict[str, Any]:
-        """Write summary.json and return it."""
+        """Save the final generator, write summary.json and return it."""
         assert self.base is not None and self.best is not None and self.last is not None
         base = self.base.rate
+        self._save_generator(rundir.GENERATOR_FINAL, self.method.generator, self.round_index - 1, self.last)
         summary = {
             "task": self.task.name,
-            "method": self.config.method,
+            "method": self.spec.name,
             "seed": self.config.seed,
             "nre_budget": self.oracle.budget,
             "nre_used": self.oracle.used,
             "queries": self.oracle.queries,
-            "evaluation_errors": getattr(self.oracle, "errors", 0),
+            "evaluation_errors": self.oracle.errors,
             "rounds": self.round_index,
             "base_success_rate": base,
             "final_success_rate": self.last.rate,
@@ -206,86 +276,81 @@ class Run:
             "improvement": self.best.rate / base if base > 0 else None,
             "success_rate_exact": self.best.exact,
             "best_success_interval": [self.best.low, self.best.high],
+            "best_round": self.best_round,
             "successes_found": len(self.success_keys),
-            "trained_on_successes": bool(
-                self.config.banel.train_on_successes if self.trained_on_successes is None else self.trained_on_successes
-            ),
+            "trained_on_successes": self.config.train_on_successes,
             "prior_nll": self.base_drift.drift_nll if self.base_drift else None,
             "drift_nll": self.last_drift.drift_nll if self.last_drift else None,
             "kl_to_prior": self.last_drift.kl_to_prior if self.last_drift else None,
+            "prior_metrics": self.base_metrics,
+            "metrics": self.last_metrics,
             "wall_seconds": round(time.time() - self.started, 3),
         }
-        atomic_write_text(json.dumps(summary, indent=2), self.out / "summary.json")
-        if isinstance(self.oracle, LedgerOracle):
-            self.oracle.close()
+        atomic_write_text(json.dumps(summary, indent=2), self.out / rundir.SUMMARY)
+        self.oracle.close()
         if self.ledger is not None:
             self.ledger.close()
         return summary
 
     # -- checkpoints and resume ------------------------------------------------------------------------
-    def checkpoint(self, state: dict[str, Any]) -> None:
-        """Atomically save the method's state (tensors and plain values) with the run's bookkeeping.
-
-        Call it right after `end_round`: a run killed later resumes after this round.
-        """
+    def checkpoint(self) -> None:
+        """Atomically save the method's state with the run's bookkeeping (a run killed later resumes here)."""
         run_state = {
             "round_index": self.round_index,
             "success_keys": sorted(k.decode() for k in self.success_keys),
             "base": self.base.as_dict() if self.base else None,
             "best": self.best.as_dict() if self.best else None,
             "last": self.last.as_dict() if self.last else None,
+            "best_round": self.best_round,
+            "best_round_rate": self.best_round_rate.as_dict() if self.best_round_rate else None,
             "base_drift": self.base_drift.as_dict() if self.base_drift else None,
             "last_drift": self.last_drift.as_dict() if self.last_drift else None,
+            "base_metrics": self.base_metrics,
+            "last_metrics": self.last_metrics,
             "oracle": self.oracle.state_dict(),
             "wall_seconds": time.time() - self.started,
         }
-        atomic_torch_save(
-            {"version": CHECKPOINT_VERSION, "run": run_state, "method": state}, self.out / CHECKPOINT_FILE
-        )
-
-    def restore(self) -> dict[str, Any] | None:
-        """The method state saved by the last `checkpoint` when this run was resumed, else None."""
-        state, self._method_state = self._method_state, None
-        return state
+        state = {"version": CHECKPOINT_VERSION, "run": run_state, "method": self.method.state_dict()}
+        atomic_torch_save(state, self.out / rundir.CHECKPOINT)
 
     def resume(self) -> None:
-        """Continue a killed run from its last checkpoint (instead of `start`): bookkeeping, files, oracle."""
-        path = self.out / CHECKPOINT_FILE
+        """Continue a killed run from its last checkpoint (instead of `start`): bookkeeping, files, method."""
+        path = self.out / rundir.CHECKPOINT
         if not path.is_file():
             log.warning("%s has no checkpoint (killed in its first round): starting it again", self.out)
-            for name in ("history.jsonl", "successes.jsonl"):
+            for name in (rundir.HISTORY, rundir.SUCCESSES):
                 (self.out / name).unlink(missing_ok=True)
             self.start()
-            if hasattr(self.oracle, "replay_round"):
-                # a method that never checkpoints (or died in round 0) starts again: replay every row it paid
-                self.oracle.replay_round(None)
+            # a run that died in round 0 starts again: replay every row it paid for
+            self.oracle.replay_round(None)
             return
         ckpt = safe_torch_load(path)
         if ckpt.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"{path} is checkpoint version {ckpt.get('version')}, expected {CHECKPOINT_VERSION}")
+            raise ValueError(
+                f"{path} is checkpoint version {ckpt.get('version')}, this banel writes {CHECKPOINT_VERSION}: "
+                "resume it with the banel version that started it"
+            )
         state = ckpt["run"]
         self.round_index = int(state["round_index"])
         self.success_keys = {k.encode() for k in state["success_keys"]}
-        self.base, self.best, self.last = (
-            SuccessRate(**state[k]) if state[k] else None for k in ("base", "best", "last")
+        self.base, self.best, self.last, self.best_round_rate = (
+            SuccessRate(**state[k]) if state[k] else None for k in ("base", "best", "last", "best_round_rate")
         )
+        self.best_round = state["best_round"]
         self.base_drift, self.last_drift = (
             Drift(**state[k]) if state.get(k) else None for k in ("base_drift", "last_drift")
         )
-        self._heldout = heldout_samples(
-            self.prior, self.config.eval.drift_samples, derive_seed(self.config.seed, "drift", "heldout")
-        )
+        self.base_metrics, self.last_metrics = state["base_metrics"], state["last_metrics"]
+        self._heldout = self._heldout_samples()
         self.oracle.load_state_dict(state["oracle"])
-        if hasattr(self.oracle, "round"):
-            self.oracle.round = self.round_index
-        if hasattr(self.oracle, "replay_round"):
-            replayed = self.oracle.replay_round(self.round_index)
-            log.info("resuming %s at round %d; %d ledger rows to replay", self.out, self.round_index, replayed)
+        self.oracle.round = self.round_index
+        replayed = self.oracle.replay_round(self.round_index)
+        log.info("resuming %s at round %d; %d ledger rows to replay", self.out, self.round_index, replayed)
         self.started = time.time() - float(state["wall_seconds"])
         # drop what a killed round wrote after the checkpoint: it is redone, identically
-        self._keep_rows("history.jsonl", self.round_index)
-        self._keep_rows("successes.jsonl", self.round_index)
-        self._method_state = ckpt["method"]
+        self._keep_rows(rundir.HISTORY, self.round_index)
+        self._keep_rows(rundir.SUCCESSES, self.round_index)
+        self.method.load_state_dict(ckpt["method"])
 
     def _keep_rows(self, name: str, before_round: int) -> None:
         path = self.out / name
@@ -301,6 +366,14 @@ class Run:
                 kept.append(line + "\n")
         atomic_write_text("".join(kept), path)
 
+    # -- measurements ---------------------------------------------------------------------------------
+    def _success_rate(self, model: GenerativeModel, i: int | str) -> SuccessRate:
+        return success_rate(self.task, model, self.config.eval, derive_seed(self.config.seed, "eval", i))
+
+    def _heldout_samples(self) -> Sequences:
+        n, seed = self.config.eval.drift_samples, derive_seed(self.config.seed, "drift", "heldout")
+        return heldout_samples(self.prior, n, seed)
+
     def _drift(self, model: GenerativeModel, i: int) -> Drift | None:
         """Detachment of `model` from the prior (None when eval.drift_samples is 0)."""
         n = self.config.eval.drift_samples
@@ -308,7 +381,23 @@ class Run:
             return None
         return drift(model, self.prior, self._heldout, n, derive_seed(self.config.seed, "drift", i))
 
+    def _metrics(self, model: GenerativeModel, i: int) -> dict[str, float]:
+        """The task's extra metrics on fresh model samples (none drawn for a task without metrics)."""
+        n = self.config.eval.metric_samples
+        if not n or not isinstance(self.task, capability.Feasibility | capability.Metrics):
+            return {}
+        return capability.metrics(self.task, model, model.sample(n, derive_seed(self.config.seed, "metrics", i)))
+
     # -- files --------------------------------------------------------------------------------------
+    def _record_successes(self, i: int, samples: Sequences, rewards: torch.Tensor) -> None:
+        if not rewards.numel():
+            return
+        wins = samples[rewards == 1]
+        for key, text in zip(wins.keys(), capability.decode(self.task, wins), strict=True):
+            if key not in self.success_keys:
+                self.success_keys.add(key)
+                self._append(rundir.SUCCESSES, {"round": i, "sample": text, "tokens": key.decode()})
+
     def _append(self, name: str, row: dict[str, Any]) -> None:
         with open(self.out / name, "a") as f:
             f.write(json.dumps(row, default=_jsonable) + "\n")
@@ -316,25 +405,89 @@ class Run:
             os.fsync(f.fileno())
 
     def _save_snapshot(self, i: int, models: dict[str, GenerativeModel]) -> None:
-        arrays = self.task.snapshot(models)
+        arrays = capability.snapshot(self.task, models)
         if arrays:
-            np.savez_compressed(self.out / "snapshots" / f"round_{i + 1:03d}.npz", **arrays)
+            np.savez_compressed(self.out / rundir.SNAPSHOTS / f"round_{i + 1:03d}.npz", **arrays)
+
+    def _save_generator(self, name: str, model: GenerativeModel, i: int, rate: SuccessRate) -> None:
+        state = {"method": self.spec.name, "round": i, "success_rate": rate.as_dict(), "model": model.state_dict()}
+        atomic_torch_save(state, self.out / name)
 
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic | torch.Tensor):
         return value.item() if value.numel() == 1 else value.tolist()
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def read_history(out: str | Path) -> list[dict[str, Any]]:
-    """The rows of a run folder's history.jsonl (a torn last line from a crash is skipped)."""
-    rows = []
-    for line in (Path(out) / "history.jsonl").read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("skipping a torn line in %s/history.jsonl", out)
-    return rows
+# -- entry points ---------------------------------------------------------------------------------------
+
+
+def run(
+    config: RunConfig,
+    out: str | Path,
+    task: Task | None = None,
+    cache: str | Path | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run config's method on its task (built from config.task unless given) in a new folder; the summary."""
+    out = Path(out)
+    if (out / rundir.HISTORY).exists():
+        raise ValueError(f"{out} already holds a run; choose another folder, remove it, or resume it")
+    task = task if task is not None else make_task(config.task, config.task_options, cache)
+    with folder_lock(out):
+        r = Run(config, task, out, on_round=on_round)
+        r.start()
+        return r.execute()
+
+
+def resume_run(
+    out: str | Path,
+    task: Task | None = None,
+    cache: str | Path | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Continue a killed run in `out` from its last checkpoint, paying for nothing twice; the summary."""
+    out = Path(out)
+    config, run_id = read_config(out)
+    if (out / rundir.SUMMARY).is_file():
+        raise ValueError(f"{out} already finished ({rundir.SUMMARY} exists); nothing to resume")
+    task = task if task is not None else make_task(config.task, config.task_options, cache)
+    with folder_lock(out):
+        r = Run(config, task, out, on_round=on_round, run_id=run_id)
+        r.resume()
+        if on_round is not None:
+            log.info("resumed at round %d", r.round_index)
+        return r.execute()
+
+
+def read_config(out: str | Path) -> tuple[RunConfig, str]:
+    """The validated settings and run id saved in a run folder's config.json."""
+    path = Path(out) / rundir.CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: not a run folder")
+    saved = json.loads(path.read_text())
+    if "run_id" not in saved or "run" not in saved:
+        raise ValueError(f"{path} has no run_id: the run was not made by a version that can resume")
+    return parse_config(saved["run"]), str(saved["run_id"])
+
+
+def load_generator(
+    out: str | Path, which: str = "best", cache: str | Path | None = None, device: str = "cpu"
+) -> GenerativeModel:
+    """The best or final generator saved in a run folder, rebuilt on the run's prior (any method)."""
+    if which not in ("best", "final"):
+        raise ValueError(f"which must be 'best' or 'final', got {which!r}")
+    path = Path(out) / (rundir.GENERATOR_BEST if which == "best" else rundir.GENERATOR_FINAL)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (the run saves it when it evaluates / finishes)")
+    config, _ = read_config(out)
+    config = dataclasses.replace(config, device=device)
+    task = make_task(config.task, config.task_options, cache)
+    spec = resolve_method(config.method)
+    method = spec.build(task.prior(device), _with_options(config, spec).options, context(config, task))
+    model = method.generator
+    model.load_state_dict(safe_torch_load(path)["model"])
+    return model

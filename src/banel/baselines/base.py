@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-from banel.baselines.common import checkpoint, evaluate, parse_options, restore
+from banel.methods.protocol import Context, Oracle, Round
+from banel.models.protocol import GenerativeModel
 from banel.sequences import derive_seed
 
-if TYPE_CHECKING:
-    from banel.runner import Run
 
+class Base:
+    """The prior as it is (reference row): brute-force sampling, no training."""
 
-@dataclass(frozen=True)
-class BaseConfig:
-    """method_options of `base`: none."""
+    Options = None
 
+    def __init__(self, prior: GenerativeModel, options: None = None, context: Context | None = None) -> None:
+        self.prior, self.context = prior, context or Context()
 
-def run(run: Run) -> None:
-    """Brute-force sampling from the prior: successes are recorded, the model never changes."""
-    parse_options(BaseConfig, run.config.method_options, "base")
-    m, seed = run.config.banel.m, run.config.seed
-    run.trained_on_successes = False
-    restore(run)  # no state beyond the run's own: resume continues after the last finished round
-    while run.oracle.remaining >= m:
-        x = run.prior.sample(m, derive_seed(seed, run.round_index, "sample"))
-        rewards = evaluate(run, x)
-        run.end_round(run.prior, x, rewards, {}, snapshot_models={"prior": run.prior})
-        checkpoint(run)
+    @property
+    def generator(self) -> GenerativeModel:
+        """The prior itself."""
+        return self.prior
+
+    def round(self, oracle: Oracle, i: int) -> Round:
+        """m prior samples, evaluated; successes are recorded, the model never changes."""
+        x = self.prior.sample(self.context.m, derive_seed(self.context.seed, i, "sample"))
+        return Round(x, oracle(x))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing: every round is a function of (seed, round)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore."""

@@ -1,30 +1,16 @@
-"""What the policy-gradient baselines share: option parsing, a trainable copy of the prior, one
-optimiser step, and KL-shaped REINFORCE advantages. Each baseline's loop stays in its own module."""
+"""What the policy-gradient baselines share: a trainable copy of the prior with its optimiser and state, one
+optimiser step, and KL-shaped REINFORCE advantages. Each baseline's round stays in its own module."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from banel.config import from_dict
+from banel.methods.protocol import Context, Oracle, training_batch
 from banel.models.protocol import GenerativeModel, TrainableModel
-from banel.sequences import Sequences
-from banel.tasks.protocol import feasibility
-
-if TYPE_CHECKING:
-    from banel.runner import Run
-
-T = TypeVar("T")
-
-
-def parse_options(cls: type[T], options: dict[str, Any], method: str) -> T:
-    """method_options validated into the method's dataclass; unknown keys are errors naming the allowed."""
-    try:
-        return from_dict(cls, options, "method_options.")
-    except ValueError as err:
-        raise ValueError(f"{method}: {err}") from None
+from banel.sequences import Sequences, derive_seed
 
 
 def trainable_copy(model: GenerativeModel, method: str) -> TrainableModel:
@@ -70,42 +56,44 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def restore(run: Run, **parts: Stateful) -> None:
-    """On a resumed run, load each part's state from the last checkpoint; on a fresh run do nothing."""
-    state = run.restore()
-    if state is None:
-        return
-    missing = set(parts) - set(state)
-    if missing:
-        raise ValueError(f"checkpoint of {run.config.method!r} lacks {sorted(missing)}: written by another version")
-    for name, part in parts.items():
-        part.load_state_dict(state[name])
+class PolicyMethod:
+    """A baseline that trains a policy, a copy of the prior, with Adam: the policy is what the run evaluates.
 
-
-def checkpoint(run: Run, **parts: Stateful) -> None:
-    """Save every part's state with the run's bookkeeping (call right after `run.end_round`)."""
-    run.checkpoint({name: part.state_dict() for name, part in parts.items()})
-
-
-def evaluate(run: Run, x: Sequences) -> torch.Tensor:
-    """Rewards of x from the run's oracle; with banel.feasible_only, what the task's check rules out is 0, unpaid."""
-    feasible = feasibility(run.task, run.config.banel.feasible_only)
-    if feasible is None:
-        return run.oracle(x)
-    ok = feasible(x)
-    rewards = torch.zeros(len(x), dtype=torch.float64)
-    if bool(ok.any()):
-        rewards[ok] = run.oracle(x[ok])
-    return rewards
-
-
-def training_batch(x: Sequences, rewards: torch.Tensor, train_on_successes: bool) -> tuple[Sequences, torch.Tensor]:
-    """The samples a method may learn from: the failures only (the paper's protocol), or every evaluated one.
-
-    A sample whose evaluation failed (NaN reward from the ledger oracle) is never learned from.
+    Subclasses set `Options` (with an `lr` field) and write `round`; extra state goes in `parts()`.
     """
-    keep = ~rewards.isnan() if train_on_successes else rewards == 0
-    return x[keep], rewards[keep]
+
+    def __init__(self, prior: GenerativeModel, options: Any, context: Context | None = None) -> None:
+        self.prior, self.options, self.context = prior, options, context or Context()
+        self.policy = trainable_copy(prior, type(self).__name__)
+        self.optimiser = adam(self.policy, options.lr)
+
+    @property
+    def generator(self) -> GenerativeModel:
+        """The policy."""
+        return self.policy
+
+    def parts(self) -> dict[str, Stateful]:
+        """Everything a round depends on, by name (the checkpoint's keys)."""
+        return {"policy": self.policy, "optimiser": self.optimiser}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each part's state."""
+        return {name: part.state_dict() for name, part in self.parts().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore each part's state."""
+        missing = set(self.parts()) - set(state)
+        if missing:
+            raise ValueError(f"checkpoint of {type(self).__name__} lacks {sorted(missing)}: written by another version")
+        for name, part in self.parts().items():
+            part.load_state_dict(state[name])
+
+    def draw(self, oracle: Oracle, i: int) -> tuple[Sequences, torch.Tensor, Sequences, torch.Tensor]:
+        """m policy samples and their rewards, and the part of them the method may learn from."""
+        x = self.policy.sample(self.context.m, derive_seed(self.context.seed, i, "sample"))
+        rewards = oracle(x)
+        batch, r = training_batch(x, rewards, self.context.train_on_successes)
+        return x, rewards, batch, r
 
 
 def kl_shaped_advantages(

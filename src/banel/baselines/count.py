@@ -11,34 +11,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from banel.baselines.common import (
-    adam,
-    checkpoint,
-    evaluate,
+    PolicyMethod,
+    Stateful,
     kl_shaped_advantages,
     optimiser_step,
-    parse_options,
     reinforce_loss,
-    restore,
     trainable_copy,
-    training_batch,
 )
-from banel.models.protocol import TrainableModel
-from banel.sequences import Sequences, derive_seed
-
-if TYPE_CHECKING:
-    from banel.runner import Run
+from banel.config import check
+from banel.methods.protocol import Context, Oracle, Round
+from banel.models.protocol import GenerativeModel, TrainableModel
+from banel.sequences import Sequences
 
 BONUS_OFFSET = 0.01  # (N + 0.01)^(-1/2), Bellemare et al. 2016 and Ostrovski et al. 2017
 
 
 @dataclass(frozen=True)
 class CountConfig:
-    """method_options of `count`."""
+    """Settings of `count` (the `count` table)."""
 
     density_lr: float = 1e-3
     """SGD step size of the density model's one update per sample (defines the prediction gain)."""
@@ -52,16 +47,12 @@ class CountConfig:
     """Weight of the exploration bonus in the return."""
     grad_clip: float = 1.0
     """Clip the policy's global gradient norm (0 disables)."""
-    train_on_successes: bool = False
-    """Add the task reward of reward-1 samples to their return (off in the paper's protocol)."""
 
     def __post_init__(self) -> None:
         for name in ("density_lr", "decay_c", "lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"method_options.{name} must be > 0, got {getattr(self, name)}")
+            check(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
         for name in ("kl_coef", "bonus_coef", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"method_options.{name} must be >= 0, got {getattr(self, name)}")
+            check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
 
 
 def pseudo_count(log_rho: float, gain: float) -> float:
@@ -116,30 +107,32 @@ class DensityModel:
         return gains, counts
 
 
-def run(run: Run) -> None:
-    """Pseudo-count bonus as a method: bonus-driven REINFORCE with a KL penalty, m evaluations per round."""
-    opts = parse_options(CountConfig, run.config.method_options, "count")
-    m, seed = run.config.banel.m, run.config.seed
-    run.trained_on_successes = opts.train_on_successes
-    policy = trainable_copy(run.prior, "count")
-    optimiser = adam(policy, opts.lr)
-    density = DensityModel(trainable_copy(run.prior, "count"), opts.density_lr, opts.decay_c)
-    restore(run, policy=policy, optimiser=optimiser, density=density)
-    while run.oracle.remaining >= m:
-        i = run.round_index
-        x = policy.sample(m, derive_seed(seed, i, "sample"))
-        rewards = evaluate(run, x)
-        batch, r = training_batch(x, rewards, opts.train_on_successes)
-        stats = {"trained_on": len(batch), "loss": None, "bonus_mean": None, "gain_median": None}
+class PseudoCount(PolicyMethod):
+    """Pseudo-count bonus (Ostrovski et al. 2017) + REINFORCE with KL 0.05 to the prior (App. B.2)."""
+
+    Options = CountConfig
+
+    def __init__(self, prior: GenerativeModel, options: CountConfig | None = None, context: Context | None = None):
+        super().__init__(prior, options or CountConfig(), context)
+        self.density = DensityModel(trainable_copy(prior, "count"), self.options.density_lr, self.options.decay_c)
+
+    def parts(self) -> dict[str, Stateful]:
+        """Policy, optimiser and the density model."""
+        return {**super().parts(), "density": self.density}
+
+    def round(self, oracle: Oracle, i: int) -> Round:
+        """Update the density model on the round's samples, then a bonus-driven REINFORCE step."""
+        o = self.options
+        x, rewards, batch, r = self.draw(oracle, i)
+        stats: dict[str, Any] = {"trained_on": len(batch), "loss": None, "bonus_mean": None, "gain_median": None}
         if len(batch):
-            gains, counts = density.observe(batch)
+            gains, counts = self.density.observe(batch)
             b = torch.tensor([bonus(n) for n in counts], dtype=torch.float64)
-            log_p = policy.log_prob_grad(batch)
-            adv = kl_shaped_advantages(opts.bonus_coef * b + r, log_p.detach(), run.prior.log_prob(batch), opts.kl_coef)
+            log_p = self.policy.log_prob_grad(batch)
+            adv = kl_shaped_advantages(o.bonus_coef * b + r, log_p.detach(), self.prior.log_prob(batch), o.kl_coef)
             loss = reinforce_loss(log_p, adv)
-            optimiser_step(policy, optimiser, loss, opts.grad_clip)
+            optimiser_step(self.policy, self.optimiser, loss, o.grad_clip)
             stats["loss"] = float(loss.detach())
             stats["bonus_mean"] = float(b.mean())
             stats["gain_median"] = float(torch.tensor(gains).median())
-        run.end_round(policy, x, rewards, stats, snapshot_models={"prior": run.prior, "posterior": policy})
-        checkpoint(run, policy=policy, optimiser=optimiser, density=density)
+        return Round(x, rewards, stats)

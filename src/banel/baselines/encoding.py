@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from banel.models.protocol import GenerativeModel
+from banel.models.protocol import GenerativeModel, Shaped
 from banel.sequences import Sequences
 
 
 def sequence_shape(model: GenerativeModel, max_len: int = 0, vocab_size: int = 0) -> tuple[int, int]:
-    """(max_len, vocab_size) of the sequences: given, or read from a TransformerModel or CategoricalModel."""
-    config = getattr(model, "config", None)
-    support = getattr(model, "support", None)
-    if not max_len:
-        max_len = getattr(config, "max_len", 0) or (int(support.tokens.shape[1]) if support is not None else 0)
-    if not vocab_size:
-        vocab_size = getattr(config, "vocab_size", 0) or (
-            int(support.tokens.max()) + 1 if support is not None and support.tokens.numel() else 0
-        )
+    """(max_len, vocab_size) of the sequences: given, or read from a model that knows them (`Shaped`)."""
+    if not (max_len and vocab_size) and isinstance(model, Shaped):
+        known_len, known_vocab = model.sequence_shape()
+        max_len, vocab_size = max_len or known_len, vocab_size or known_vocab
     if not (max_len and vocab_size):
         raise ValueError(
             f"cannot read the sequence shape of {type(model).__name__}: "
-            "set method_options.max_len and method_options.vocab_size"
+            "set rnd.max_len and rnd.vocab_size, or give the model sequence_shape()"
         )
     return max_len, vocab_size
 

@@ -11,29 +11,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-from banel.baselines.common import (
-    adam,
-    checkpoint,
-    evaluate,
-    optimiser_step,
-    parse_options,
-    restore,
-    trainable_copy,
-    training_batch,
-)
-from banel.sequences import derive_seed
-
-if TYPE_CHECKING:
-    from banel.runner import Run
+from banel.baselines.common import PolicyMethod, optimiser_step
+from banel.config import check
+from banel.methods.protocol import Context, Oracle, Round
+from banel.models.protocol import GenerativeModel
 
 
 @dataclass(frozen=True)
 class GFNConfig:
-    """method_options of `gfn`."""
+    """Settings of `gfn` (the `gfn` table)."""
 
     epsilon: float = 1e-6
     """eps in log(r + eps), so reward-0 samples have a finite log reward (Eq. 2)."""
@@ -43,18 +32,12 @@ class GFNConfig:
     """Gradient steps per round on the round's batch."""
     grad_clip: float = 1.0
     """Clip the global gradient norm (0 disables)."""
-    train_on_successes: bool = False
-    """Include reward-1 samples in the batch (off in the paper's protocol)."""
 
     def __post_init__(self) -> None:
-        if not self.epsilon > 0:
-            raise ValueError(f"method_options.epsilon must be > 0, got {self.epsilon}")
-        if not self.lr > 0:
-            raise ValueError(f"method_options.lr must be > 0, got {self.lr}")
-        if self.steps < 1:
-            raise ValueError(f"method_options.steps must be >= 1, got {self.steps}")
-        if self.grad_clip < 0:
-            raise ValueError(f"method_options.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        check(self.epsilon > 0, "epsilon", f"must be > 0, got {self.epsilon}")
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 disables), got {self.grad_clip}")
 
 
 def vargrad_loss(log_p: torch.Tensor, rewards: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -68,25 +51,22 @@ def log_z(log_p: torch.Tensor, rewards: torch.Tensor, epsilon: float) -> float:
     return float((torch.log(rewards.double() + epsilon) - log_p.detach().double()).mean()) if len(log_p) else math.nan
 
 
-def run(run: Run) -> None:
-    """GFlowNet (TB-VarGrad) as a method: `steps` updates per round of m evaluations."""
-    opts = parse_options(GFNConfig, run.config.method_options, "gfn")
-    m, seed = run.config.banel.m, run.config.seed
-    run.trained_on_successes = opts.train_on_successes
-    policy = trainable_copy(run.prior, "gfn")
-    optimiser = adam(policy, opts.lr)
-    restore(run, policy=policy, optimiser=optimiser)
-    while run.oracle.remaining >= m:
-        i = run.round_index
-        x = policy.sample(m, derive_seed(seed, i, "sample"))
-        rewards = evaluate(run, x)
-        batch, r = training_batch(x, rewards, opts.train_on_successes)
+class GFlowNet(PolicyMethod):
+    """GFlowNet trajectory balance, VarGrad form (Eq. 3), eps-smoothed log reward."""
+
+    Options = GFNConfig
+
+    def __init__(self, prior: GenerativeModel, options: GFNConfig | None = None, context: Context | None = None):
+        super().__init__(prior, options or GFNConfig(), context)
+
+    def round(self, oracle: Oracle, i: int) -> Round:
+        """`steps` TB-VarGrad updates on the round's batch."""
+        x, rewards, batch, r = self.draw(oracle, i)
         stats = {"trained_on": len(batch), "loss": None, "grad_norm": None, "log_z": None}
-        for _ in range(opts.steps if len(batch) > 1 else 0):
-            log_p = policy.log_prob_grad(batch)
-            loss = vargrad_loss(log_p, r, opts.epsilon)
-            stats["log_z"] = log_z(log_p, r, opts.epsilon)
-            stats["grad_norm"] = optimiser_step(policy, optimiser, loss, opts.grad_clip)
+        for _ in range(self.options.steps if len(batch) > 1 else 0):
+            log_p = self.policy.log_prob_grad(batch)
+            loss = vargrad_loss(log_p, r, self.options.epsilon)
+            stats["log_z"] = log_z(log_p, r, self.options.epsilon)
+            stats["grad_norm"] = optimiser_step(self.policy, self.optimiser, loss, self.options.grad_clip)
             stats["loss"] = float(loss.detach())
-        run.end_round(policy, x, rewards, stats, snapshot_models={"prior": run.prior, "posterior": policy})
-        checkpoint(run, policy=policy, optimiser=optimiser)
+        return Round(x, rewards, stats)

@@ -4,49 +4,33 @@ Each round draws m samples from the policy, spends m NREs on them, and takes one
 (1/m) sum_i (r(x_i) - b) grad log p_theta(x_i) with b the batch mean reward. When every reward is 0 the
 advantages are 0 and so is the gradient: the method is then brute-force sampling from the prior until it
 stumbles on a success. In the paper's protocol (train_on_successes = False) successes are recorded but never
-trained on, so the update is always exactly zero; set it to true to see classic REINFORCE.
+trained on, so the update is always exactly zero; set the run's `train_on_successes` to see classic REINFORCE.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-from banel.baselines.common import (
-    adam,
-    checkpoint,
-    evaluate,
-    optimiser_step,
-    parse_options,
-    reinforce_loss,
-    restore,
-    trainable_copy,
-    training_batch,
-)
-from banel.sequences import derive_seed
-
-if TYPE_CHECKING:
-    from banel.runner import Run
+from banel.baselines.common import PolicyMethod, optimiser_step, reinforce_loss
+from banel.config import check
+from banel.methods.protocol import Context, Oracle, Round
+from banel.models.protocol import GenerativeModel
 
 
 @dataclass(frozen=True)
 class ReinforceConfig:
-    """method_options of `reinforce`."""
+    """Settings of `reinforce` (the `reinforce` table)."""
 
     lr: float = 1e-3
     """Adam learning rate of the policy."""
     grad_clip: float = 1.0
     """Clip the global gradient norm (0 disables)."""
-    train_on_successes: bool = False
-    """Include reward-1 samples in the update (off in the paper's protocol)."""
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"method_options.lr must be > 0, got {self.lr}")
-        if self.grad_clip < 0:
-            raise ValueError(f"method_options.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 disables), got {self.grad_clip}")
 
 
 def advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -54,23 +38,20 @@ def advantages(rewards: torch.Tensor) -> torch.Tensor:
     return rewards.double() - rewards.double().mean() if len(rewards) else rewards.double()
 
 
-def run(run: Run) -> None:
-    """REINFORCE as a method: one policy-gradient step per round of m evaluations."""
-    opts = parse_options(ReinforceConfig, run.config.method_options, "reinforce")
-    m, seed = run.config.banel.m, run.config.seed
-    run.trained_on_successes = opts.train_on_successes
-    policy = trainable_copy(run.prior, "reinforce")
-    optimiser = adam(policy, opts.lr)
-    restore(run, policy=policy, optimiser=optimiser)
-    while run.oracle.remaining >= m:
-        i = run.round_index
-        x = policy.sample(m, derive_seed(seed, i, "sample"))
-        rewards = evaluate(run, x)
-        batch, r = training_batch(x, rewards, opts.train_on_successes)
+class Reinforce(PolicyMethod):
+    """REINFORCE with a batch-mean baseline (Sec. 3.1): zero update on all-failure batches."""
+
+    Options = ReinforceConfig
+
+    def __init__(self, prior: GenerativeModel, options: ReinforceConfig | None = None, context: Context | None = None):
+        super().__init__(prior, options or ReinforceConfig(), context)
+
+    def round(self, oracle: Oracle, i: int) -> Round:
+        """One policy-gradient step on the round's m samples."""
+        x, rewards, batch, r = self.draw(oracle, i)
         stats = {"trained_on": len(batch), "loss": None, "grad_norm": None}
         if len(batch):
-            loss = reinforce_loss(policy.log_prob_grad(batch), advantages(r))
-            stats["grad_norm"] = optimiser_step(policy, optimiser, loss, opts.grad_clip)
+            loss = reinforce_loss(self.policy.log_prob_grad(batch), advantages(r))
+            stats["grad_norm"] = optimiser_step(self.policy, self.optimiser, loss, self.options.grad_clip)
             stats["loss"] = float(loss.detach())
-        run.end_round(policy, x, rewards, stats, snapshot_models={"prior": run.prior, "posterior": policy})
-        checkpoint(run, policy=policy, optimiser=optimiser)
+        return Round(x, rewards, stats)

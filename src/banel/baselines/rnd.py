@@ -11,33 +11,22 @@ samples alike (Section 3.2).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from banel.baselines.common import (
-    adam,
-    checkpoint,
-    evaluate,
-    kl_shaped_advantages,
-    optimiser_step,
-    parse_options,
-    reinforce_loss,
-    restore,
-    trainable_copy,
-    training_batch,
-)
+from banel.baselines.common import PolicyMethod, Stateful, kl_shaped_advantages, optimiser_step, reinforce_loss
 from banel.baselines.encoding import one_hot, sequence_shape
+from banel.config import check
+from banel.methods.protocol import Context, Oracle, Round
+from banel.models.protocol import GenerativeModel
 from banel.sequences import derive_seed
-
-if TYPE_CHECKING:
-    from banel.runner import Run
 
 
 @dataclass(frozen=True)
 class RNDConfig:
-    """method_options of `rnd` (defaults: Appendix B.2 on MNIST)."""
+    """Settings of `rnd` (the `rnd` table; defaults: Appendix B.2 on MNIST)."""
 
     hidden: int = 1024
     """Width of the target and predictor MLPs."""
@@ -55,8 +44,6 @@ class RNDConfig:
     """Weight of the normalised intrinsic reward."""
     grad_clip: float = 1.0
     """Clip the policy's global gradient norm (0 disables)."""
-    train_on_successes: bool = False
-    """Add the task reward of reward-1 samples to their return (off in the paper's protocol)."""
     max_len: int = 0
     """Sequence length of the encoding (0: read from the model)."""
     vocab_size: int = 0
@@ -64,14 +51,11 @@ class RNDConfig:
 
     def __post_init__(self) -> None:
         for name in ("hidden", "layers", "predictor_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"method_options.{name} must be >= 1, got {getattr(self, name)}")
+            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("predictor_lr", "lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"method_options.{name} must be > 0, got {getattr(self, name)}")
+            check(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
         for name in ("kl_coef", "intrinsic_coef", "grad_clip", "max_len", "vocab_size"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"method_options.{name} must be >= 0, got {getattr(self, name)}")
+            check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
 
 
 def mlp(d_in: int, hidden: int, layers: int, seed: int) -> nn.Sequential:
@@ -163,33 +147,36 @@ class RND:
         return float(loss.detach())
 
 
-def run(run: Run) -> None:
-    """RND as a method: intrinsic-reward REINFORCE with a KL penalty, one round of m evaluations at a time."""
-    opts = parse_options(RNDConfig, run.config.method_options, "rnd")
-    m, seed = run.config.banel.m, run.config.seed
-    run.trained_on_successes = opts.train_on_successes
-    max_len, vocab = sequence_shape(run.prior, opts.max_len, opts.vocab_size)
-    policy = trainable_copy(run.prior, "rnd")
-    optimiser = adam(policy, opts.lr)
-    rnd = RND(max_len * (vocab + 1), opts, seed)
-    restore(run, policy=policy, optimiser=optimiser, rnd=rnd)
-    while run.oracle.remaining >= m:
-        i = run.round_index
-        x = policy.sample(m, derive_seed(seed, i, "sample"))
-        rewards = evaluate(run, x)
-        batch, r = training_batch(x, rewards, opts.train_on_successes)
-        stats = {"trained_on": len(batch), "loss": None, "intrinsic_mean": None, "predictor_loss": None}
+class RNDBonus(PolicyMethod):
+    """Random Network Distillation bonus + REINFORCE with KL 0.01 to the prior (App. B.2)."""
+
+    Options = RNDConfig
+
+    def __init__(self, prior: GenerativeModel, options: RNDConfig | None = None, context: Context | None = None):
+        super().__init__(prior, options or RNDConfig(), context)
+        o = self.options
+        self.shape = sequence_shape(prior, o.max_len, o.vocab_size)
+        self.rnd = RND(self.shape[0] * (self.shape[1] + 1), o, self.context.seed)
+
+    def parts(self) -> dict[str, Stateful]:
+        """Policy, optimiser, and both RND networks with their normaliser."""
+        return {**super().parts(), "rnd": self.rnd}
+
+    def round(self, oracle: Oracle, i: int) -> Round:
+        """Intrinsic-reward REINFORCE with a KL penalty, then one predictor update on the round's samples."""
+        o = self.options
+        x, rewards, batch, r = self.draw(oracle, i)
+        stats: dict[str, Any] = {"trained_on": len(batch), "loss": None, "intrinsic_mean": None, "predictor_loss": None}
         if len(batch):
-            e = one_hot(batch, max_len, vocab)
-            intrinsic = rnd.bonus(e)
-            log_p = policy.log_prob_grad(batch)
+            e = one_hot(batch, *self.shape)
+            intrinsic = self.rnd.bonus(e)
+            log_p = self.policy.log_prob_grad(batch)
             adv = kl_shaped_advantages(
-                opts.intrinsic_coef * intrinsic + r, log_p.detach(), run.prior.log_prob(batch), opts.kl_coef
+                o.intrinsic_coef * intrinsic + r, log_p.detach(), self.prior.log_prob(batch), o.kl_coef
             )
             loss = reinforce_loss(log_p, adv)
-            optimiser_step(policy, optimiser, loss, opts.grad_clip)
+            optimiser_step(self.policy, self.optimiser, loss, o.grad_clip)
             stats["loss"] = float(loss.detach())
             stats["intrinsic_mean"] = float(intrinsic.mean())
-            stats["predictor_loss"] = rnd.train(e, opts.predictor_epochs)
-        run.end_round(policy, x, rewards, stats, snapshot_models={"prior": run.prior, "posterior": policy})
-        checkpoint(run, policy=policy, optimiser=optimiser, rnd=rnd)
+            stats["predictor_loss"] = self.rnd.train(e, o.predictor_epochs)
+        return Round(x, rewards, stats)

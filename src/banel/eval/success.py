@@ -8,7 +8,7 @@ from scipy.stats import binomtest
 
 from banel.config import EvalConfig
 from banel.models.protocol import GenerativeModel
-from banel.tasks.protocol import Task
+from banel.tasks.protocol import Task, exact_success_rate
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 def success_rate(task: Task, model: GenerativeModel, config: EvalConfig, seed: int) -> SuccessRate:
     """Exact success rate if the task can compute it, else an estimate from config.samples uncharged draws."""
-    exact = task.exact_success_rate(model)
+    exact = exact_success_rate(task, model)
     if exact is not None:
         return SuccessRate(exact, exact, exact, True)
     x = model.sample(config.samples, seed)

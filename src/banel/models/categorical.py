@@ -103,6 +103,17 @@ class CategoricalModel:
         """An independent copy."""
         return CategoricalModel(self.support, self.logits, self.end_token)
 
+    def sequence_shape(self) -> tuple[int, int]:
+        """(longest sequence, largest token id + 1) of the support."""
+        tokens = self.support.tokens
+        return int(tokens.shape[1]), int(tokens.max()) + 1 if tokens.numel() else 0
+
+    def tempered(self, temperature: float) -> CategoricalModel:
+        """A copy at `temperature`: softmax(logits / T)."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        return CategoricalModel(self.support, self.logits.detach() / temperature, self.end_token)
+
     def reinitialise(self, seed: int) -> None:
         """Uniform over the support (the seed is irrelevant: the uniform table is the only fresh start)."""
         self.logits = torch.zeros_like(self.logits)

@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from banel.config import check
 from banel.sequences import Sequences
 
 
@@ -24,14 +25,10 @@ class FitConfig:
     """Clip the global gradient norm to this value (0 disables)."""
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"fit.lr must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            raise ValueError(f"fit.batch_size must be >= 1, got {self.batch_size}")
-        if self.weight_decay < 0:
-            raise ValueError(f"fit.weight_decay must be >= 0, got {self.weight_decay}")
-        if self.grad_clip < 0:
-            raise ValueError(f"fit.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 disables), got {self.grad_clip}")
 
 
 @runtime_checkable
@@ -85,4 +82,22 @@ class TrainableModel(GenerativeModel, Protocol):
 
     def parameters(self) -> list[torch.Tensor]:
         """The leaf tensors `log_prob_grad` depends on (what an optimiser updates in place)."""
+        ...
+
+
+@runtime_checkable
+class Temperable(Protocol):
+    """A model that can build its own exact tempered copy (for the `temperature` baseline)."""
+
+    def tempered(self, temperature: float) -> GenerativeModel:
+        """A copy whose sampling and log_prob are this model's with per-token logits divided by temperature."""
+        ...
+
+
+@runtime_checkable
+class Shaped(Protocol):
+    """A model over sequences of at most max_len tokens from a vocabulary of vocab_size (for one-hot encodings)."""
+
+    def sequence_shape(self) -> tuple[int, int]:
+        """(max_len, vocab_size)."""
         ...

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from banel.config import check
 from banel.models.protocol import FitConfig
 from banel.sequences import Sequences
 
@@ -44,12 +45,9 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_len", "d_model", "n_layer", "n_head"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.d_model % self.n_head:
-            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        check(self.d_model % self.n_head == 0, "d_model", f"({self.d_model}) must be divisible by n_head ({self.n_head})")
+        check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
 
 
 class _Block(nn.Module):
@@ -287,3 +285,16 @@ class TransformerModel:
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.net.parameters())
+
+    def sequence_shape(self) -> tuple[int, int]:
+        """(max_len, vocab_size) of the content tokens."""
+        return self.config.max_len, self.config.vocab_size
+
+    def tempered(self, temperature: float) -> TransformerModel:
+        """A copy at `temperature`: per-token logits divided by it, for sampling and log_prob alike."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        copy = self.clone()
+        # The output head has no bias, so scaling its weight by 1/T divides every logit by T exactly.
+        copy.net.head.weight.data.div_(temperature)
+        return copy

@@ -36,7 +36,7 @@ class BudgetedOracle:
 
     The whole request is checked against the NREs left before anything is evaluated. `used` counts NREs
     spent, `queries` counts samples asked for (equal here; a ledger that answers repeats for free makes
-    them differ).
+    them differ), `errors` evaluations that failed (none here: a raising reward function raises).
     """
 
     def __init__(self, reward_fn: RewardFn, budget: int) -> None:
@@ -46,6 +46,9 @@ class BudgetedOracle:
         self.budget = int(budget)
         self.used = 0
         self.queries = 0
+        self.errors = 0
+        self.round = 0
+        """The round being paid for (the ledger records it; a resumed round is replayed from it)."""
 
     @property
     def remaining(self) -> int:
@@ -71,3 +74,25 @@ class BudgetedOracle:
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Restore counters saved by `state_dict`."""
         self.used, self.queries = int(state["used"]), int(state["queries"])
+
+    def replay_round(self, round_index: int | None) -> int:
+        """Answers to replay when a run resumes round_index: none without a ledger."""
+        return 0
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class CheckedOracle:
+    """An oracle that answers 0 without paying where a free check rules a sample out (the run's feasible_only)."""
+
+    def __init__(self, oracle: Callable[[Sequences], torch.Tensor], feasible: Callable[[Sequences], torch.Tensor]):
+        self.oracle, self.feasible = oracle, feasible
+
+    def __call__(self, x: Sequences) -> torch.Tensor:
+        """(n,) float64 rewards: 0 where the check rules x out, the oracle's answer (paid) elsewhere."""
+        ok = self.feasible(x).bool().cpu()
+        rewards = torch.zeros(len(x), dtype=torch.float64)
+        if bool(ok.any()):
+            rewards[ok] = self.oracle(x[ok])
+        return rewards

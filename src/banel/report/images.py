@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from banel.runner import read_history  # noqa: E402
+from banel.rundir import read_history  # noqa: E402
 
 
 def tile(images: np.ndarray, columns: int = 8) -> np.ndarray:

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from banel.runner import read_history  # noqa: E402
+from banel.rundir import read_history  # noqa: E402
 
 
 def plot_success(run_dir: str | Path, path: str | Path | None = None) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from banel.runner import read_history
+from banel.rundir import read_history
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,18 @@ def table_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
                 "drift_nll_increase": None if drift_nll is None or prior_nll is None else drift_nll - prior_nll,
                 "kl_to_prior": _mean([r.summary.get("kl_to_prior") for r in runs]),
                 "base_success_rate": base,
+                **{
+                    f"metric.{name}": _mean([r.summary.get("metrics", {}).get(name) for r in runs])
+                    for name in metric_names(records)
+                },
             }
         )
     return rows
+
+
+def metric_names(records: list[RunRecord]) -> list[str]:
+    """The task's extra metrics (e.g. infeasible_fraction) found in the summaries, in first-seen order."""
+    return list(dict.fromkeys(name for r in records for name in r.summary.get("metrics") or {}))
 
 
 def _factor(x: float | None) -> str:
@@ -146,11 +155,15 @@ def _interval(low: float | None, high: float | None) -> str:
     return "-" if low is None or high is None else f"[{low:.2e}, {high:.2e}]"
 
 
-def write_table(rows: list[dict[str, Any]], folder: str | Path, task: str) -> tuple[Path, Path]:
+def write_table(
+    rows: list[dict[str, Any]], folder: str | Path, task: str, prior_metrics: dict[str, float] | None = None
+) -> tuple[Path, Path]:
     """DIR/table.md (Table 2 layout, improvement factors in parentheses) and DIR/table.csv (raw numbers)."""
     folder = Path(folder)
     base = rows[0]["base_success_rate"] if rows else None
     seeds = sorted({r["seeds"] for r in rows})
+    metrics = [k.removeprefix("metric.") for k in (rows[0] if rows else {}) if k.startswith("metric.")]
+    prior_metrics = prior_metrics or {}
     lines = [
         f"Best mean, median, geometric mean and standard deviation (over seeds) of the success rate on {task}, "
         f"{'/'.join(map(str, seeds))} seeds per method; the best is taken over the rounds of each run. "
@@ -158,11 +171,16 @@ def write_table(rows: list[dict[str, Any]], folder: str | Path, task: str) -> tu
         "seeds: percentile bootstrap for the mean, Student t on log rates for the geometric mean (with few "
         "seeds and heavy tails the bootstrap interval is too narrow). Drift is the final model's: "
         "held-out prior NLL (nats/token; the prior's own value in the last column) and KL(model || prior) "
-        "(nats/sequence, from samples).",
+        "(nats/sequence, from samples)."
+        + (
+            f" The task's metrics are the final model's, mean over seeds (the prior's in brackets): {', '.join(metrics)}."
+            if metrics
+            else ""
+        ),
         "",
         "| Method | Mean | Mean CI | Median | Geo. mean | Geo. mean CI | Std | Final mean | NREs | Drift NLL (Δ) "
-        "| KL to prior | Prior NLL |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| KL to prior | Prior NLL |" + "".join(f" {m} |" for m in metrics),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(metrics),
     ]
     for r in rows:
         dnll = "-" if r["drift_nll"] is None else f"{r['drift_nll']:.3f} ({r['drift_nll_increase']:+.3f})"
@@ -174,6 +192,9 @@ def write_table(rows: list[dict[str, Any]], folder: str | Path, task: str) -> tu
             f"| {_interval(r['geometric_low'], r['geometric_high'])} | {_num(r['std'])} "
             f"| {_num(r['final_mean'])} | {r['nre_used']:.0f} | {dnll} | {_num(r['kl_to_prior'], '.3f')} "
             f"| {_num(r['prior_nll'], '.3f')} |"
+            + "".join(
+                f" {_num(r[f'metric.{m}'], '.4g')} [{_num(prior_metrics.get(m), '.4g')}] |" for m in metrics
+            )
         )
     md = folder / "table.md"
     md.write_text("\n".join(lines) + "\n")
@@ -241,5 +262,6 @@ def write_report(folder: str | Path) -> list[Path]:
     if not records:
         raise ValueError(f"no finished runs (summary.json) under {folder}")
     rows = table_rows(records)
-    md, csv_path = write_table(rows, folder, records[0].summary["task"])
+    prior_metrics = records[0].summary.get("prior_metrics") or {}
+    md, csv_path = write_table(rows, folder, records[0].summary["task"], prior_metrics)
     return [md, csv_path, plot_compare(records, folder / "compare.png")]

@@ -22,11 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import binomtest
 
 from banel.cache import atomic_torch_save, cache_dir, config_hash, safe_torch_load
+from banel.config import check
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences, derive_seed
+from banel.tasks import task_factory
 
 log = logging.getLogger(__name__)
 
@@ -241,16 +244,11 @@ class TargetTraining:
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layer", "n_head", "steps", "batch_size", "eval_every", "eval_problems"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"target.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.calibrate_rate < 1:
-            raise ValueError(f"target.calibrate_rate must be in [0, 1), got {self.calibrate_rate}")
-        if not 0 < self.min_lr <= self.lr:
-            raise ValueError(f"target.min_lr must be in (0, target.lr={self.lr}], got {self.min_lr}")
-        if self.start_digits < 1:
-            raise ValueError(f"target.start_digits must be >= 1, got {self.start_digits}")
-        if not 0 < self.promote_at <= 1:
-            raise ValueError(f"target.promote_at must be in (0, 1], got {self.promote_at}")
+            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        check(0 <= self.calibrate_rate < 1, "calibrate_rate", f"must be in [0, 1), got {self.calibrate_rate}")
+        check(0 < self.min_lr <= self.lr, "min_lr", f"must be in (0, lr={self.lr}], got {self.min_lr}")
+        check(self.start_digits >= 1, "start_digits", f"must be >= 1, got {self.start_digits}")
+        check(0 < self.promote_at <= 1, "promote_at", f"must be in (0, 1], got {self.promote_at}")
 
 
 @dataclass(frozen=True)
@@ -276,10 +274,8 @@ class AttackerTraining:
 
     def __post_init__(self) -> None:
         for name in ("samples", "epochs", "d_model", "n_layer", "n_head"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"attacker.{name} must be >= 1, got {getattr(self, name)}")
-        if self.extra_len < 0:
-            raise ValueError(f"attacker.extra_len must be >= 0, got {self.extra_len}")
+            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        check(self.extra_len >= 0, "extra_len", f"must be >= 0, got {self.extra_len}")
 
 
 @dataclass(frozen=True)
@@ -301,17 +297,17 @@ class AdditionOptions:
     be enumerated (at most EXACT_MAX_QUERIES: max_digits <= 2); false, or more digits: Monte-Carlo estimates."""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_digits <= 18:
-            raise ValueError(f"task_options.max_digits must be in 1..18, got {self.max_digits}")
-        if self.target.calibrate_rate and count_well_formed(self.max_digits, False) > EXACT_MAX_QUERIES:
-            raise ValueError(
-                f"task_options.target.calibrate_rate needs max_digits <= 2 (enumerable queries), got {self.max_digits}"
-            )
-        if self.target.start_digits > self.max_digits:
-            raise ValueError(
-                f"task_options.target.start_digits ({self.target.start_digits}) must be <= max_digits "
-                f"({self.max_digits})"
-            )
+        check(1 <= self.max_digits <= 18, "max_digits", f"must be in 1..18, got {self.max_digits}")
+        check(
+            not self.target.calibrate_rate or count_well_formed(self.max_digits, False) <= EXACT_MAX_QUERIES,
+            "target.calibrate_rate",
+            f"needs max_digits <= 2 (enumerable queries), got max_digits={self.max_digits}",
+        )
+        check(
+            self.target.start_digits <= self.max_digits,
+            "target.start_digits",
+            f"({self.target.start_digits}) must be <= max_digits ({self.max_digits})",
+        )
 
 
 def target_config(options: AdditionOptions) -> TransformerConfig:
@@ -576,8 +572,6 @@ class AdditionTask:
         problem; and the attacker's success rate over `samples` draws with a 95% Clopper-Pearson interval
         (None while the target is unfinished and unfinished_target is off).
         """
-        from banel.eval.success import clopper_pearson
-
         o = self.options
         model, state = train_target(o, self.target_path(), max_seconds=max_seconds, prior_rate=self._prior_rate)
         rng = np.random.default_rng(derive_seed(seed, "prepare", "accuracy"))
@@ -607,7 +601,8 @@ class AdditionTask:
             self._target = model
             x = attacker.sample(samples, derive_seed(seed, "prepare", "base"))
             k = int(self.reward(x).sum())
-            low, high = clopper_pearson(k, samples)
+            ci = binomtest(k, samples).proportion_ci(confidence_level=0.95, method="exact")  # Clopper-Pearson
+            low, high = float(ci.low), float(ci.high)
             report["base_success"] = {"rate": k / samples, "low": low, "high": high, "n": samples, "k": k}
             report["attacker_valid_rate"] = float(self.feasible(x).double().mean())
             wins = self._winning()
@@ -642,17 +637,16 @@ class AdditionTask:
         """The attacker's strings."""
         return decode(x, ATTACKER_CHARS)
 
-    def snapshot(self, models: dict[str, GenerativeModel]) -> None:
-        """No per-round arrays for this task."""
-        return None
-
     def describe(self) -> dict[str, Any]:
         """Task settings for config.json."""
         return {"name": self.name, **asdict(self.options)}
 
 
-def make(options: dict[str, Any], cache: str | Path | None) -> AdditionTask:
-    """Build the task from `task_options` (unknown keys are errors)."""
-    from banel.config import from_dict
-
-    return AdditionTask(from_dict(AdditionOptions, options, "task_options."), cache)
+@task_factory(
+    "Attack a transformer adder (App. B.1): reward 1 for a well-formed query it answers wrongly.",
+    {"banel": {"kappa": 2.0}},  # Appendix B.2: kappa = 1 everywhere except the addition attack
+    AdditionOptions,
+)
+def addition(options: AdditionOptions, cache: Path) -> AdditionTask:
+    """The addition attack."""
+    return AdditionTask(options, cache)

@@ -100,6 +100,15 @@ class Metrics(Protocol):
         ...
 
 
+@runtime_checkable
+class Prepare(Protocol):
+    """Models that take long to train are trained ahead of runs by `banel prepare TASK` (resumable)."""
+
+    def prepare(self, max_seconds: float | None, samples: int, seed: int, problems: int) -> dict[str, Any]:
+        """Train (or resume training of) the task's models and report how good they are."""
+        ...
+
+
 # -- the defaults the run falls back to -------------------------------------------------------------------
 
 
