@@ -36,14 +36,28 @@ def test_batched_log_prob_equals_per_sample_loop():
     torch.testing.assert_close(batched, looped, rtol=0, atol=1e-5)
 
 
-def test_kv_cache_matches_full_forward():
-    model = tiny()
-    net = model.net
-    idx = torch.tensor([[net.begin, 0, 2, 1]])
-    full = net(idx)[0]
-    caches = [[] for _ in range(model.config.n_layer)]
-    steps = torch.stack([net(idx[:, t : t + 1], start=t, caches=caches)[0, 0] for t in range(idx.shape[1])])
-    torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [1] * 9,  # one token at a time
+        [9],  # an empty cache and t > 1: the causal fast path
+        [4, 3, 2],  # prefill a prompt, then several new tokens at once through a non-empty cache
+        [1, 5, 1, 2],
+    ],
+)
+def test_kv_cache_matches_full_forward(chunks):
+    cfg = TransformerConfig(vocab_size=5, max_len=8, d_model=16, n_layer=2, n_head=2)
+    net = TransformerModel(cfg, seed=1).net.eval()
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.cat([torch.full((3, 1), net.begin), torch.randint(0, net.n_out, (3, 8), generator=gen)], 1)
+    with torch.no_grad():
+        full = net(idx)
+        caches = [[] for _ in range(cfg.n_layer)]
+        start, pieces = 0, []
+        for t in chunks:
+            pieces.append(net(idx[:, start : start + t], start=start, caches=caches))
+            start += t
+    torch.testing.assert_close(torch.cat(pieces, 1), full)
 
 
 def test_sampling_is_reproducible_and_respects_lengths():

@@ -65,27 +65,29 @@ class _Block(nn.Module):
         )
         self.dropout = cfg.dropout
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cache: list[torch.Tensor] | None = None,
-        key_padding: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: list[torch.Tensor] | None = None) -> torch.Tensor:
         """x: (n, t, d). With a cache [k, v], x holds only the new positions and k, v are extended."""
         n, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
         q, k, v = (z.view(n, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
         drop = self.dropout if self.training else 0.0
+        past = 0
         if cache is not None:
             if cache:
+                past = cache[0].shape[2]
                 k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
                 cache[0], cache[1] = k, v
             else:
                 cache.extend([k, v])
+        if t == 1 and cache is not None:
             # One new query attends to every cached key: no mask needed.
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, dropout_p=drop)
-        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+        else:
+            # is_causal aligns the mask top-left; query i sits at position past + i and sees keys 0..past + i.
+            mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         y = y.transpose(1, 2).reshape(n, t, d)
         x = x + F.dropout(self.proj(y), drop, self.training)
         return x + F.dropout(self.mlp(self.ln2(x)), drop, self.training)
