@@ -60,6 +60,62 @@ def test_kv_cache_matches_full_forward(chunks):
     torch.testing.assert_close(torch.cat(pieces, 1), full)
 
 
+def slow_greedy(model, prompt):
+    """Reference for `greedy`: the full uncached forward pass over the whole prefix for every new token."""
+    net, cfg = model.net, model.config
+    seq, out = list(prompt), []
+    with torch.no_grad():
+        while len(seq) < cfg.max_len:
+            t = int(net(torch.tensor([[net.begin, *seq]]))[0, -1].argmax())
+            if cfg.end_token and t == cfg.vocab_size:
+                break
+            out.append(t)
+            seq.append(t)
+    return out
+
+
+@pytest.mark.parametrize("end_token", [True, False])
+def test_greedy_equals_an_uncached_forward_pass_per_token(end_token):
+    cfg = TransformerConfig(vocab_size=4, max_len=7, end_token=end_token, d_model=16, n_layer=2, n_head=2)
+    model = TransformerModel(cfg, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(0, cfg.max_len + 1, (60,), generator=gen).tolist()
+    prompts = [torch.randint(0, cfg.vocab_size, (k,), generator=gen).tolist() for k in lengths]
+    got = model.greedy(Sequences.from_lists(prompts), batch=4)  # several batches per prompt length
+    assert got.to_lists() == [slow_greedy(model, p) for p in prompts]
+    if end_token:  # the seed is one where continuations end early at several lengths
+        assert len({len(r) for r, k in zip(got.to_lists(), lengths, strict=True) if k + len(r) < 7}) > 2
+    else:
+        assert (got.lengths + torch.tensor(lengths) == 7).all()
+    assert len(model.greedy(Sequences.from_lists([]))) == 0
+    with pytest.raises(ValueError, match="max_len"):
+        model.greedy(Sequences.from_lists([[0] * 8]))
+
+
+def test_nll_is_the_mean_of_the_picked_next_token_terms():
+    model = tiny()
+    x = Sequences.from_lists([[0, 1, 2], [1], [2, 2]])
+    nll, mask = model._nll_terms(x)
+    with torch.no_grad():
+        torch.testing.assert_close(model.nll(x), (nll * mask).sum() / mask.sum())
+    # the log p(x) terms of a full-length sequence stop at max_len; `positions` can also pick its end token
+    logits = model.net(torch.tensor([[model.net.begin, 0, 1, 2]]))[0]
+    end_after_max_len = torch.log_softmax(logits[3], -1)[model.config.vocab_size]
+    picked = torch.zeros(3, 4, dtype=torch.bool)
+    picked[0, 2:] = True  # token 2 and the end token of [0, 1, 2]
+    picked[1, 0] = True  # token 1 of [1]
+    first = torch.log_softmax(logits[0], -1)[1]  # the first prediction sees only the begin token
+    expected = -(torch.log_softmax(logits[2], -1)[2] + end_after_max_len + first) / 3
+    loss = model.nll(x, picked)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert model.net.head.weight.grad is not None and not model.net.training
+    with pytest.raises(ValueError, match="past a sequence's end"):
+        model.nll(x, torch.ones(3, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="shape"):
+        model.nll(x, torch.ones(3, 3, dtype=torch.bool))
+
+
 def test_sampling_is_reproducible_and_respects_lengths():
     model = tiny()
     a, b = model.sample(200, seed=7), model.sample(200, seed=7)
