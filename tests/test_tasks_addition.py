@@ -10,24 +10,29 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from banel.models.transformer import TransformerModel
+from banel.sequences import derive_seed
 from banel.tasks import make_task
 from banel.tasks.addition import (
     ATTACKER_CHARS,
     ATTACKER_INDEX,
+    TARGET_CHARS,
+    TARGET_INDEX,
     AdditionOptions,
     AdditionTask,
     AttackerTraining,
     TargetTraining,
+    _lr,
     all_problems,
     carry_chain,
     count_well_formed,
     encode,
-    greedy_continue,
     has_leading_zero,
     parse_query,
     random_problems,
+    target_answers,
     target_config,
     train_target,
     true_sum,
@@ -178,23 +183,65 @@ def _tiny_options(**kw) -> AdditionOptions:
     return AdditionOptions(max_digits=2, target=target, attacker=attacker, **kw)
 
 
-def test_greedy_continue_matches_a_one_token_at_a_time_loop() -> None:
+def test_target_answers_match_a_one_token_at_a_time_loop() -> None:
     model = TransformerModel(target_config(_tiny_options()), seed=3)
-    prompts = [[1, 10, 2, 11], [3, 4, 10, 5, 11], [7, 10, 8, 11]]
-    fast = greedy_continue(model, prompts)
+    queries = [("1", "2"), ("34", "5"), ("7", "8"), ("99", "99"), ("0", "0")]
     net, end = model.net, model.config.vocab_size
-    for prompt, got in zip(prompts, fast, strict=True):
-        seq = list(prompt)
-        out = []
+    for (a, b), got in zip(queries, target_answers(model, queries), strict=True):
+        seq = [TARGET_INDEX[c] for c in f"{a}+{b}="]
+        out = ""
         with torch.no_grad():
             while len(seq) < model.config.max_len:
-                logits = net(torch.tensor([[net.begin, *seq]]))[0, -1]
-                t = int(logits.argmax())
+                t = int(net(torch.tensor([[net.begin, *seq]]))[0, -1].argmax())
                 if t == end:
                     break
-                out.append(t)
+                out += TARGET_CHARS[t]
                 seq.append(t)
         assert got == out
+
+
+def original_target_training(options: AdditionOptions) -> tuple[dict[str, torch.Tensor], float]:
+    """train_target's loop as it was before TransformerModel.nll (d9109a6): weights and last loss, no checkpoints."""
+    t = options.target
+    model = TransformerModel(target_config(options), seed=t.seed)
+    net, end = model.net, model.config.vocab_size
+    opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    for step in range(t.steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr(t, step)
+        rng = np.random.default_rng(derive_seed(t.seed, "batch", step))
+        problems = random_problems(t.batch_size, t.start_digits, rng)
+        texts = [f"{a}+{b}={true_sum(a, b)}" for a, b in problems]
+        inputs = torch.zeros((len(texts), max(map(len, texts)) + 1), dtype=torch.long)
+        labels = torch.full(inputs.shape, -100, dtype=torch.long)
+        for i, (text, (a, b)) in enumerate(zip(texts, problems, strict=True)):
+            ids = [TARGET_INDEX[c] for c in text]
+            inputs[i, : len(ids) + 1] = torch.tensor([net.begin, *ids])
+            q = len(a) + len(b) + 2  # the answer starts after `a+b=`
+            labels[i, q : len(ids)] = torch.tensor(ids[q:])
+            labels[i, len(ids)] = end  # also after a full-length `a+b=c`, a term log p(x) leaves out
+        net.train()
+        loss = F.cross_entropy(net(inputs).reshape(-1, net.n_out), labels.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+    return net.state_dict(), float(loss.detach())
+
+
+@pytest.mark.parametrize("max_digits", [1, 2])
+def test_target_training_gives_the_weights_of_the_original_loop_bit_for_bit(tmp_path, max_digits: int) -> None:
+    # Cached targets stay valid only if training from a seed still gives the same weights. Training at the
+    # top length puts full-length sums like 99+99=198 (max_len tokens) in most batches.
+    options = _tiny_options()
+    target = replace(options.target, steps=12, eval_every=100, start_digits=max_digits)
+    options = replace(options, max_digits=max_digits, target=target)
+    model, state = train_target(options, tmp_path / "t.pt")
+    assert state["step"] == 12 and state["digits"] == max_digits  # no promotion: the reference has none
+    reference, loss = original_target_training(options)
+    assert state["curve"][-1]["loss"] == loss
+    for key, value in model.state_dict()["weights"].items():
+        assert torch.equal(value, reference[key]), key
 
 
 def test_real_target_reward_is_consistent_with_its_answers(tmp_path) -> None:
@@ -202,8 +249,6 @@ def test_real_target_reward_is_consistent_with_its_answers(tmp_path) -> None:
     target = task.target()
     texts = ["1+2=", "9+9=", "12+34=", "1+2", "a+b=", "01+2="]
     r = task.reward(encode(texts, ATTACKER_INDEX))
-    from banel.tasks.addition import target_answers
-
     answers = target_answers(target, [("1", "2"), ("9", "9"), ("12", "34"), ("01", "2")])
     expected = [float(a != s) for a, s in zip(answers, ["3", "18", "46", "3"], strict=True)]
     assert r.tolist() == [*expected[:3], 0.0, 0.0, expected[3]]

@@ -36,14 +36,84 @@ def test_batched_log_prob_equals_per_sample_loop():
     torch.testing.assert_close(batched, looped, rtol=0, atol=1e-5)
 
 
-def test_kv_cache_matches_full_forward():
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [1] * 9,  # one token at a time
+        [9],  # an empty cache and t > 1: the causal fast path
+        [4, 3, 2],  # prefill a prompt, then several new tokens at once through a non-empty cache
+        [1, 5, 1, 2],
+    ],
+)
+def test_kv_cache_matches_full_forward(chunks):
+    cfg = TransformerConfig(vocab_size=5, max_len=8, d_model=16, n_layer=2, n_head=2)
+    net = TransformerModel(cfg, seed=1).net.eval()
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.cat([torch.full((3, 1), net.begin), torch.randint(0, net.n_out, (3, 8), generator=gen)], 1)
+    with torch.no_grad():
+        full = net(idx)
+        caches = [[] for _ in range(cfg.n_layer)]
+        start, pieces = 0, []
+        for t in chunks:
+            pieces.append(net(idx[:, start : start + t], start=start, caches=caches))
+            start += t
+    torch.testing.assert_close(torch.cat(pieces, 1), full)
+
+
+def slow_greedy(model, prompt):
+    """Reference for `greedy`: the full uncached forward pass over the whole prefix for every new token."""
+    net, cfg = model.net, model.config
+    seq, out = list(prompt), []
+    with torch.no_grad():
+        while len(seq) < cfg.max_len:
+            t = int(net(torch.tensor([[net.begin, *seq]]))[0, -1].argmax())
+            if cfg.end_token and t == cfg.vocab_size:
+                break
+            out.append(t)
+            seq.append(t)
+    return out
+
+
+@pytest.mark.parametrize("end_token", [True, False])
+def test_greedy_equals_an_uncached_forward_pass_per_token(end_token):
+    cfg = TransformerConfig(vocab_size=4, max_len=7, end_token=end_token, d_model=16, n_layer=2, n_head=2)
+    model = TransformerModel(cfg, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(0, cfg.max_len + 1, (60,), generator=gen).tolist()
+    prompts = [torch.randint(0, cfg.vocab_size, (k,), generator=gen).tolist() for k in lengths]
+    got = model.greedy(Sequences.from_lists(prompts), batch=4)  # several batches per prompt length
+    assert got.to_lists() == [slow_greedy(model, p) for p in prompts]
+    if end_token:  # the seed is one where continuations end early at several lengths
+        assert len({len(r) for r, k in zip(got.to_lists(), lengths, strict=True) if k + len(r) < 7}) > 2
+    else:
+        assert (got.lengths + torch.tensor(lengths) == 7).all()
+    assert len(model.greedy(Sequences.from_lists([]))) == 0
+    with pytest.raises(ValueError, match="max_len"):
+        model.greedy(Sequences.from_lists([[0] * 8]))
+
+
+def test_nll_is_the_mean_of_the_picked_next_token_terms():
     model = tiny()
-    net = model.net
-    idx = torch.tensor([[net.begin, 0, 2, 1]])
-    full = net(idx)[0]
-    caches = [[] for _ in range(model.config.n_layer)]
-    steps = torch.stack([net(idx[:, t : t + 1], start=t, caches=caches)[0, 0] for t in range(idx.shape[1])])
-    torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
+    x = Sequences.from_lists([[0, 1, 2], [1], [2, 2]])
+    nll, mask = model._nll_terms(x)
+    with torch.no_grad():
+        torch.testing.assert_close(model.nll(x), (nll * mask).sum() / mask.sum())
+    # the log p(x) terms of a full-length sequence stop at max_len; `positions` can also pick its end token
+    logits = model.net(torch.tensor([[model.net.begin, 0, 1, 2]]))[0]
+    end_after_max_len = torch.log_softmax(logits[3], -1)[model.config.vocab_size]
+    picked = torch.zeros(3, 4, dtype=torch.bool)
+    picked[0, 2:] = True  # token 2 and the end token of [0, 1, 2]
+    picked[1, 0] = True  # token 1 of [1]
+    first = torch.log_softmax(logits[0], -1)[1]  # the first prediction sees only the begin token
+    expected = -(torch.log_softmax(logits[2], -1)[2] + end_after_max_len + first) / 3
+    loss = model.nll(x, picked)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert model.net.head.weight.grad is not None and not model.net.training
+    with pytest.raises(ValueError, match="past a sequence's end"):
+        model.nll(x, torch.ones(3, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="shape"):
+        model.nll(x, torch.ones(3, 3, dtype=torch.bool))
 
 
 def test_sampling_is_reproducible_and_respects_lengths():

@@ -63,27 +63,29 @@ class _Block(nn.Module):
         )
         self.dropout = cfg.dropout
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cache: list[torch.Tensor] | None = None,
-        key_padding: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: list[torch.Tensor] | None = None) -> torch.Tensor:
         """x: (n, t, d). With a cache [k, v], x holds only the new positions and k, v are extended."""
         n, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
         q, k, v = (z.view(n, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
         drop = self.dropout if self.training else 0.0
+        past = 0
         if cache is not None:
             if cache:
+                past = cache[0].shape[2]
                 k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
                 cache[0], cache[1] = k, v
             else:
                 cache.extend([k, v])
+        if t == 1 and cache is not None:
             # One new query attends to every cached key: no mask needed.
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, dropout_p=drop)
-        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+        else:
+            # is_causal aligns the mask top-left; query i sits at position past + i and sees keys 0..past + i.
+            mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         y = y.transpose(1, 2).reshape(n, t, d)
         x = x + F.dropout(self.proj(y), drop, self.training)
         return x + F.dropout(self.mlp(self.ln2(x)), drop, self.training)
@@ -164,29 +166,102 @@ class TransformerModel:
         width = int(lengths.max()) if n else 0
         return Sequences(tokens[:, :width].contiguous(), lengths)
 
+    @torch.no_grad()
+    def greedy(self, prompts: Sequences, batch: int = 2048) -> Sequences:
+        """Argmax continuation of n prompts until the end token (not included) or max_len tokens in all: n sequences.
+
+        Prompts may differ in length; those of one length run together, `batch` at a time: the prompt fills the KV
+        cache in one forward pass, then each step feeds one new token.
+        """
+        cfg, net = self.config, self.net
+        net.eval()
+        n = len(prompts)
+        if n and int(prompts.lengths.max()) > cfg.max_len:
+            raise ValueError(f"a prompt of {int(prompts.lengths.max())} tokens exceeds model.max_len={cfg.max_len}")
+        end = cfg.vocab_size if cfg.end_token else -1  # -1: no end token, continue to max_len
+        tokens, lengths = prompts.tokens.to(self.device), prompts.lengths.to(self.device)
+        out = torch.zeros((n, cfg.max_len), dtype=torch.long, device=self.device)
+        out_lengths = torch.zeros(n, dtype=torch.long, device=self.device)
+        for length in sorted(set(lengths.tolist())):
+            members = (lengths == length).nonzero().squeeze(1)
+            for rows in members.split(batch):
+                begin = torch.full((len(rows), 1), net.begin, dtype=torch.long, device=self.device)
+                idx = torch.cat([begin, tokens[rows, :length]], 1)
+                caches: list[list[torch.Tensor]] = [[] for _ in range(cfg.n_layer)]
+                alive = torch.ones(len(rows), dtype=torch.bool, device=self.device)
+                start = 0
+                for step in range(cfg.max_len - length):
+                    nxt = net(idx, start=start, caches=caches)[:, -1].argmax(-1)
+                    start += idx.shape[1]
+                    alive &= nxt != end
+                    out[rows, step] = torch.where(alive, nxt, torch.zeros_like(nxt))
+                    out_lengths[rows] += alive.long()
+                    if not alive.any():
+                        break
+                    idx = nxt.unsqueeze(1)
+        width = int(out_lengths.max()) if n else 0
+        return Sequences(out[:, :width].contiguous(), out_lengths)
+
     # -- scoring --------------------------------------------------------------------------------
-    def _nll_terms(self, x: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-position NLL (n, t) and its mask (n, t) for a batch on this device."""
+    def _teacher_forcing(self, x: Sequences) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs (begin, then x), next-token targets and the mask of the terms of log p(x): each (n, w + 1).
+
+        Column lengths[i] targets the end token (models with one) even after max_len tokens, where the mask
+        leaves it out.
+        """
         cfg, net = self.config, self.net
         tokens, lengths = x.tokens.to(self.device), x.lengths.to(self.device)
         if len(x) and int(lengths.max()) > cfg.max_len:
             raise ValueError(f"a sequence is longer than model.max_len={cfg.max_len}")
-        n = tokens.shape[0]
-        width = tokens.shape[1]
+        n, width = tokens.shape
         targets = torch.zeros((n, width + 1), dtype=torch.long, device=self.device)
         targets[:, :width] = tokens
         positions = torch.arange(width + 1, device=self.device)
         mask = positions.unsqueeze(0) < lengths.unsqueeze(1)
         if cfg.end_token:
-            end_here = (positions.unsqueeze(0) == lengths.unsqueeze(1)) & (lengths.unsqueeze(1) < cfg.max_len)
+            end_here = positions.unsqueeze(0) == lengths.unsqueeze(1)
             targets[end_here] = cfg.vocab_size
-            mask = mask | end_here
-        steps = min(width + 1, cfg.max_len)
-        targets, mask = targets[:, :steps], mask[:, :steps]
+            mask = mask | (end_here & (lengths.unsqueeze(1) < cfg.max_len))
         inputs = torch.cat([torch.full((n, 1), net.begin, dtype=torch.long, device=self.device), tokens], 1)
+        return inputs, targets, mask
+
+    def _nll_terms(self, x: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-position NLL (n, t) and its mask (n, t) for a batch on this device, t = min(w + 1, max_len)."""
+        inputs, targets, mask = self._teacher_forcing(x)
+        steps = min(inputs.shape[1], self.config.max_len)
+        n, net = len(x), self.net
         logits = net(inputs[:, :steps])
-        nll = F.cross_entropy(logits.reshape(-1, net.n_out), targets.reshape(-1), reduction="none")
-        return nll.view(n, steps), mask
+        nll = F.cross_entropy(logits.reshape(-1, net.n_out), targets[:, :steps].reshape(-1), reduction="none")
+        return nll.view(n, steps), mask[:, :steps]
+
+    def nll(self, x: Sequences, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean NLL per scored token, a scalar with gradients (dropout on in its forward pass, as in `fit`).
+
+        `positions` (n, w + 1) bool, for x of width w, picks the terms: column j < lengths[i] scores content token
+        j and column lengths[i] the end token, even after max_len tokens (a term log p(x) leaves out). Default:
+        the terms of log p(x).
+        """
+        inputs, targets, mask = self._teacher_forcing(x)
+        if positions is None:
+            positions = mask
+        else:
+            positions = positions.to(self.device)
+            if positions.shape != targets.shape or positions.dtype != torch.bool:
+                raise ValueError(f"positions must be a bool tensor of shape {tuple(targets.shape)}")
+            columns = torch.arange(targets.shape[1], device=self.device).unsqueeze(0)
+            last = x.lengths.to(self.device).unsqueeze(1) - int(not self.config.end_token)
+            if (positions & (columns > last)).any():
+                raise ValueError("positions picks a column past a sequence's end token")
+        net = self.net
+        net.train()
+        try:
+            logits = net(inputs)
+        finally:
+            net.eval()  # the resting mode, as after `fit`: sampling and scoring never see dropout
+        # Masked by ignore_index, not by multiplying: cross_entropy's own mean, so the loss that earlier addition
+        # target training logged in its curve comes out the same to the last bit (the gradients would either way).
+        ignored = targets.masked_fill(~positions, -100)
+        return F.cross_entropy(logits.reshape(-1, net.n_out), ignored.reshape(-1))
 
     @torch.no_grad()
     def log_prob(self, x: Sequences) -> torch.Tensor:

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.stats import binomtest
 
 from banel.cache import atomic_torch_save, cache_dir, config_hash, safe_torch_load
@@ -149,50 +148,9 @@ def decode(x: Sequences, chars: str) -> list[str]:
 
 
 # -- greedy answers --------------------------------------------------------------------------------------
-@torch.no_grad()
-def greedy_continue(model: TransformerModel, prompts: list[list[int]], batch: int = 2048) -> list[list[int]]:
-    """Greedy continuation of each prompt up to the end token or max_len tokens in all (batched, KV cache).
-
-    Prompts are grouped by length so each group runs as one cached batch; the end token is not returned.
-    """
-    cfg, net = model.config, model.net
-    net.eval()
-    end = cfg.vocab_size if cfg.end_token else -1
-    out: list[list[int]] = [[] for _ in prompts]
-    by_length: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        if len(p) > cfg.max_len:
-            raise ValueError(f"a prompt of {len(p)} tokens exceeds model.max_len={cfg.max_len}")
-        by_length.setdefault(len(p), []).append(i)
-    for length, members in sorted(by_length.items()):
-        for s in range(0, len(members), batch):
-            rows = members[s : s + batch]
-            n = len(rows)
-            idx = torch.tensor([[net.begin] + prompts[r] for r in rows], dtype=torch.long, device=model.device)
-            caches: list[list[torch.Tensor]] = [[] for _ in range(cfg.n_layer)]
-            alive = torch.ones(n, dtype=torch.bool, device=model.device)
-            produced = []
-            start = 0
-            for _ in range(length, cfg.max_len):
-                logits = net(idx, start=start, caches=caches)[:, -1]
-                start += idx.shape[1]
-                nxt = logits.argmax(-1)
-                alive &= nxt != end
-                produced.append(torch.where(alive, nxt, torch.full_like(nxt, -1)))
-                if not alive.any():
-                    break
-                idx = nxt.unsqueeze(1)
-            if produced:
-                table = torch.stack(produced, 1).cpu().tolist()
-                for r, row in zip(rows, table, strict=True):
-                    out[r] = [t for t in row if t >= 0]
-    return out
-
-
 def target_answers(target: TransformerModel, queries: list[tuple[str, str]]) -> list[str]:
     """The target's greedy answer to each query `a+b=` as a string (non-digit tokens kept as written)."""
-    prompts = [[TARGET_INDEX[c] for c in f"{a}+{b}="] for a, b in queries]
-    return ["".join(TARGET_CHARS[t] for t in row) for row in greedy_continue(target, prompts)]
+    return decode(target.greedy(encode([f"{a}+{b}=" for a, b in queries], TARGET_INDEX)), TARGET_CHARS)
 
 
 def exact_match(target: TransformerModel, problems: list[tuple[str, str]]) -> float:
@@ -344,24 +302,14 @@ def _lr(t: TargetTraining, step: int) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def _target_batch(options: AdditionOptions, digits: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs (begin + `a+b=c`) and answer-only targets (-100 elsewhere) of training batch `step`."""
-    t = options.target
-    rng = np.random.default_rng(derive_seed(t.seed, "batch", step))
-    problems = random_problems(t.batch_size, digits, rng)
-    texts = [f"{a}+{b}={true_sum(a, b)}" for a, b in problems]
-    width = max(map(len, texts)) + 1
-    cfg = target_config(options)
-    begin, end = cfg.vocab_size + 1, cfg.vocab_size
-    inputs = torch.zeros((len(texts), width), dtype=torch.long)
-    labels = torch.full((len(texts), width), -100, dtype=torch.long)
-    for i, (text, (a, b)) in enumerate(zip(texts, problems, strict=True)):
-        ids = [TARGET_INDEX[c] for c in text]
-        inputs[i, : len(ids) + 1] = torch.tensor([begin, *ids])
-        q = len(a) + len(b) + 2  # the answer starts after `a+b=`
-        labels[i, q : len(ids)] = torch.tensor(ids[q:])
-        labels[i, len(ids)] = end
-    return inputs, labels
+def _target_batch(options: AdditionOptions, digits: int, step: int) -> tuple[Sequences, torch.Tensor]:
+    """Problems `a+b=c` of training batch `step` (n) and the (n, w + 1) positions trained on: answer and end token."""
+    rng = np.random.default_rng(derive_seed(options.target.seed, "batch", step))
+    problems = random_problems(options.target.batch_size, digits, rng)
+    x = encode([f"{a}+{b}={true_sum(a, b)}" for a, b in problems], TARGET_INDEX)
+    answer_start = torch.tensor([len(a) + len(b) + 2 for a, b in problems])  # after `a+b=`
+    columns = torch.arange(x.tokens.shape[1] + 1)
+    return x, (columns >= answer_start.unsqueeze(1)) & (columns <= x.lengths.unsqueeze(1))
 
 
 def train_target(
@@ -383,7 +331,7 @@ def train_target(
     t = options.target
     path = Path(path)
     model = TransformerModel(target_config(options), seed=t.seed, device=device)
-    opt = torch.optim.AdamW(model.net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     state: dict[str, Any] = {"step": 0, "digits": t.start_digits, "done": False, "curve": []}
     if path.is_file():
         saved = safe_torch_load(path)
@@ -396,18 +344,14 @@ def train_target(
     def save() -> None:
         atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}, path)
 
-    net = model.net
     while state["step"] < t.steps and not state["done"]:
         step = state["step"]
         for group in opt.param_groups:
             group["lr"] = _lr(t, step)
-        inputs, labels = _target_batch(options, state["digits"], step)
-        net.train()
-        logits = net(inputs.to(model.device))
-        loss = F.cross_entropy(logits.reshape(-1, net.n_out), labels.to(model.device).reshape(-1))
+        loss = model.nll(*_target_batch(options, state["digits"], step))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         state["step"] = step + 1
         if state["step"] % t.eval_every == 0 or state["step"] == t.steps:
@@ -428,7 +372,6 @@ def train_target(
         if max_seconds is not None and time.time() - began > max_seconds:
             break
     save()
-    net.eval()
     return model, state
 
 
