@@ -17,11 +17,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from banel.algorithm import Banel  # noqa: E402
-from banel.config import BanelConfig, from_dict  # noqa: E402
+from banel.algorithm import Banel, BanelConfig  # noqa: E402
+from banel.config import from_dict  # noqa: E402
+from banel.methods import Context  # noqa: E402
 from banel.models.transformer import TransformerConfig, TransformerModel  # noqa: E402
 from banel.oracle import BudgetedOracle  # noqa: E402
-from banel.tasks import DEFAULT_SETTINGS, make_task  # noqa: E402
+from banel.tasks import make_task, resolve_task  # noqa: E402
 
 # (name, vocab, length, d_model, n_layer): the toy configs and MNIST-like binary images (8x8, 14x14).
 CONFIGS = [
@@ -63,16 +64,16 @@ def measure_round(smoke: bool) -> dict[str, float]:
     """Seconds per BaNEL round on toy1d with its default settings (the prior is pre-trained first, not timed)."""
     task = make_task("toy1d")
     prior = task.prior()
-    settings = {**DEFAULT_SETTINGS["toy1d"]["banel"], "m": 250 if not smoke else 50}  # what `banel run toy1d` uses
-    cfg = from_dict(BanelConfig, settings)
-    banel = Banel(prior, cfg, seed=0)
+    cfg = from_dict(BanelConfig, resolve_task("toy1d")[1].defaults["banel"])  # what `banel run toy1d` uses
+    m = 250 if not smoke else 50
+    banel = Banel(prior, cfg, Context(m=m))
     rounds = 2 if smoke else 6
-    oracle = BudgetedOracle(task.reward, cfg.m * rounds)
-    banel.round(oracle)  # round 0 has no filtering; time the full rounds after it
+    oracle = BudgetedOracle(task.reward, m * rounds)
+    banel.round(oracle, 0)  # round 0 has no filtering; time the full rounds after it
     start = time.perf_counter()
-    for _ in range(rounds - 1):
-        banel.round(oracle)
-    return {"seconds_per_round": (time.perf_counter() - start) / (rounds - 1), "m": cfg.m, "f": cfg.filter_factor}
+    for i in range(1, rounds):
+        banel.round(oracle, i)
+    return {"seconds_per_round": (time.perf_counter() - start) / (rounds - 1), "m": m, "f": cfg.filter_factor}
 
 
 def main() -> None:

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from banel.algorithm import Banel, FilteredModel, ratio_scores, select
-from banel.config import BanelConfig
+from banel.algorithm import Banel, BanelConfig, FilteredModel, ratio_scores, select
+from banel.config import from_dict
+from banel.methods import Context
 from banel.models.categorical import CategoricalModel
 from banel.models.protocol import FitConfig
 from banel.oracle import BudgetedOracle
@@ -77,17 +78,18 @@ def _formula(prior, filters, support, kappa):
     return post / post.sum()
 
 
-CFG = dict(m=6, filter_factor=3, kappa=1.0, negative_epochs=25, negative_fit=FitConfig(lr=0.2))
+CFG = dict(filter_factor=3, kappa=1.0, negative_epochs=25, negative_fit=FitConfig(lr=0.2))
+M = 6
 
 
 def test_algorithm1_posterior_equals_the_exact_filter_formula():
     support, prior, oracle = _space()
-    banel = Banel(prior, BanelConfig(algorithm=1, **CFG), seed=0, support=support)
+    banel = Banel(prior, BanelConfig(algorithm=1, **CFG), Context(m=M, support=support))
     budget = BudgetedOracle(oracle, 6 * 5)
-    for _ in range(5):
-        banel.round(budget)
+    for i in range(5):
+        banel.round(budget, i)
     assert len(banel.filters) == 4  # round 0 has no filter yet
-    posterior = banel.proposal()
+    posterior = banel.generator
     expected = _formula(prior, banel.filters, support, kappa=1.0)
     got = posterior.log_prob(support).exp()
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
@@ -102,20 +104,20 @@ def test_algorithm1_posterior_equals_the_exact_filter_formula():
 def test_algorithm2_with_exact_distillation_gives_the_same_distribution():
     support, prior, oracle = _space()
     cfg = BanelConfig(algorithm=2, reset_generator=False, **CFG)
-    banel = Banel(prior, cfg, seed=0, distiller=exact_distiller(support), support=support)
+    banel = Banel(prior, cfg, Context(m=M, support=support), distiller=exact_distiller(support))
     filters = []
     original = Banel.round
 
-    def round_and_record(self, o):
+    def round_and_record(self, o, i):
         negative_before = self.negative
-        result = original(self, o)
+        result = original(self, o, i)
         if negative_before is not None:
-            filters.append(type("F", (), {"negative": negative_before, "tau": result[0].tau})())
+            filters.append(type("F", (), {"negative": negative_before, "tau": result.stats["tau"]})())
         return result
 
     budget = BudgetedOracle(oracle, 6 * 5)
-    for _ in range(5):
-        round_and_record(banel, budget)
+    for i in range(5):
+        round_and_record(banel, budget, i)
     assert len(filters) == 4
     expected = _formula(prior, filters, support, kappa=1.0)
     torch.testing.assert_close(banel.generator.probs(), expected, rtol=1e-9, atol=1e-12)
@@ -133,11 +135,11 @@ def _as_filter(prior, f):
 def test_successes_are_recorded_but_not_trained_on():
     support, prior, _ = _space()
     everything_wins = ScriptedOracle(support.to_lists())
-    banel = Banel(prior, BanelConfig(m=4, filter_factor=2, negative_epochs=5), seed=0)
+    banel = Banel(prior, BanelConfig(filter_factor=2, negative_epochs=5), Context(m=4))
     before = prior.log_prob(support)
-    for _ in range(3):
-        result, kept, rewards = banel.round(BudgetedOracle(everything_wins, 4))
-        assert result.successes == 4 and bool((rewards == 1).all())
+    for i in range(3):
+        record = banel.round(BudgetedOracle(everything_wins, 4), i)
+        assert len(record.samples) == 4 and bool((record.rewards == 1).all())
     # No failure was ever seen, so neither model moved from the prior.
     torch.testing.assert_close(banel.generator.log_prob(support), before)
     torch.testing.assert_close(banel.negative.log_prob(support), before)
@@ -145,29 +147,32 @@ def test_successes_are_recorded_but_not_trained_on():
 
 def test_round_spends_exactly_m_and_respects_the_budget():
     support, prior, oracle = _space()
-    banel = Banel(prior, BanelConfig(m=5, filter_factor=4, negative_epochs=3, generator_epochs=3), seed=1)
+    banel = Banel(prior, BanelConfig(filter_factor=4, negative_epochs=3, generator_epochs=3), Context(m=5, seed=1))
     budget = BudgetedOracle(oracle, 12)
-    banel.round(budget)
-    banel.round(budget)
+    banel.round(budget, 0)
+    banel.round(budget, 1)
     assert budget.used == 10
     from banel.oracle import BudgetExceeded
 
     with pytest.raises(BudgetExceeded):
-        banel.round(budget)
+        banel.round(budget, 2)
     assert budget.used == 10
 
 
 def test_config_validation_names_fields_and_values():
-    with pytest.raises(ValueError, match=r"banel.filter_factor must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"^filter_factor must be an integer >= 1"):
         BanelConfig(filter_factor=0)
-    with pytest.raises(ValueError, match=r"banel.m must be >= 1"):
-        BanelConfig(m=0)
-    with pytest.raises(ValueError, match=r"banel.kappa must be >= 0"):
+    with pytest.raises(ValueError, match=r"^kappa must be >= 0"):
         BanelConfig(kappa=-1)
-    with pytest.raises(ValueError, match=r"banel.negative_init must be one of 'base', 'scratch', 'continue'"):
+    with pytest.raises(ValueError, match=r"^negative_init must be one of 'base', 'scratch', 'continue'"):
         BanelConfig(negative_init="warm")
-    with pytest.raises(ValueError, match=r"needs banel.algorithm=2"):
+    with pytest.raises(ValueError, match=r"^selection must be 'top_m' with algorithm=1"):
         BanelConfig(algorithm=1, selection="importance")
+    # read from settings, the error names the setting as the user wrote it
+    with pytest.raises(ValueError, match=r"^banel.negative_fit.lr must be > 0, got -1.0$"):
+        from_dict(BanelConfig, {"negative_fit": {"lr": -1}}, "banel.")
+    with pytest.raises(ValueError, match=r"^banel.kappa must be >= 0"):
+        from_dict(BanelConfig, {"kappa": -2}, "banel.")
 
 
 def test_distil_samples_adds_free_draws_of_the_filtered_proposal_to_the_distillation_set():
@@ -179,27 +184,27 @@ def test_distil_samples_adds_free_draws_of_the_filtered_proposal_to_the_distilla
         return []
 
     cfg = BanelConfig(reset_generator=False, distil_samples=40, **CFG)
-    banel = Banel(prior, cfg, seed=0, distiller=recording)
-    budget = BudgetedOracle(oracle, 3 * cfg.m)
-    for _ in range(3):
-        banel.round(budget)
-    assert budget.used == 3 * cfg.m  # the extra draws are never evaluated
+    banel = Banel(prior, cfg, Context(m=M), distiller=recording)
+    budget = BudgetedOracle(oracle, 3 * M)
+    for i in range(3):
+        banel.round(budget, i)
+    assert budget.used == 3 * M  # the extra draws are never evaluated
     assert len(seen) == 2  # round 0 has no negative model, hence no filter
     for data, keep in seen:
         failures = len(data) - 40
-        assert 0 < failures <= cfg.m
+        assert 0 < failures <= M
         extra = data[torch.arange(failures, len(data))]
         assert bool(keep.accepts(extra).all())  # every extra draw lies inside the filter
     # The filter's region has more than one point, so the draws follow the proposal, not a single sample.
     assert len(set(map(tuple, seen[0][0].to_lists()[-40:]))) > 1
     again = []
-    banel = Banel(prior, cfg, seed=0, distiller=lambda g, d, k, s: again.append(d) or [])
-    for _ in range(3):
-        banel.round(BudgetedOracle(oracle, 3 * cfg.m))
+    banel = Banel(prior, cfg, Context(m=M), distiller=lambda g, d, k, s: again.append(d) or [])
+    for i in range(3):
+        banel.round(BudgetedOracle(oracle, 3 * M), i)
     assert [d.to_lists() for d in again] == [d.to_lists() for d, _ in seen]
-    with pytest.raises(ValueError, match="banel.distil_samples must be >= 0"):
+    with pytest.raises(ValueError, match="distil_samples must be >= 0"):
         BanelConfig(distil_samples=-1)
-    with pytest.raises(ValueError, match="distil_samples needs banel.algorithm=2"):
+    with pytest.raises(ValueError, match="distil_samples must be 0 with algorithm=1"):
         BanelConfig(algorithm=1, distil_samples=10)
 
 
@@ -222,21 +227,24 @@ def _not_starting_with_1(x):
 def test_feasible_only_never_keeps_evaluates_or_distils_a_ruled_out_candidate():
     support, prior, oracle = _space()
     seen = []
-    cfg = BanelConfig(reset_generator=False, distil_samples=40, feasible_only=True, **CFG)
+    cfg = BanelConfig(reset_generator=False, distil_samples=40, **CFG)
     banel = Banel(
-        prior, cfg, seed=0, distiller=lambda g, d, k, s: seen.append(d.to_lists()) or [], feasible=_not_starting_with_1
+        prior,
+        cfg,
+        Context(m=M, feasible=_not_starting_with_1),
+        distiller=lambda g, d, k, s: seen.append(d.to_lists()) or [],
     )
     recording = Recording(oracle)
-    budget = BudgetedOracle(recording, 4 * cfg.m)
-    for _ in range(4):
-        result, kept, rewards = banel.round(budget)
-        assert result.kept == len(kept) <= cfg.m
+    budget = BudgetedOracle(recording, 4 * M)
+    for i in range(4):
+        record = banel.round(budget, i)
+        assert record.stats["kept"] == len(record.samples) <= M
     evaluated = [s for batch in recording.batches for s in batch]
     assert evaluated and all(s[0] != 1 for s in evaluated)
     assert len(seen) == 3 and all(s[0] != 1 for d in seen for s in d)
     # the prior does draw sequences starting with 1, so the check had something to remove
     assert bool((prior.sample(200, 0).tokens[:, 0] == 1).any())
-    assert budget.used == len(evaluated) <= 4 * cfg.m
+    assert budget.used == len(evaluated) <= 4 * M
 
 
 def test_feasible_only_posterior_is_the_filter_formula_restricted_to_feasible_sequences():
@@ -244,29 +252,23 @@ def test_feasible_only_posterior_is_the_filter_formula_restricted_to_feasible_se
 
     def make():
         return Banel(
-            prior,
-            BanelConfig(algorithm=1, feasible_only=True, **CFG),
-            seed=0,
-            support=support,
-            feasible=_not_starting_with_1,
+            prior, BanelConfig(algorithm=1, **CFG), Context(m=M, support=support, feasible=_not_starting_with_1)
         )
 
     banel = make()
     budget = BudgetedOracle(oracle, 6 * 4)
-    for _ in range(4):
-        banel.round(budget)
+    for i in range(4):
+        banel.round(budget, i)
     expected = _formula(prior, banel.filters, support, kappa=1.0) * _not_starting_with_1(support)
     expected = expected / expected.sum()
-    got = banel.proposal().log_prob(support).exp()
+    got = banel.generator.log_prob(support).exp()
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
     assert float(got[~_not_starting_with_1(support)].sum()) == 0.0
     # the saved state restores the same posterior (the check is re-attached on load)
     again = make()
     again.load_state_dict(banel.state_dict())
-    torch.testing.assert_close(again.proposal().log_prob(support).exp(), got)
-
-
-def test_feasible_only_without_a_check_is_a_clear_error():
-    _, prior, _ = _space()
-    with pytest.raises(ValueError, match=r"banel.feasible_only=true needs the task's feasibility check"):
-        Banel(prior, BanelConfig(feasible_only=True, **CFG), seed=0)
+    torch.testing.assert_close(again.generator.log_prob(support).exp(), got)
+    # so does Algorithm 1's posterior saved as a generator (generator-best.pt holds its state_dict)
+    saved = FilteredModel(prior, [], feasible=_not_starting_with_1)
+    saved.load_state_dict(banel.generator.state_dict())
+    torch.testing.assert_close(FilteredModel(prior, saved.filters, support).log_prob(support).exp(), got)

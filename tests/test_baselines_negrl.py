@@ -2,26 +2,14 @@ import math
 
 import torch
 
-from _tiny import TinyTask
+from _tiny import TinyTask, run_tiny
 from banel.baselines.negrl import negative_rl_loss
-from banel.config import BanelConfig, RunConfig
-from banel.methods import METHODS
-from banel.runner import Run, read_history
 
 
 def _run(tmp_path, method, kind="categorical", budget=200, m=20, options=None):
-    config = RunConfig(
-        task="tiny",
-        method=method,
-        seed=0,
-        nre_budget=budget,
-        banel=BanelConfig(m=m, negative_epochs=5, generator_epochs=3),
-        method_options=options or {},
-    )
-    run = Run(config, TinyTask(kind), tmp_path / method)
-    run.start()
-    METHODS[method](run)
-    return run.finish(), read_history(tmp_path / method)
+    settings = {"seed": 0, "nre_budget": budget, "m": m, "banel": {"negative_epochs": 5, "generator_epochs": 3}}
+    _, summary, history = run_tiny(tmp_path / method, method, TinyTask(kind), **settings, **{method: options or {}})
+    return summary, history
 
 
 def test_negative_rl_loss_is_the_mean_log_likelihood_of_failures():

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from _tiny import TinyTask, support
-from banel.baselines.common import adam, optimiser_step, parse_options, reinforce_loss
+from banel.baselines.common import adam, optimiser_step, reinforce_loss
 from banel.baselines.reinforce import ReinforceConfig, advantages
+from banel.methods import resolve_method
 from banel.models.categorical import CategoricalModel
 from banel.sequences import Sequences
 
@@ -49,7 +50,11 @@ def test_transformer_log_prob_grad_matches_log_prob():
 
 
 def test_unknown_method_option_names_the_allowed_ones():
-    with pytest.raises(ValueError, match="allowed in method_options: grad_clip, lr, train_on_successes"):
-        parse_options(ReinforceConfig, {"learning_rate": 1.0}, "reinforce")
-    with pytest.raises(ValueError, match="lr must be > 0"):
-        parse_options(ReinforceConfig, {"lr": 0}, "reinforce")
+    spec = resolve_method("reinforce")
+    assert spec.options is ReinforceConfig
+    with pytest.raises(
+        ValueError, match=r"unknown setting\(s\) reinforce.learning_rate; allowed in reinforce: grad_clip, lr"
+    ):
+        spec.parse_options({"learning_rate": 1.0})
+    with pytest.raises(ValueError, match="^reinforce.lr must be > 0"):
+        spec.parse_options({"lr": 0})

@@ -34,5 +34,5 @@ def test_tempered_categorical_and_unsupported_models():
     cat = CategoricalModel(s, torch.tensor([0.0, math.log(9.0)]))
     hot = tempered(cat, 2.0)  # p ∝ (1, 3)
     assert torch.allclose(hot.log_prob(s).exp(), torch.tensor([0.25, 0.75], dtype=torch.float64))
-    with pytest.raises(ValueError, match="cannot temper"):
+    with pytest.raises(ValueError, match="cannot be tempered exactly"):
         tempered(object(), 1.2)

@@ -3,8 +3,14 @@ import json
 import pytest
 
 from banel.cli import main
+from banel.config import RunConfig, settings
+from banel.methods import BUILTIN as METHODS
+from banel.methods import resolve_method
 from banel.oracle import Ledger
-from banel.runner import SUMMARY_FIELDS, read_history
+from banel.rundir import read_history
+from banel.runner import SUMMARY_FIELDS
+from banel.tasks import BUILTIN as TASKS
+from banel.tasks import resolve_task
 
 FAST = [
     "--set",
@@ -12,7 +18,7 @@ FAST = [
     "--set",
     "task_options.prior_training.epochs=1",
     "--set",
-    "banel.m=50",
+    "m=50",
     "--set",
     "banel.negative_epochs=3",
     "--set",
@@ -52,10 +58,11 @@ def test_run_writes_the_run_folder(tmp_path, cache, capsys):
     assert rows[1]["tau"] is None and rows[2]["candidates"] == 100 and rows[2]["kept"] == 50
     assert all(r["nre_used"] + r["nre_left"] == 160 for r in rows)
     config = json.loads((out / "config.json").read_text())
-    assert config["run"]["banel"]["m"] == 50 and config["run"]["seed"] == 2
+    assert config["run"]["m"] == 50 and config["run"]["seed"] == 2 and config["run"]["banel"]["kappa"] == 4.0
     for name in ("success.png", "densities.png"):
         assert (out / name).stat().st_size > 1000
     assert len(list((out / "snapshots").glob("round_*.npz"))) == 4
+    assert (out / "generator-best.pt").is_file() and (out / "generator-final.pt").is_file()
 
 
 def test_same_seed_same_result(tmp_path, cache):
@@ -66,18 +73,25 @@ def test_same_seed_same_result(tmp_path, cache):
     assert a["best_success_rate"] == b["best_success_rate"] and a["final_success_rate"] == b["final_success_rate"]
 
 
-def test_bad_settings_exit_2_with_a_clear_message(tmp_path, capsys):
-    assert main(["run", "toy1d", "--set", "banel.kappa=-1", "--out", str(tmp_path / "x")]) == 2
-    assert "banel.kappa must be >= 0" in capsys.readouterr().err
-    assert main(["run", "toy1d", "--method", "magic", "--out", str(tmp_path / "y")]) == 2
-    assert "unknown method 'magic'" in capsys.readouterr().err
-    assert main(["run", "toy1d", "--set", "banel.kapa=2", "--out", str(tmp_path / "z")]) == 2
-    assert "unknown setting(s) banel.kapa" in capsys.readouterr().err
-    assert main(["run", "toy1d", "--threads", "0", "--out", str(tmp_path / "t")]) == 2
-    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
-    assert main(["run", "toy1d", "--set", "banel.feasible_only=true", "--out", str(tmp_path / "f")]) == 2
-    assert "task 'toy1d' has no feasibility check" in capsys.readouterr().err
-    assert not (tmp_path / "f").exists()
+def test_bad_settings_exit_2_with_a_clear_message_before_any_folder_exists(tmp_path, capsys):
+    cases = [
+        (["--set", "banel.kappa=-1"], "banel.kappa must be >= 0"),
+        (["--method", "magic"], "unknown method 'magic'"),
+        (["--set", "banel.kapa=2"], "unknown setting(s) banel.kapa"),
+        (["--threads", "0"], "--threads must be >= 1, got 0"),
+        (["--set", "feasible_only=true"], "task 'toy1d' has none"),
+        (["--set", "banel.negative_fit.lr=-1"], "banel.negative_fit.lr must be > 0, got -1.0"),
+        (["--set", "task_options.prior_training.d_model=30"], "task_options.prior_training.d_model (30) must be"),
+        (["--method", "rnd", "--set", "rnd.hiden=8"], "unknown setting(s) rnd.hiden; allowed in rnd:"),
+        (["--method", "rnd", "--set", "rnd.kl_coef=-1"], "rnd.kl_coef must be >= 0"),
+        (["--set", "banel.m=10"], "banel.m is now m"),
+        (["--set", "method_options.hidden=8"], "method_options is now a table named after the method"),
+    ]
+    for k, (extra, message) in enumerate(cases):
+        out = tmp_path / f"run{k}"
+        assert main(["run", "toy1d", "--out", str(out), *extra]) == 2, extra
+        assert message in capsys.readouterr().err, extra
+        assert not out.exists(), extra  # validated before anything is written
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, cache, capsys):
@@ -91,8 +105,54 @@ def test_digits_defaults_apply_under_overrides():
     from banel.cli import _parser, build_config
 
     config = build_config(_parser().parse_args(["run", "digits"]))
-    b = config.banel
+    b = config.options
     assert (b.kappa, b.filter_factor, b.generator_epochs, b.reset_generator) == (2.0, 4, 3, False)
-    assert (b.m, b.negative_epochs) == (250, 50)  # the paper's, untouched
+    assert (config.m, b.negative_epochs) == (250, 50)  # the paper's, untouched
     config = build_config(_parser().parse_args(["run", "digits", "--set", "banel.reset_generator=true"]))
-    assert config.banel.reset_generator is True and config.banel.kappa == 2.0
+    assert config.options.reset_generator is True and config.options.kappa == 2.0
+    # a baseline on digits ignores BaNEL's defaults: its own table only
+    config = build_config(_parser().parse_args(["run", "digits", "--method", "rnd"]))
+    assert config.options == resolve_method("rnd").options()
+
+
+def test_run_help_lists_every_setting_with_its_docstring(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "toy1d", "--help"])
+    text = capsys.readouterr().out
+    expected = [s for s in settings(RunConfig) if s.path not in ("options", "task_options")]
+    for name in METHODS:
+        spec = resolve_method(name)
+        expected += settings(spec.options, f"{spec.name}.") if spec.options else []
+    for name in TASKS:
+        factory = resolve_task(name)[1]
+        expected += settings(factory.options, "task_options.") if factory.options else []
+    assert len(expected) > 100
+    for s in expected:
+        assert f"  {s.path} (" in text, s.path
+        assert s.doc and s.doc.split()[0] in text, s.path  # every field has a docstring, and it is shown
+    assert "banel.negative_fit.lr (float, default 0.001)" in text
+    assert "rnd.hidden (int, default 1024)" in text
+
+
+def test_help_of_a_user_task_and_method_by_import_path_lists_their_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "banel.testing:tiny", "--method", "banel.baselines.reinforce:Reinforce", "--help"])
+    text = capsys.readouterr().out
+    assert "task banel.testing:tiny: 3 tokens over 4 symbols" in text
+    assert "task_options.delay (float, default 0.0)" in text
+    assert main(["run", "no_such_module:make", "--help"]) == 2
+    assert "cannot import 'no_such_module'" in capsys.readouterr().err
+
+
+def test_a_user_task_and_method_run_by_import_path(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "banel.testing:tiny", "--method", "banel.baselines.reinforce:Reinforce", "--out", str(out)]
+    assert main([*argv, "--budget", "30", "--set", "m=10", "--quiet", "--no-plot"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "tiny" and summary["method"] == "reinforce" and summary["rounds"] == 3
+    config = json.loads((out / "config.json").read_text())["run"]
+    assert config["task"] == "banel.testing:tiny" and config["method"] == "banel.baselines.reinforce:Reinforce"
+    assert config["reinforce"] == {"lr": 0.001, "grad_clip": 1.0}
+    capsys.readouterr()
+    assert main(["resume", str(out)]) == 2
+    assert "already finished" in capsys.readouterr().err

@@ -1,31 +1,44 @@
 import pytest
 
-from banel.config import BanelConfig, RunConfig, from_dict, merge, parse_overrides
+from banel.algorithm import BanelConfig
+from banel.config import RunConfig, SettingError, field_docs, from_dict, merge, parse_overrides
+from banel.runner import config_dict, parse_config
 
 
-def test_from_dict_builds_nested_configs_and_coerces_strings():
-    cfg = from_dict(RunConfig, {"seed": "3", "banel": {"kappa": "2", "length_normalise": "false", "algorithm": "1"}})
-    assert cfg.seed == 3 and cfg.banel.kappa == 2.0 and cfg.banel.length_normalise is False
-    assert cfg.banel.algorithm == 1
+def test_parse_config_builds_nested_configs_and_coerces_strings():
+    cfg = parse_config({"seed": "3", "banel": {"kappa": "2", "length_normalise": "false", "algorithm": "1"}})
+    assert cfg.seed == 3 and cfg.options.kappa == 2.0 and cfg.options.length_normalise is False
+    assert cfg.options.algorithm == 1 and isinstance(cfg.options, BanelConfig)
     assert cfg.rounds == 7500 // 250
+    # config.json keeps the method's options under its table, and reads back to the same config
+    assert parse_config(config_dict(cfg)) == cfg
 
 
 def test_unknown_keys_are_errors_listing_allowed_ones():
     with pytest.raises(ValueError, match=r"unknown setting\(s\) banel.kapa; allowed in banel: .*kappa"):
-        from_dict(RunConfig, {"banel": {"kapa": 2}})
+        parse_config({"banel": {"kapa": 2}})
+    with pytest.raises(ValueError, match=r"unknown setting seeed; allowed: .*seed"):
+        parse_config({"seeed": 2})
 
 
-def test_wrong_types_and_values_name_the_field():
-    with pytest.raises(ValueError, match=r"banel.m must be an integer; got 'ten'"):
-        from_dict(RunConfig, {"banel": {"m": "ten"}})
-    with pytest.raises(ValueError, match=r"banel.numerator must be one of 'base', 'generator'"):
-        from_dict(RunConfig, {"banel": {"numerator": "prior"}})
-    with pytest.raises(ValueError, match=r"nre_budget \(100\) must be >= banel.m \(250\)"):
+def test_wrong_types_and_values_name_the_setting_as_written():
+    with pytest.raises(SettingError, match=r"^m must be an integer; got 'ten'"):
+        parse_config({"m": "ten"})
+    with pytest.raises(ValueError, match=r"^banel.numerator must be one of 'base', 'generator'"):
+        parse_config({"banel": {"numerator": "prior"}})
+    with pytest.raises(ValueError, match=r"^nre_budget \(100\) must be >= m \(250\)"):
         RunConfig(nre_budget=100)
-    with pytest.raises(ValueError, match=r"run.device"):
+    with pytest.raises(ValueError, match=r"^device must be"):
         RunConfig(device="tpu")
-    with pytest.raises(ValueError, match=r"banel.negative_epochs must be >= 0"):
+    with pytest.raises(ValueError, match=r"^negative_epochs must be >= 0"):
         BanelConfig(negative_epochs=-1)
+    with pytest.raises(ValueError, match=r"^banel.generator_fit.batch_size must be >= 1, got 0$"):
+        parse_config({"banel": {"generator_fit": {"batch_size": 0}}})
+    with pytest.raises(ValueError, match=r"^eval.confidence must be in \(0, 1\)"):
+        from_dict(RunConfig, {"eval": {"confidence": 2}})
+    # a baseline's table is validated even when another method runs (a task's defaults set banel.*)
+    with pytest.raises(ValueError, match=r"^rnd.hidden must be >= 1"):
+        parse_config({"method": "banel", "rnd": {"hidden": 0}})
 
 
 def test_overrides_parse_json_values_into_nested_tables():
@@ -39,3 +52,12 @@ def test_overrides_parse_json_values_into_nested_tables():
     assert merge({"banel": {"m": 5, "kappa": 1}}, got)["banel"] == {"m": 5, "kappa": 2}
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["banel.kappa"])
+
+
+def test_field_docs_are_the_strings_under_the_fields():
+    docs = field_docs(BanelConfig)
+    assert docs["kappa"] == "Sharpness of the negative model in the ratio p_theta(x) / p_phi(x)^kappa (Eq. 5)."
+    assert (
+        docs["distil_samples"].startswith("Extra draws from the filtered proposal")
+        and "\n" not in docs["distil_samples"]
+    )

@@ -10,11 +10,8 @@ import time
 import pytest
 import torch
 
-from _tiny import TinyTask
-from banel import algorithm
-from banel.config import BanelConfig, EvalConfig, OracleConfig, RunConfig
+from _tiny import TinyTask, run_tiny
 from banel.oracle.ledger import Ledger
-from banel.runner import Run, read_history
 from banel.sequences import Sequences
 
 BUDGET, M = 60, 10
@@ -23,8 +20,8 @@ BUDGET, M = 60, 10
 class RaisesOnEveryTenthCall(TinyTask):
     """10% of oracle calls raise (a flaky simulator); retried ones succeed."""
 
-    def __init__(self) -> None:
-        super().__init__("transformer")
+    def __init__(self, kind: str = "transformer") -> None:
+        super().__init__(kind)
         self.calls, self.lock = 0, threading.Lock()
 
     def reward(self, x: Sequences) -> torch.Tensor:
@@ -56,29 +53,23 @@ class GarbageOnTokenOne(TinyTask):
 
 
 CASES = {
-    "raises": (RaisesOnEveryTenthCall, OracleConfig(chunk_size=1, retries=2), None),
-    "hangs": (HangsOnTokenTwo, OracleConfig(executor="thread", workers=4, chunk_size=1, timeout=0.2, retries=0), "2"),
-    "garbage": (GarbageOnTokenOne, OracleConfig(chunk_size=1, retries=1), "1"),
+    "raises": (RaisesOnEveryTenthCall, {"chunk_size": 1, "retries": 2}, None),
+    "hangs": (
+        HangsOnTokenTwo,
+        {"executor": "thread", "workers": 4, "chunk_size": 1, "timeout": 0.2, "retries": 0},
+        "2",
+    ),
+    "garbage": (GarbageOnTokenOne, {"chunk_size": 1, "retries": 1}, "1"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_run_finishes_against_a_misbehaving_oracle_and_the_ledger_holds_every_paid_evaluation(tmp_path, case):
     cls, oracle_config, failing_prefix = CASES[case]
-    task = cls() if cls is RaisesOnEveryTenthCall else cls("transformer")
-    config = RunConfig(
-        task="tiny",
-        seed=1,
-        nre_budget=BUDGET,
-        banel=BanelConfig(m=M, negative_epochs=2, generator_epochs=1),
-        eval=EvalConfig(drift_samples=50),
-        oracle=oracle_config,
-    )
+    task = cls("transformer")
     out = tmp_path / case
-    run = Run(config, task, out)
-    run.start()
-    algorithm.run(run)
-    summary = run.finish()
+    settings = {"seed": 1, "nre_budget": BUDGET, "m": M, "eval": {"drift_samples": 50}, "oracle": oracle_config}
+    _, summary, history = run_tiny(out, "banel", task, banel={"negative_epochs": 2, "generator_epochs": 1}, **settings)
 
     rows = Ledger(out / "ledger.sqlite").rows()
     ok = [r for r in rows if r["status"] == "ok"]
@@ -93,6 +84,5 @@ def test_a_run_finishes_against_a_misbehaving_oracle_and_the_ledger_holds_every_
     else:  # exactly the bad samples are errors, and none of them was paid for
         assert errors and {r["tokens"].split(",")[0] for r in errors} == {failing_prefix}
         assert all(r["tokens"].split(",")[0] != failing_prefix for r in ok)
-    history = read_history(out)
     assert sum(h.get("evaluation_errors", 0) for h in history) >= len({r["hash"] for r in errors})
     assert not math.isnan(summary["best_success_rate"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from banel.config import OracleConfig
+from banel.config import OracleConfig, RunConfig, from_dict
 from banel.oracle import BudgetExceeded, Ledger, LedgerOracle
 from banel.oracle.ledger import Request, Settlement
 from banel.sequences import Sequences
@@ -287,12 +287,14 @@ def test_async_oracles_are_accepted(tmp_path, executor):
 
 
 def test_oracle_config_validation_names_the_field():
-    with pytest.raises(ValueError, match="oracle.executor must be one of"):
+    with pytest.raises(ValueError, match="^executor must be one of"):
         OracleConfig(executor="dask")
-    with pytest.raises(ValueError, match="oracle.workers must be >= 1"):
+    with pytest.raises(ValueError, match="^workers must be >= 1"):
         OracleConfig(executor="thread", workers=0)
-    with pytest.raises(ValueError, match="oracle.timeout"):
+    with pytest.raises(ValueError, match="^timeout"):
         OracleConfig(timeout=-1)
+    with pytest.raises(ValueError, match="^oracle.timeout must be >= 0 seconds"):
+        from_dict(RunConfig, {"oracle": {"timeout": -1}})
 
 
 def hang_on_zero(x: Sequences) -> torch.Tensor:

@@ -15,19 +15,19 @@ import pytest
 import torch
 
 import banel
-from banel import algorithm
 from banel.cli import main
-from banel.config import BanelConfig, EvalConfig, OracleConfig, RunConfig
-from banel.runner import Run
+from banel.config import RunConfig
+from banel.runner import Run, parse_config
 from banel.sequences import Sequences
 from banel.tasks import make_task
+from banel.tasks.toy import Toy1D
 
-SMALL = ["--set", "banel.m=100", "--set", "banel.negative_epochs=3", "--set", "banel.generator_epochs=2"]
+SMALL = ["--set", "m=100", "--set", "banel.negative_epochs=3", "--set", "banel.generator_epochs=2"]
 
 
 def small_config(budget: int = 300, **oracle) -> RunConfig:
-    banel_cfg = BanelConfig(m=100, negative_epochs=3, generator_epochs=2)
-    return RunConfig(task="toy1d", nre_budget=budget, banel=banel_cfg, eval=EvalConfig(), oracle=OracleConfig(**oracle))
+    banel_cfg = {"negative_epochs": 3, "generator_epochs": 2}
+    return parse_config({"task": "toy1d", "nre_budget": budget, "m": 100, "banel": banel_cfg, "oracle": oracle})
 
 
 class Crash(Exception):
@@ -60,8 +60,7 @@ def reference(tmp_path_factory, prior_cache):
     out = tmp_path_factory.mktemp("reference") / "run"
     run = Run(small_config(), make_task("toy1d", cache=prior_cache), out)
     run.start()
-    algorithm.run(run)
-    return out, run.finish()
+    return out, run.execute()
 
 
 @pytest.mark.parametrize("crash_round", [0, 2])
@@ -77,7 +76,7 @@ def test_resume_after_a_crash_between_a_round_and_its_checkpoint(tmp_path, refer
     run = Run(config, make_task("toy1d", cache=prior_cache), out, on_round=crash)
     run.start()
     with pytest.raises(Crash):
-        algorithm.run(run)
+        run.execute()
     run.oracle.close()
     paid_before = len(ledger_rows(out))
     run_id = json.loads((out / "config.json").read_text())["run_id"]
@@ -85,8 +84,7 @@ def test_resume_after_a_crash_between_a_round_and_its_checkpoint(tmp_path, refer
     resumed = Run(config, make_task("toy1d", cache=prior_cache), out, run_id=run_id)
     resumed.resume()
     assert resumed.round_index == crash_round and resumed.oracle.used == paid_before
-    algorithm.run(resumed)
-    summary = resumed.finish()
+    summary = resumed.execute()
 
     assert comparable(summary) == comparable(ref)
     assert history(out) == history(ref_out)  # round 2's row was dropped and redone, identically
@@ -96,23 +94,23 @@ def test_resume_after_a_crash_between_a_round_and_its_checkpoint(tmp_path, refer
     assert all(r["status"] == "ok" for r in rows)
 
 
-def _checked_toy1d(prior_cache):
+class CheckedToy1D(Toy1D):
     """toy1d with a free check ruling out sequences whose first token is even (about half the line)."""
-    task = make_task("toy1d", cache=prior_cache)
-    task.feasible = lambda x: x.tokens[:, 0] % 2 == 1
-    return task
+
+    def feasible(self, x: Sequences) -> torch.Tensor:
+        return x.tokens[:, 0] % 2 == 1
+
+
+def _checked_toy1d(prior_cache):
+    return CheckedToy1D(cache=prior_cache)
 
 
 def test_resume_with_feasible_only_matches_an_uninterrupted_run(tmp_path, prior_cache):
-    config = RunConfig(
-        task="toy1d",
-        nre_budget=300,
-        banel=BanelConfig(m=100, negative_epochs=3, generator_epochs=2, distil_samples=50, feasible_only=True),
-    )
+    banel_cfg = {"negative_epochs": 3, "generator_epochs": 2, "distil_samples": 50}
+    config = parse_config({"task": "toy1d", "nre_budget": 300, "m": 100, "feasible_only": True, "banel": banel_cfg})
     ref = Run(config, _checked_toy1d(prior_cache), tmp_path / "ref")
     ref.start()
-    algorithm.run(ref)
-    ref_summary = ref.finish()
+    ref_summary = ref.execute()
 
     def crash(row: dict) -> None:
         if row["round"] == 1:
@@ -122,19 +120,18 @@ def test_resume_with_feasible_only_matches_an_uninterrupted_run(tmp_path, prior_
     run = Run(config, _checked_toy1d(prior_cache), out, on_round=crash)
     run.start()
     with pytest.raises(Crash):
-        algorithm.run(run)
+        run.execute()
     run.oracle.close()
     resumed = Run(
         config, _checked_toy1d(prior_cache), out, run_id=json.loads((out / "config.json").read_text())["run_id"]
     )
     resumed.resume()
-    algorithm.run(resumed)
-    summary = resumed.finish()
+    summary = resumed.execute()
     assert comparable(summary) == comparable(ref_summary) and history(out) == history(tmp_path / "ref")
     rows = ledger_rows(out)
     assert [r["hash"] for r in rows] == [r["hash"] for r in ledger_rows(tmp_path / "ref")]
     assert rows and all(int(r["tokens"].split(",")[0]) % 2 == 1 for r in rows)  # nothing ruled out was paid
-    assert summary["queries"] < summary["rounds"] * config.banel.m  # the check did rule samples out
+    assert summary["queries"] < summary["rounds"] * config.m  # the check did rule samples out
 
 
 def test_ctrl_c_mid_batch_keeps_every_paid_row_and_the_budget(tmp_path, prior_cache):
@@ -153,7 +150,7 @@ def test_ctrl_c_mid_batch_keeps_every_paid_row_and_the_budget(tmp_path, prior_ca
     run = Run(config, task, tmp_path / "run")
     run.start()
     with pytest.raises(KeyboardInterrupt):
-        algorithm.run(run)
+        run.execute()
     statuses = [r["status"] for r in ledger_rows(tmp_path / "run")]
     assert statuses == ["ok"] * 40 + ["lost"] * 60  # 4 calls of 10 returned and were committed; the rest
     # of the reserved batch is charged (the oracle may have started on it) and has no reward
@@ -225,7 +222,7 @@ def test_sigkill_mid_round_then_resume_matches_an_uninterrupted_run(tmp_path, pr
 def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
     assert main(["resume", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
-    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "config.json").write_text(json.dumps({"run": {}, "run_id": "x"}))
     (tmp_path / "summary.json").write_text("{}")
     assert main(["resume", str(tmp_path)]) == 2
     assert "already finished" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import torch
 from banel.models.categorical import CategoricalModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences
+from banel.tasks import resolve_task
 from banel.tasks.mnist import (
     AffineRanges,
     Digits,
@@ -218,10 +219,15 @@ def test_options_are_validated() -> None:
         ImageTaskOptions(resolution=10)
     with pytest.raises(ValueError, match="resolution must be one of 8 for digits"):
         Digits(ImageTaskOptions(resolution=14, targets=10))
-    with pytest.raises(ValueError, match="prior_training.epochs"):
+    with pytest.raises(ValueError, match="^epochs must be >= 1"):
         ImagePrior(epochs=0)
-    with pytest.raises(ValueError, match="affine.shear"):
+    with pytest.raises(ValueError, match="^shear"):
         AffineRanges(shear=2.0)
+    # read as task options, an error names the setting as the user wrote it
+    with pytest.raises(ValueError, match=r"^task_options.affine.shear must be in \[0, 1\), got 2.0"):
+        resolve_task("digits")[1].parse_options({"affine": {"shear": 2.0}})
+    with pytest.raises(ValueError, match="^task_options.prior_training.epochs must be >= 1"):
+        resolve_task("mnist")[1].parse_options({"prior_training": {"epochs": 0}})
 
 
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="shared MNIST copy absent")

@@ -156,7 +156,7 @@ def test_reinitialise_changes_weights_deterministically():
 
 
 def test_config_errors_name_the_field():
-    with pytest.raises(ValueError, match="model.d_model"):
+    with pytest.raises(ValueError, match="^d_model"):
         TransformerConfig(vocab_size=3, max_len=3, d_model=30, n_head=4)
-    with pytest.raises(ValueError, match="model.vocab_size"):
+    with pytest.raises(ValueError, match="^vocab_size"):
         TransformerConfig(vocab_size=0, max_len=3)

@@ -28,9 +28,9 @@ from banel.algorithm import Filter, ratio_scores
 from banel.eval.success import clopper_pearson
 from banel.models.protocol import FitConfig
 from banel.report.addition import failure_modes, failure_table, plot_failure_modes, read_successes
-from banel.report.compare import compare
 from banel.report.table import collect
 from banel.sequences import Sequences, derive_seed
+from banel.sweep import compare
 from banel.tasks import make_task
 from banel.tasks.addition import ATTACKER_INDEX, encode, has_leading_zero, well_formed_queries
 
@@ -112,15 +112,18 @@ def run_methods(
 
     Finished runs are kept and interrupted ones resume from their checkpoint and ledger, like `banel compare`.
     """
+    extra = dict(extra or {})
+    run_level = {k: extra.pop(k) for k in ("feasible_only",) if k in extra}  # read by every method
     banel = {
-        "m": mode["m"],
         "kappa": KAPPA,
         "negative_epochs": mode["negative_epochs"],
         "generator_epochs": mode["generator_epochs"],
-        **(extra or {}),
+        **extra,
     }
     settings = {
         "nre_budget": mode["budget"],
+        "m": mode["m"],
+        **run_level,
         "banel": banel,
         "eval": {"samples": mode["eval_samples"], "every": mode["eval_every"]},
         "task_options": task_options,
@@ -214,7 +217,7 @@ def exact_filtered(task, prior, negative, factors: list[int]) -> dict[int, dict[
     """Exact success rate of the single-round posterior ranked among well-formed queries, for each f.
 
     The posterior is p_theta restricted to the well-formed queries whose ratio score is in the top 1/f of
-    their prior mass (what `banel.feasible_only` ranks over): with every such query enumerated, its success
+    their prior mass (what `feasible_only` ranks over): with every such query enumerated, its success
     rate is a ratio of two exact sums, with no sampling.
     """
     leading = task.options.leading_zeros

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from banel.cli import main as banel  # noqa: E402
 
 SMOKE = [
-    "banel.m=20",
+    "m=20",
     "nre_budget=40",
     "banel.generator_epochs=1",
     "task_options.targets=300",

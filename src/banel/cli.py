@@ -50,7 +50,10 @@ def settings_help(task: str | None = None, method: str | None = None) -> str:
     from banel.tasks import resolve_task
 
     run_level = [s for s in settings(RunConfig) if s.path not in ("options", "task_options")]
-    parts = ["settings (--set KEY=VALUE, or in a config file; tables as [eval], [banel] in TOML):", format_settings(run_level)]
+    parts = [
+        "settings (--set KEY=VALUE, or in a config file; tables as [eval], [banel] in TOML):",
+        format_settings(run_level),
+    ]
     methods = list(BUILTIN_METHODS) + ([method] if method and method not in BUILTIN_METHODS else [])
     for name in methods:
         spec = resolve_method(name)

@@ -134,7 +134,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         check(self.nre_budget >= 1, "nre_budget", f"must be >= 1, got {self.nre_budget}")
         check(self.m >= 1, "m", f"must be >= 1, got {self.m}")
-        check(self.nre_budget >= self.m, "nre_budget", f"({self.nre_budget}) must be >= m ({self.m}): not one round fits")
+        check(
+            self.nre_budget >= self.m, "nre_budget", f"({self.nre_budget}) must be >= m ({self.m}): not one round fits"
+        )
         check(
             self.device in ("cpu", "mps") or self.device.startswith("cuda"),
             "device",
@@ -270,8 +272,10 @@ def settings(cls: type, prefix: str = "") -> list[Setting]:
     out = []
     for f in fields(cls):
         hint = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         )
         if dataclasses.is_dataclass(hint):
             out.extend(settings(hint, f"{prefix}{f.name}."))

@@ -218,11 +218,7 @@ class Run:
         """Record a finished round: successes, the generator's success rate (when due), history row, snapshot."""
         i, rewards, model = self.round_index, record.rewards, self.method.generator
         self._record_successes(i, record.samples, rewards)
-        due = (
-            i % self.config.eval.every == 0
-            or self.oracle.remaining < self.config.m
-            or i == self.config.rounds - 1
-        )
+        due = i % self.config.eval.every == 0 or self.oracle.remaining < self.config.m or i == self.config.rounds - 1
         rate = None
         if due:
             rate = self.last = self._success_rate(model, i)
@@ -451,7 +447,7 @@ def resume_run(
 ) -> dict[str, Any]:
     """Continue a killed run in `out` from its last checkpoint, paying for nothing twice; the summary."""
     out = Path(out)
-    config, run_id = read_config(out)
+    config, run_id = read_config(out, None if task is None else TaskFactory(lambda options, cache: task))
     if (out / rundir.SUMMARY).is_file():
         raise ValueError(f"{out} already finished ({rundir.SUMMARY} exists); nothing to resume")
     task = task if task is not None else make_task(config.task, config.task_options, cache)
@@ -463,15 +459,16 @@ def resume_run(
         return r.execute()
 
 
-def read_config(out: str | Path) -> tuple[RunConfig, str]:
-    """The validated settings and run id saved in a run folder's config.json."""
+def read_config(out: str | Path, factory: TaskFactory | None = None) -> tuple[RunConfig, str]:
+    """The validated settings and run id saved in a run folder's config.json (task options checked by
+    `factory`, or by the factory its task names)."""
     path = Path(out) / rundir.CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: not a run folder")
     saved = json.loads(path.read_text())
     if "run_id" not in saved or "run" not in saved:
         raise ValueError(f"{path} has no run_id: the run was not made by a version that can resume")
-    return parse_config(saved["run"]), str(saved["run_id"])
+    return parse_config(saved["run"], factory), str(saved["run_id"])
 
 
 def load_generator(

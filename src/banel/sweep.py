@@ -110,12 +110,11 @@ def run_one(spec: RunSpec, task: Task | TaskFactory | None = None) -> dict[str, 
         )
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
-    factory = task if isinstance(task, TaskFactory) else None
-    config = parse_config(spec.config, factory)
-    if task is not None and not isinstance(task, TaskFactory):
-        built: Task | None = task
+    if task is None or isinstance(task, TaskFactory):
+        config = parse_config(spec.config, task)
+        built = (task or resolve_task(config.task)[1])(config.task_options, spec.cache)
     else:
-        built = (factory or resolve_task(config.task)[1])(config.task_options, spec.cache)
+        config, built = parse_config(spec.config, TaskFactory(lambda options, cache: task)), task
     if spec.resume:
         return resume_run(spec.out, built, spec.cache)
     return run(config, spec.out, built, spec.cache)

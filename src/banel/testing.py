@@ -1,17 +1,30 @@
-"""Test doubles and checks shipped with the package: enumerable spaces, exact distillation, a protocol check."""
+"""Test doubles and checks shipped with the package: a tiny task, enumerable spaces, exact distillation, and
+`check_model` / `check_task`, which an outside author runs on their own model wrapper or task."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
+from scipy.stats import binomtest
 
 from banel.algorithm import Distiller, Filter
+from banel.config import check, choice
 from banel.models.categorical import CategoricalModel
 from banel.models.protocol import GenerativeModel
+from banel.models.transformer import TransformerConfig, TransformerModel
+from banel.oracle.budget import validate_rewards
 from banel.sequences import Sequences
+from banel.tasks import protocol as capability
+from banel.tasks import task_factory
+from banel.tasks.protocol import Task
 
 
 def enumerate_sequences(vocab_size: int, max_len: int, end_token: bool = True) -> Sequences:
@@ -84,3 +97,177 @@ def constant_reward(value: float) -> Callable[[Sequences], torch.Tensor]:
         return torch.full((len(x),), float(value), dtype=torch.float64)
 
     return reward
+
+
+# -- a tiny task ----------------------------------------------------------------------------------------
+
+TINY_VOCAB, TINY_LENGTH = 4, 3
+
+
+@dataclass(frozen=True)
+class TinyOptions:
+    """task_options of the tiny test task (`banel.testing:tiny`)."""
+
+    kind: str = "transformer"
+    """Prior: a random tiny 'transformer', or a 'categorical' table skewed away from the success."""
+    seed: int = 0
+    """Seed of the transformer prior's weights."""
+    feasible: bool = False
+    """Give the task a free check: a sequence starting with token 0 cannot win (a quarter of the space)."""
+    delay: float = 0.0
+    """Seconds each reward call sleeps (a slow oracle, for kill-and-resume tests)."""
+
+    def __post_init__(self) -> None:
+        choice("kind", self.kind, ("transformer", "categorical"))
+        check(self.delay >= 0, "delay", f"must be >= 0, got {self.delay}")
+
+
+class TinyTask:
+    """3 tokens over 4 symbols (64 sequences); reward 1 exactly for [3, 3, 3]; exact rates, an enumerable support."""
+
+    name = "tiny"
+
+    def __init__(self, options: TinyOptions | None = None) -> None:
+        self.options = options or TinyOptions()
+        self._prior: GenerativeModel | None = None
+
+    def prior(self, device: str = "cpu") -> GenerativeModel:
+        """The same prior object every call."""
+        if self._prior is None:
+            if self.options.kind == "transformer":
+                cfg = TransformerConfig(TINY_VOCAB, TINY_LENGTH, end_token=False, d_model=16, n_layer=1, n_head=2)
+                self._prior = TransformerModel(cfg, seed=self.options.seed, device=device)
+            else:
+                # skewed towards other tokens so that the success [3, 3, 3] is rare (p = 1/1000 per token^3)
+                s = self.support()
+                self._prior = CategoricalModel(s, -math.log(10.0) * (s.tokens == 3).sum(1).double())
+        return self._prior
+
+    def reward(self, x: Sequences) -> torch.Tensor:
+        """1 for [3, 3, 3]."""
+        if self.options.delay:
+            time.sleep(self.options.delay)
+        return torch.tensor([float(r == [3, 3, 3]) for r in x.to_lists()], dtype=torch.float64)
+
+    def exact_success_rate(self, model: GenerativeModel) -> float:
+        """p([3, 3, 3])."""
+        return float(model.log_prob(Sequences.from_lists([[3, 3, 3]])).exp()[0])
+
+    def support(self) -> Sequences:
+        """All 64 sequences."""
+        return enumerate_sequences(TINY_VOCAB, TINY_LENGTH, end_token=False)
+
+    def describe(self) -> dict[str, Any]:
+        """Settings for config.json."""
+        return {"kind": self.options.kind, "seed": self.options.seed, "feasible": self.options.feasible}
+
+
+class CheckedTinyTask(TinyTask):
+    """The tiny task with its free check: a sequence starting with token 0 cannot win."""
+
+    def feasible(self, x: Sequences) -> torch.Tensor:
+        """False where the first token is 0."""
+        return x.tokens[:, 0].cpu() != 0
+
+
+@task_factory("3 tokens over 4 symbols, reward 1 for [3, 3, 3]: the test double of a task", {}, TinyOptions)
+def tiny(options: TinyOptions, cache: Path) -> TinyTask:
+    """The tiny task (with its free check when options.feasible)."""
+    return CheckedTinyTask(options) if options.feasible else TinyTask(options)
+
+
+# -- checking a task -----------------------------------------------------------------------------------
+
+
+class TaskCheckFailed(AssertionError):
+    """A task does not keep the contract of banel.tasks.protocol; the message says which part."""
+
+
+def check_task(task: Any, samples: int = 2000, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """Check a task against the contract (core and every capability it claims); returns what was measured.
+
+    Raises TaskCheckFailed naming the first broken promise. Run it on your own task before spending NREs:
+    `check_task(make_task("my_pkg.task:make"))`.
+    """
+
+    def fail(what: str) -> TaskCheckFailed:
+        return TaskCheckFailed(f"task {getattr(task, 'name', type(task).__name__)!r}: {what}")
+
+    if not isinstance(task, Task):
+        missing = [m for m in ("name", "prior", "reward") if not hasattr(task, m)]
+        raise fail(f"lacks {', '.join(missing)}: a task needs name, prior(device) and reward(x)")
+    if not isinstance(task.name, str) or not task.name:
+        raise fail(f"name must be a non-empty string, got {task.name!r}")
+    prior = task.prior(device)
+    if not isinstance(prior, GenerativeModel):
+        raise fail(f"prior() returned a {type(prior).__name__}, not a GenerativeModel (banel.models.protocol)")
+    x = prior.sample(samples, seed)
+    if len(x) != samples:
+        raise fail(f"prior().sample({samples}) returned {len(x)} sequences")
+    lp = prior.log_prob(x)
+    if lp.shape != (samples,) or not bool(torch.isfinite(lp).all()) or bool((lp > 1e-9).any()):
+        raise fail("prior().log_prob of its own samples must be (n,) finite values <= 0")
+    again = task.prior(device).log_prob(x)
+    if not torch.equal(again, lp):
+        raise fail("prior() must give the same weights on every call (pre-train once, cache, load)")
+    try:
+        rewards = validate_rewards(task.reward(x), x)
+        empty = validate_rewards(task.reward(x[:0]), x[:0])
+    except ValueError as err:
+        raise fail(f"reward: {err}") from None
+    if empty.shape != (0,):
+        raise fail("reward of an empty batch must be an empty tensor")
+    if not torch.equal(validate_rewards(task.reward(x), x), rewards):
+        raise fail("reward must be deterministic: the same samples got different rewards")
+    report: dict[str, Any] = {"samples": samples, "successes": int(rewards.sum()), "capabilities": []}
+    report["prior_success_rate"] = float(rewards.mean())
+    if isinstance(task, capability.Feasibility):
+        report["capabilities"].append("Feasibility")
+        ok = task.feasible(x)
+        if ok.shape != (samples,) or ok.dtype != torch.bool:
+            raise fail(f"feasible must return an (n,) bool tensor, got {ok.dtype} of shape {tuple(ok.shape)}")
+        if bool((rewards[~ok.cpu()] != 0).any()):
+            raise fail("a sample that feasible() rules out got reward 1: the free check must only rule out failures")
+        report["infeasible_fraction"] = float((~ok).double().mean())
+    if isinstance(task, capability.ExactSuccess):
+        exact = task.exact_success_rate(prior)
+        if exact is not None:
+            report["capabilities"].append("ExactSuccess")
+            if not 0 <= exact <= 1 + 1e-9:
+                raise fail(f"exact_success_rate(prior) = {exact} is not a probability")
+            p_value = binomtest(int(rewards.sum()), samples, min(max(exact, 0.0), 1.0)).pvalue
+            if p_value < 1e-6:
+                raise fail(
+                    f"exact_success_rate(prior) = {exact:.4g} but {int(rewards.sum())}/{samples} prior samples won "
+                    f"(binomial p = {p_value:.1e}): the exact rate and the reward disagree"
+                )
+            report["exact_success_rate"] = exact
+    if isinstance(task, capability.Enumerable):
+        report["capabilities"].append("Enumerable")
+        support = task.support()
+        mass = float(prior.log_prob(support).exp().sum())
+        if abs(mass - 1) > 1e-6:
+            raise fail(f"the prior's mass on support() is {mass:.8f}, not 1: support() must list every sequence")
+        report["support"] = len(support)
+    if isinstance(task, capability.Decode):
+        report["capabilities"].append("Decode")
+        texts = task.decode(x[:16])
+        if len(texts) != min(16, samples) or not all(isinstance(t, str) for t in texts):
+            raise fail("decode must return one string per sample")
+    if isinstance(task, capability.Describe):
+        report["capabilities"].append("Describe")
+        try:
+            json.dumps(task.describe())
+        except (TypeError, ValueError) as err:
+            raise fail(f"describe() must return plain JSON-able settings: {err}") from None
+    if isinstance(task, capability.Metrics):
+        report["capabilities"].append("Metrics")
+        values = task.metrics(prior, x)
+        bad = {k: v for k, v in values.items() if not (isinstance(k, str) and math.isfinite(float(v)))}
+        if bad:
+            raise fail(f"metrics must map names to finite numbers; got {bad}")
+        report["metrics"] = {k: float(v) for k, v in values.items()}
+    if isinstance(task, capability.Snapshot):
+        report["capabilities"].append("Snapshot")
+        task.snapshot({"prior": prior})
+    return report

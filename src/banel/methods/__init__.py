@@ -54,8 +54,10 @@ class MethodSpec:
         """The method's table validated into its options dataclass (errors name NAME.KEY), or None."""
         if self.options is None:
             if data:
-                raise ValueError(f"unknown setting(s) {', '.join(f'{self.name}.{k}' for k in data)}: "
-                                 f"method {self.name!r} has no settings")
+                raise ValueError(
+                    f"unknown setting(s) {', '.join(f'{self.name}.{k}' for k in data)}: "
+                    f"method {self.name!r} has no settings"
+                )
             return None
         return from_dict(self.options, data or {}, f"{self.name}.")
 
@@ -70,14 +72,14 @@ def resolve_method(spec: str | type) -> MethodSpec:
         return MethodSpec(import_object(BUILTIN[spec], "method"), spec, spec)
     if isinstance(spec, str):
         if not is_import_path(spec):
-            raise ValueError(
-                f"unknown method {spec!r}; built-in: {', '.join(BUILTIN)}; or an import path module:Class"
-            )
+            raise ValueError(f"unknown method {spec!r}; built-in: {', '.join(BUILTIN)}; or an import path module:Class")
         cls, path = import_object(spec, "method"), spec
     else:
         cls, path = spec, path_of(spec) or ""
     if not isinstance(cls, type):
-        raise ValueError(f"method {spec!r} is a {type(cls).__name__}, not a class built as cls(prior, options, context)")
+        raise ValueError(
+            f"method {spec!r} is a {type(cls).__name__}, not a class built as cls(prior, options, context)"
+        )
     for member in ("round", "state_dict", "load_state_dict", "generator"):
         if not hasattr(cls, member):
             raise ValueError(f"method {spec!r} has no {member}: see banel.methods.protocol.Method")

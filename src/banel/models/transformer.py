@@ -46,7 +46,9 @@ class TransformerConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_len", "d_model", "n_layer", "n_head"):
             check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(self.d_model % self.n_head == 0, "d_model", f"({self.d_model}) must be divisible by n_head ({self.n_head})")
+        check(
+            self.d_model % self.n_head == 0, "d_model", f"({self.d_model}) must be divisible by n_head ({self.n_head})"
+        )
         check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
 
 

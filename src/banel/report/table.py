@@ -173,7 +173,8 @@ def write_table(
         "held-out prior NLL (nats/token; the prior's own value in the last column) and KL(model || prior) "
         "(nats/sequence, from samples)."
         + (
-            f" The task's metrics are the final model's, mean over seeds (the prior's in brackets): {', '.join(metrics)}."
+            " The task's metrics are the final model's, mean over seeds (the prior's in brackets): "
+            f"{', '.join(metrics)}."
             if metrics
             else ""
         ),
@@ -192,9 +193,7 @@ def write_table(
             f"| {_interval(r['geometric_low'], r['geometric_high'])} | {_num(r['std'])} "
             f"| {_num(r['final_mean'])} | {r['nre_used']:.0f} | {dnll} | {_num(r['kl_to_prior'], '.3f')} "
             f"| {_num(r['prior_nll'], '.3f')} |"
-            + "".join(
-                f" {_num(r[f'metric.{m}'], '.4g')} [{_num(prior_metrics.get(m), '.4g')}] |" for m in metrics
-            )
+            + "".join(f" {_num(r[f'metric.{m}'], '.4g')} [{_num(prior_metrics.get(m), '.4g')}] |" for m in metrics)
         )
     md = folder / "table.md"
     md.write_text("\n".join(lines) + "\n")

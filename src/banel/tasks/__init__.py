@@ -84,9 +84,7 @@ def resolve_task(spec: str | TaskFactory | Callable[..., Task]) -> tuple[str, Ta
         if spec in BUILTIN:
             return spec, import_object(BUILTIN[spec], "task")
         if not is_import_path(spec):
-            raise ValueError(
-                f"unknown task {spec!r}; built-in: {', '.join(BUILTIN)}; or an import path module:factory"
-            )
+            raise ValueError(f"unknown task {spec!r}; built-in: {', '.join(BUILTIN)}; or an import path module:factory")
         obj = import_object(spec, "task")
         return spec, _as_factory(obj, spec)
     path = path_of(spec)

@@ -297,7 +297,9 @@ class ImagePrior:
         check(self.augment >= -1, "augment", f"must be >= 0 (or -1), got {self.augment}")
         for name in ("d_model", "n_layer", "n_head"):
             check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(self.d_model % self.n_head == 0, "d_model", f"({self.d_model}) must be divisible by n_head ({self.n_head})")
+        check(
+            self.d_model % self.n_head == 0, "d_model", f"({self.d_model}) must be divisible by n_head ({self.n_head})"
+        )
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,11 @@ class ImageTaskOptions:
     """Pre-training of the prior."""
 
     def __post_init__(self) -> None:
-        check(self.resolution in (0, 8, 14, 28), "resolution", f"must be 8 (digits), 14 or 28 (mnist); got {self.resolution}")
+        check(
+            self.resolution in (0, 8, 14, 28),
+            "resolution",
+            f"must be 8 (digits), 14 or 28 (mnist); got {self.resolution}",
+        )
         check(self.targets >= 1, "targets", f"must be >= 1, got {self.targets}")
         for name in ("source_digit", "target_digit"):
             check(0 <= getattr(self, name) <= 9, name, f"must be a digit 0-9, got {getattr(self, name)}")
