@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from banel.cache import pretrained
+from banel.cache import cache_dir, pretrained
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences, derive_seed
@@ -358,7 +358,7 @@ def calibrate(task: SeqDesignTask, samples: int, seed: int, target_rate: float |
         "infeasible_fraction": float(1 - feasible.mean()),
         "energy_mean": float(e.mean()),
         "energy_sd": float(e.std()),
-        "energy_quantiles": {str(p): float(np.quantile(e[feasible], p)) for p in (1e-3, 1e-2, 0.5)},
+        "feasible_energy_quantiles": {str(p): float(np.quantile(e[feasible], p)) for p in (1e-3, 1e-2, 0.5)},
         # Entropy per residue of the prior and of the natural chain: how closely pre-training fits the data.
         "prior_entropy_per_residue": float(-model.log_prob(x).mean()) / task.options.length,
         "natural_entropy_per_residue": float(-natural_log_prob(task.land, natural).mean()) / task.options.length,
@@ -378,8 +378,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=None, help="cache folder (default: banel's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a task option")
     args = parser.parse_args(argv)
-    from banel.cache import cache_dir
-
     torch.set_num_threads(1)
     cache = cache_dir(args.cache)
     task = make(dict(_option(pair) for pair in args.set), cache)
