@@ -12,7 +12,7 @@ from banel.cli import main
 from banel.report.images import best_round, plot_samples, plot_success_by_method, tile
 
 TINY = [
-    "banel.m=20",
+    "m=20",
     "nre_budget=40",
     "banel.negative_epochs=1",
     "banel.generator_epochs=1",

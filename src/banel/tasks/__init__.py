@@ -34,14 +34,18 @@ class TaskFactory:
     path: str = ""
     """`module:name` where the decorated function was defined (how a worker imports this factory)."""
 
-    def parse_options(self, options: dict[str, Any] | None) -> Any:
-        """`task_options` validated into the options dataclass (errors name task_options.KEY)."""
+    def parse_options(self, options: Any) -> Any:
+        """`task_options` validated into the options dataclass (errors name task_options.KEY); an instance of
+        that dataclass is taken as it is."""
         if self.options is None:
             return dict(options or {})
+        if isinstance(options, self.options):
+            return options
         return from_dict(self.options, options or {}, "task_options.")
 
-    def __call__(self, options: dict[str, Any] | None = None, cache: str | Path | None = None) -> Task:
-        """The task built from `task_options` and a cache folder (default: $BANEL_CACHE or ~/.cache/banel)."""
+    def __call__(self, options: Any = None, cache: str | Path | None = None) -> Task:
+        """The task built from `task_options` (a dict, or the options dataclass) and a cache folder (default:
+        $BANEL_CACHE or ~/.cache/banel)."""
         task = self.make(self.parse_options(options), cache_dir(cache))
         missing = [m for m in ("name", "prior", "reward") if not hasattr(task, m)]
         if missing:
