@@ -261,7 +261,7 @@ class Banel:
     """Bayesian Negative Evidence Learning (Algorithms 1 and 2 of the paper): one `round` per round."""
 
     Options = BanelConfig
-    description = "Bayesian Negative Evidence Learning (Algorithms 1 and 2 of the paper)"
+    description = "Bayesian Negative Evidence Learning (Algorithms 1 and 2 of the paper)."
 
     def __init__(
         self,

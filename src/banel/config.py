@@ -310,7 +310,7 @@ def format_settings(items: list[Setting], width: int = 100) -> str:
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """Turn ['banel.m=100', 'seed=3'] into a nested dict; values are parsed as JSON when they can be."""
+    """Turn ['banel.kappa=2', 'seed=3'] into a nested dict; values are parsed as JSON when they can be."""
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
