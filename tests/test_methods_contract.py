@@ -167,8 +167,10 @@ def test_best_and_final_generators_are_saved_and_load_for_every_method(tmp_path,
     out = tmp_path / method
     run, summary, history = run_tiny(out, method, **_settings())
     rates = {r["round"]: r["success_rate"]["rate"] for r in history if r["round"] >= 0}
-    best_round = max(rates, key=lambda i: (rates[i], -i))  # the first round with the highest rate
-    assert summary["best_round"] == best_round
+    # the first round with the highest rate, from round 1 on: after round 0 BaNEL's generator is the prior
+    best_round = max((i for i in rates if i >= 1), key=lambda i: (rates[i], -i))
+    assert summary["best_round"] == best_round and summary["selected_best_rate"] == rates[best_round]
+    assert summary["best_success_rate"] == rates[best_round]  # exact rates: the re-estimate is the rate
     best = torch.load(out / "generator-best.pt", weights_only=True)
     final = torch.load(out / "generator-final.pt", weights_only=True)
     assert best["round"] == best_round and best["success_rate"]["rate"] == rates[best_round]

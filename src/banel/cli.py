@@ -133,6 +133,15 @@ def _parser(help_settings: str = "") -> argparse.ArgumentParser:
     comp.add_argument("--backend", default="process", choices=("process", "ray"), help="where runs execute")
     comp.add_argument("--address", default="", help="Ray cluster address (default: a local ray.init())")
     comp.add_argument("--out", help="output folder (default runs/compare-TASK)")
+    comp.add_argument(
+        "--prior-successes",
+        type=int,
+        default=100,
+        help="the shared prior estimate draws until this many successes (default 100: ~10%% precision)",
+    )
+    comp.add_argument(
+        "--prior-max-samples", type=int, default=1_000_000, help="cap on the shared prior estimate's draws"
+    )
 
     rep = sub.add_parser("report", help="rebuild table.md, table.csv and compare.png of a `banel compare` folder")
     rep.add_argument("folder", help="the folder given to `banel compare --out`")
@@ -245,6 +254,8 @@ def _execute(args: argparse.Namespace, out: Path, config: RunConfig, task: Any) 
     if not args.quiet:
         from tqdm import tqdm
 
+        # the first use of a task pre-trains its prior before round 0: say so instead of sitting at 0/N
+        print("banel: loading the prior (pre-trained and cached on first use), measuring it...", file=sys.stderr)
         bar = tqdm(total=config.rounds, desc="rounds", unit="round", file=sys.stderr)
 
     def on_round(row: dict[str, Any]) -> None:
@@ -252,9 +263,10 @@ def _execute(args: argparse.Namespace, out: Path, config: RunConfig, task: Any) 
             if bar.n == 0 and row["round"] > 0:
                 bar.update(row["round"])  # a resumed run starts after its checkpointed rounds
             sr = row["success_rate"]["rate"] if row.get("success_rate") else None
+            best = row.get("selected_best_rate")
             bar.set_postfix(
                 nre=row["nre_used"],
-                best=f"{row['best_success_rate']:.2e}",
+                best="-" if best is None else f"{best:.2e}",
                 rate="-" if sr is None else f"{sr:.2e}",
             )
             bar.update(1)
@@ -267,9 +279,31 @@ def _execute(args: argparse.Namespace, out: Path, config: RunConfig, task: Any) 
         bar.close()
     plots = [] if args.no_plot else plot_run(out)
     print(json.dumps({k: summary[k] for k in summary if k in _SHOWN}, indent=2))
+    print(_in_words(summary))
     for p in plots:
         print(f"plot: {p}")
     return 0
+
+
+def _in_words(summary: dict[str, Any]) -> str:
+    """What the summary's numbers mean: NREs paid against asked, and which best is reported."""
+    free = summary["queries"] - summary["nre_used"]
+    lines = [
+        f"paid {summary['nre_used']:,} NREs of the {summary['nre_budget']:,} budget for {summary['queries']:,} "
+        f"samples asked" + (f" ({free:,} repeats answered free from the ledger)" if free > 0 else "")
+    ]
+    low, high = summary["best_success_interval"]
+    how = (
+        "exact"
+        if summary["success_rate_exact"]
+        else f"re-estimated on {summary['best_success_samples']:,} fresh samples"
+    )
+    lines.append(
+        f"best: round {summary['best_round']}'s generator, {summary['best_success_rate']:.3e} ({how}"
+        + ("" if summary["success_rate_exact"] else f", 95% [{low:.2e}, {high:.2e}]")
+        + f"); its estimate when it was chosen: {summary['selected_best_rate']:.3e}"
+    )
+    return "\n".join(lines)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -299,7 +333,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
 
     paths = compare(
-        args.task, methods, seeds, data, out, args.jobs, args.backend, args.address, args.cache, args.threads, on_done
+        args.task,
+        methods,
+        seeds,
+        data,
+        out,
+        args.jobs,
+        args.backend,
+        args.address,
+        args.cache,
+        args.threads,
+        on_done,
+        args.prior_successes,
+        args.prior_max_samples,
     )
     print(paths[0].read_text())
     for p in paths:
@@ -367,6 +413,8 @@ _SHOWN = (
     "nre_used",
     "base_success_rate",
     "best_success_rate",
+    "best_success_interval",
+    "best_round",
     "final_success_rate",
     "improvement",
     "queries",

@@ -58,10 +58,15 @@ class EvalConfig:
     metric_samples: int = 2000
     """Model samples for the task's extra metrics (infeasible fraction, Task.metrics) per evaluation; 0
     disables. Only drawn for tasks that have such metrics."""
+    reestimate_samples: int = 0
+    """Fresh samples for the selection-free re-estimate of the best round's generator at the end of a run
+    (Monte-Carlo tasks); 0: as many as eval.samples."""
 
     def __post_init__(self) -> None:
         check(self.every >= 1, "every", f"must be >= 1, got {self.every}")
         check(self.samples >= 1, "samples", f"must be >= 1, got {self.samples}")
+        check(self.reestimate_samples >= 0, "reestimate_samples", f"must be >= 0, got {self.reestimate_samples}")
+
         check(0 < self.confidence < 1, "confidence", f"must be in (0, 1), got {self.confidence}")
         check(self.drift_samples >= 0, "drift_samples", f"must be >= 0 (0 disables), got {self.drift_samples}")
         check(self.metric_samples >= 0, "metric_samples", f"must be >= 0 (0 disables), got {self.metric_samples}")

@@ -31,7 +31,7 @@ from banel import rundir
 from banel.cache import atomic_torch_save, atomic_write_text, config_hash, folder_lock, safe_torch_load
 from banel.config import MOVED, RUN_SETTINGS, RunConfig, from_dict, to_dict
 from banel.eval.drift import Drift, drift, heldout_samples
-from banel.eval.success import SuccessRate, success_rate
+from banel.eval.success import SuccessRate, evaluation_seed, reestimate, success_rate
 from banel.methods import BUILTIN as BUILTIN_METHODS
 from banel.methods import Method, MethodSpec, resolve_method
 from banel.methods.protocol import Context, Round
@@ -46,7 +46,10 @@ from banel.tasks.protocol import Task
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 2  # 2: the run's loop; method state from Method.state_dict
+CHECKPOINT_VERSION = 3  # 2: the run's loop, method state from Method.state_dict; 3: selection-free best
+FIRST_CANDIDATE_ROUND = 1
+"""Rounds before this are never a run's best: round -1 is the prior, and after round 0 BaNEL's generator is
+still the prior (it has no negative model yet), so choosing them would report the prior as the method."""
 
 SUMMARY_FIELDS = (
     "task",
@@ -57,6 +60,9 @@ SUMMARY_FIELDS = (
     "base_success_rate",
     "final_success_rate",
     "best_success_rate",
+    "best_success_interval",
+    "best_round",
+    "selected_best_rate",
     "improvement",
     "successes_found",
     "wall_seconds",
@@ -164,11 +170,10 @@ class Run:
         self.round_index = 0
         self.success_keys: set[bytes] = set()
         self.base: SuccessRate | None = None
-        self.best: SuccessRate | None = None
-        """The highest success rate evaluated, the prior's included (issue 16 makes it selection-free)."""
         self.last: SuccessRate | None = None
         self.best_round: int | None = None
-        """The round whose generator is saved as generator-best.pt: the highest evaluated rate of rounds >= 0."""
+        """The round whose generator is saved as generator-best.pt: the highest evaluated rate among rounds
+        >= FIRST_CANDIDATE_ROUND (the selection; the reported best is its re-estimate, see `finish`)."""
         self.best_round_rate: SuccessRate | None = None
         self.base_drift: Drift | None = None
         self.last_drift: Drift | None = None
@@ -184,7 +189,7 @@ class Run:
         (self.out / rundir.SNAPSHOTS).mkdir(exist_ok=True)
         saved = {"run": config_dict(self.config), "task": capability.describe(self.task), "run_id": self.run_id}
         atomic_write_text(json.dumps(saved, indent=2, default=str), self.out / rundir.CONFIG)
-        self.base = self.best = self.last = self._success_rate(self.prior, "base")
+        self.base = self.last = self._success_rate(self.prior, "base")
         log.info("%s: base success rate %.3e", self.task.name, self.base.rate)
         self._heldout = self._heldout_samples()
         self.base_drift = self.last_drift = self._drift(self.prior, -1)
@@ -198,7 +203,7 @@ class Run:
                 "nre_left": self.oracle.budget,
                 "queries": 0,
                 "success_rate": self.base.as_dict(),
-                "best_success_rate": self.base.rate,
+                "selected_best_rate": None,
                 **(self.base_drift.as_dict() if self.base_drift else {}),
                 **({"metrics": self.base_metrics} if self.base_metrics else {}),
                 "successes_found": 0,
@@ -222,9 +227,7 @@ class Run:
         rate = None
         if due:
             rate = self.last = self._success_rate(model, i)
-            if self.best is None or rate.rate > self.best.rate:
-                self.best = rate
-            if self.best_round_rate is None or rate.rate > self.best_round_rate.rate:
+            if i >= FIRST_CANDIDATE_ROUND and (self.best_round_rate is None or rate.rate > self.best_round_rate.rate):
                 self.best_round, self.best_round_rate = i, rate
                 self._save_generator(rundir.GENERATOR_BEST, model, i, rate)
             self.last_drift = self._drift(model, i)
@@ -239,7 +242,7 @@ class Run:
             "evaluation_errors": int(rewards.isnan().sum()),
             "successes_found": len(self.success_keys),
             "success_rate": rate.as_dict() if rate else None,
-            "best_success_rate": self.best.rate if self.best else None,
+            "selected_best_rate": self.best_round_rate.rate if self.best_round_rate else None,
             **(self.last_drift.as_dict() if due and self.last_drift else {}),
             **({"metrics": self.last_metrics} if due and self.last_metrics else {}),
             "wall_seconds": round(time.time() - self.started, 3),
@@ -253,10 +256,19 @@ class Run:
         return row
 
     def finish(self) -> dict[str, Any]:
-        """Save the final generator, write summary.json and return it."""
-        assert self.base is not None and self.best is not None and self.last is not None
+        """Save the final generator, re-estimate the best one on fresh samples, write summary.json and return it.
+
+        The best round is chosen on the evaluation samples, so its rate there is biased upward (the maximum
+        of noisy estimates); the reported best is its generator measured again on samples of another stream.
+        """
+        assert self.base is not None and self.last is not None
+        final_round = self.round_index - 1
+        self._save_generator(rundir.GENERATOR_FINAL, self.method.generator, final_round, self.last)
+        if self.best_round_rate is None:  # no round after round 0 was evaluated: the final model is the best
+            self.best_round, self.best_round_rate = final_round, self.last
+            self._save_generator(rundir.GENERATOR_BEST, self.method.generator, final_round, self.last)
+        best = self._reestimate_best()
         base = self.base.rate
-        self._save_generator(rundir.GENERATOR_FINAL, self.method.generator, self.round_index - 1, self.last)
         summary = {
             "task": self.task.name,
             "method": self.spec.name,
@@ -267,12 +279,17 @@ class Run:
             "evaluation_errors": self.oracle.errors,
             "rounds": self.round_index,
             "base_success_rate": base,
+            "base_success_interval": [self.base.low, self.base.high],
             "final_success_rate": self.last.rate,
-            "best_success_rate": self.best.rate,
-            "improvement": self.best.rate / base if base > 0 else None,
-            "success_rate_exact": self.best.exact,
-            "best_success_interval": [self.best.low, self.best.high],
+            "final_success_interval": [self.last.low, self.last.high],
+            "best_success_rate": best.rate,
+            "best_success_interval": [best.low, best.high],
+            "best_success_samples": best.n,
+            "best_success_successes": best.successes,
             "best_round": self.best_round,
+            "selected_best_rate": self.best_round_rate.rate,
+            "improvement": best.rate / base if base > 0 else None,
+            "success_rate_exact": best.exact,
             "successes_found": len(self.success_keys),
             "trained_on_successes": self.config.train_on_successes,
             "prior_nll": self.base_drift.drift_nll if self.base_drift else None,
@@ -288,6 +305,15 @@ class Run:
             self.ledger.close()
         return summary
 
+    def _reestimate_best(self) -> SuccessRate:
+        """The saved best generator's success rate on fresh samples (an exact rate needs no second look)."""
+        assert self.best_round_rate is not None
+        if self.best_round_rate.exact:
+            return self.best_round_rate
+        model = self.spec.build(self.prior, self.config.options, self.context).generator
+        model.load_state_dict(safe_torch_load(self.out / rundir.GENERATOR_BEST)["model"])
+        return reestimate(self.task, model, self.config.eval, self.config.seed)
+
     # -- checkpoints and resume ------------------------------------------------------------------------
     def checkpoint(self) -> None:
         """Atomically save the method's state with the run's bookkeeping (a run killed later resumes here)."""
@@ -295,7 +321,6 @@ class Run:
             "round_index": self.round_index,
             "success_keys": sorted(k.decode() for k in self.success_keys),
             "base": self.base.as_dict() if self.base else None,
-            "best": self.best.as_dict() if self.best else None,
             "last": self.last.as_dict() if self.last else None,
             "best_round": self.best_round,
             "best_round_rate": self.best_round_rate.as_dict() if self.best_round_rate else None,
@@ -329,8 +354,8 @@ class Run:
         state = ckpt["run"]
         self.round_index = int(state["round_index"])
         self.success_keys = {k.encode() for k in state["success_keys"]}
-        self.base, self.best, self.last, self.best_round_rate = (
-            SuccessRate(**state[k]) if state[k] else None for k in ("base", "best", "last", "best_round_rate")
+        self.base, self.last, self.best_round_rate = (
+            SuccessRate(**state[k]) if state[k] else None for k in ("base", "last", "best_round_rate")
         )
         self.best_round = state["best_round"]
         self.base_drift, self.last_drift = (
@@ -364,7 +389,7 @@ class Run:
 
     # -- measurements ---------------------------------------------------------------------------------
     def _success_rate(self, model: GenerativeModel, i: int | str) -> SuccessRate:
-        return success_rate(self.task, model, self.config.eval, derive_seed(self.config.seed, "eval", i))
+        return success_rate(self.task, model, self.config.eval, evaluation_seed(self.config.seed, i))
 
     def _heldout_samples(self) -> Sequences:
         n, seed = self.config.eval.drift_samples, derive_seed(self.config.seed, "drift", "heldout")

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -28,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from banel import rundir
-from banel.cache import cache_dir
-from banel.config import merge
+from banel.cache import atomic_write_text, cache_dir
+from banel.config import RunConfig, merge
+from banel.eval.success import SuccessRate, prior_estimate
 from banel.methods import BUILTIN as BUILTIN_METHODS
 from banel.methods import resolve_method
+from banel.report.table import PRIOR_FILE, write_report
 from banel.runner import config_dict, parse_config, resume_run, run
 from banel.tasks import TaskFactory, resolve_task
 from banel.tasks.protocol import Task
@@ -182,12 +185,16 @@ def sweep(
     cache: str | Path | None = None,
     threads: int | None = None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    prior_successes: int = 100,
+    prior_max_samples: int = 1_000_000,
 ) -> list[Path]:
     """Run every method on every seed (finished runs kept, interrupted ones resumed); the finished folders.
 
     task: a built-in name, an import path `module:factory`, a factory, or a task object (a factory or task
     without an import path runs in this process only: jobs=1, backend 'process'). threads: torch threads per
-    run, by default one when runs share the machine (jobs > 1 or Ray).
+    run, by default one when runs share the machine (jobs > 1 or Ray). The prior's success rate is estimated
+    once into OUT/prior.json (exact, or Monte Carlo until `prior_successes` successes or `prior_max_samples`
+    draws).
     """
     if backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -207,19 +214,19 @@ def sweep(
     label = path or getattr(instance, "name", "") or "task"
     todo, done = plan(label, methods, seeds, settings or {}, out, cache, threads, None if path else factory)
     log.info("sweep: %d runs to do (%d resumed), %d finished", len(todo), sum(s.resume for s in todo), len(done))
-    if todo:
-        # Pre-train (or load) the shared prior once, so that the workers do not all train it at once.
-        first = parse_config(todo[0].config, None if path else factory)
-        built = instance or factory(first.task_options, cache)
-        built.prior(first.device)
-    if not todo:
-        pass
-    elif not path:
+    # Pre-train (or load) the shared prior once, so that the workers do not all train it at once, and
+    # estimate its success rate once: the one denominator of every factor in the table.
+    first = parse_config(
+        merge(settings or {}, {"task": label, "method": methods[0], "seed": seeds[0]}), None if path else factory
+    )
+    built = instance or factory(first.task_options, cache)
+    write_prior_estimate(out, built, first, prior_successes, prior_max_samples)
+    if not path:
         for spec in todo:
             _done(run_one(spec, instance or factory), on_done)
-    elif backend == "ray":
+    elif backend == "ray" and todo:
         _run_on_ray(todo, jobs, address, out, cache, on_done)
-    elif jobs == 1 or len(todo) == 1:
+    elif jobs == 1 or len(todo) <= 1:
         for spec in todo:
             _done(run_one(spec), on_done)
     else:
@@ -228,6 +235,33 @@ def sweep(
             for future in as_completed([pool.submit(run_one, spec) for spec in todo]):
                 _done(future.result(), on_done)
     return sorted({*done, *(Path(spec.out) for spec in todo)})
+
+
+def write_prior_estimate(out: Path, task: Task, config: RunConfig, successes: int, max_samples: int) -> SuccessRate:
+    """The comparison's shared prior estimate, from OUT/prior.json if it was made for these settings, else
+    measured now and written there."""
+    path = out / PRIOR_FILE
+    key = {
+        "task": config.task,
+        "task_options": config.task_options,
+        "device": config.device,
+        "successes": successes,
+        "max_samples": max_samples,
+        "confidence": config.eval.confidence,
+    }
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("settings") == json.loads(json.dumps(key, default=str)):
+            return SuccessRate(**saved["estimate"])
+    started = time.time()
+    estimate = prior_estimate(task, task.prior(config.device), successes, max_samples, config.eval.confidence)
+    log.info(
+        "prior estimate %.3e (%d/%d) in %.0f s", estimate.rate, estimate.successes, estimate.n, time.time() - started
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"settings": key, "estimate": estimate.as_dict(), "seconds": round(time.time() - started, 3)}
+    atomic_write_text(json.dumps(record, indent=2, default=str), path)
+    return estimate
 
 
 def _task_parts(task: str | TaskFactory | Task) -> tuple[str, TaskFactory, Task | None]:
@@ -301,9 +335,12 @@ def compare(
     cache: str | Path | None = None,
     threads: int | None = None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    prior_successes: int = 100,
+    prior_max_samples: int = 1_000_000,
 ) -> list[Path]:
     """`sweep`, then the table and the figure of the whole folder (table.md, table.csv, compare.png)."""
-    from banel.report.table import write_report
-
-    sweep(task, methods, seeds, settings, out, jobs, backend, address, cache, threads, on_done)
+    sweep(
+        task, methods, seeds, settings, out, jobs, backend, address, cache, threads, on_done,
+        prior_successes, prior_max_samples,
+    )  # fmt: skip
     return write_report(out)

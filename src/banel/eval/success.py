@@ -1,4 +1,13 @@
-"""The success rate rho(p) = sum_x p(x) r(x) of a model: exact, or Monte Carlo with a Clopper-Pearson interval."""
+"""The success rate rho(p) = sum_x p(x) r(x) of a model: exact, or Monte Carlo with a Clopper-Pearson interval.
+
+Three estimates, with disjoint random streams (`derive_seed(seed, STREAM, ...)`), so none is selected on the
+samples that measure it:
+- `success_rate` at each evaluation of a run (stream "eval"): the numbers a run's best round is chosen on;
+- `reestimate`, once per run, of the chosen generator on fresh samples (stream "reestimate"): the
+  selection-free best reported in summary.json and the tables;
+- `prior_estimate`, once per comparison, of the prior, drawing until a fixed number of successes (stream
+  "prior"): the one denominator every improvement factor of a table shares.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +17,13 @@ from scipy.stats import binomtest
 
 from banel.config import EvalConfig
 from banel.models.protocol import GenerativeModel
+from banel.sequences import derive_seed
 from banel.tasks.protocol import Task, exact_success_rate
+
+STREAM_EVAL = "eval"
+STREAM_REESTIMATE = "reestimate"
+STREAM_PRIOR = "prior-estimate"
+PRIOR_CHUNK = 20_000  # prior samples drawn at a time while counting successes (bounds memory)
 
 
 @dataclass(frozen=True)
@@ -33,12 +48,60 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return float(ci.low), float(ci.high)
 
 
+def monte_carlo(task: Task, model: GenerativeModel, n: int, seed: int, confidence: float) -> SuccessRate:
+    """The share of n fresh model samples with reward 1 (uncharged: the task's reward, not the oracle)."""
+    k = int(task.reward(model.sample(n, seed)).sum())
+    low, high = clopper_pearson(k, n, confidence)
+    return SuccessRate(k / n, low, high, False, n, k)
+
+
 def success_rate(task: Task, model: GenerativeModel, config: EvalConfig, seed: int) -> SuccessRate:
     """Exact success rate if the task can compute it, else an estimate from config.samples uncharged draws."""
     exact = exact_success_rate(task, model)
     if exact is not None:
         return SuccessRate(exact, exact, exact, True)
-    x = model.sample(config.samples, seed)
-    k = int(task.reward(x).sum())
-    low, high = clopper_pearson(k, config.samples, config.confidence)
-    return SuccessRate(k / config.samples, low, high, False, config.samples, k)
+    return monte_carlo(task, model, config.samples, seed, config.confidence)
+
+
+def evaluation_seed(seed: int, round_index: int | str) -> int:
+    """The seed of a run's evaluation after round_index ('base' for the prior): the selection stream."""
+    return derive_seed(seed, STREAM_EVAL, round_index)
+
+
+def reestimate(task: Task, model: GenerativeModel, config: EvalConfig, seed: int) -> SuccessRate:
+    """The selected generator measured again on samples of its own stream, never seen by the selection."""
+    exact = exact_success_rate(task, model)
+    if exact is not None:
+        return SuccessRate(exact, exact, exact, True)
+    n = config.reestimate_samples or config.samples
+    return monte_carlo(task, model, n, derive_seed(seed, STREAM_REESTIMATE), config.confidence)
+
+
+def prior_estimate(
+    task: Task,
+    prior: GenerativeModel,
+    successes: int = 100,
+    max_samples: int = 1_000_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> SuccessRate:
+    """The prior's success rate for a whole comparison: exact where possible, else Monte-Carlo draws until
+    `successes` successes or `max_samples` draws, whichever comes first.
+
+    Stopping at a fixed number of successes gives a relative precision that does not depend on the rate
+    (about 1/sqrt(k): 10% at 100); the Clopper-Pearson interval is reported with it.
+    """
+    if successes < 1 or max_samples < 1:
+        raise ValueError(
+            f"the prior estimate needs successes >= 1 and max_samples >= 1; got {successes}, {max_samples}"
+        )
+    exact = exact_success_rate(task, prior)
+    if exact is not None:
+        return SuccessRate(exact, exact, exact, True)
+    n = k = chunk = 0
+    while k < successes and n < max_samples:
+        size = min(PRIOR_CHUNK, max_samples - n)
+        k += int(task.reward(prior.sample(size, derive_seed(seed, STREAM_PRIOR, chunk))).sum())
+        n, chunk = n + size, chunk + 1
+    low, high = clopper_pearson(k, n, confidence)
+    return SuccessRate(k / n, low, high, False, n, k)
