@@ -586,6 +586,9 @@ def plot_compare(records: list[RunRecord], prior: SuccessRate, path: str | Path)
     ax2.set_title(f"{task}: distinct successes found by the paid evaluations", fontsize=9)
     ax2.set_xlabel("reward evaluations paid (NREs)")
     ax2.set_ylabel("successes found")
+    if not any(r.summary.get("successes_found") for r in records):
+        ax2.text(0.5, 0.6, "no run found a success:\nevery gain came from failures alone", transform=ax2.transAxes,
+                 ha="center", fontsize=9, color="grey")  # fmt: skip
     if ax2.get_legend_handles_labels()[0]:
         ax2.legend(fontsize=7, ncol=2)
     fig.tight_layout()
