@@ -233,3 +233,20 @@ def test_mean_interval_is_a_reproducible_percentile_bootstrap():
     assert min(values) <= low < sum(values) / 5 < high <= max(values)
     assert mean_interval(values) == (low, high)
     assert mean_interval([7e-9]) == (7e-9, 7e-9)
+
+
+def test_the_improvement_interval_carries_the_prior_estimates_uncertainty():
+    from scipy import stats
+
+    from banel.report.table import improvement_interval
+
+    # log rates 0 and 2 over an exact prior of 1: centre 1, standard error 1, t(0.975, 1 dof) = 12.7062
+    t = 12.706204736
+    low, high = improvement_interval(np.array([1.0, math.e**2]), SuccessRate(1.0, 1.0, 1.0, True))
+    assert math.log(low) == pytest.approx(1 - t) and math.log(high) == pytest.approx(1 + t)
+    # a prior known to +-z * 0.5 on the log scale adds its standard error 0.5 in quadrature
+    z = stats.norm.ppf(0.975)
+    prior = SuccessRate(1.0, math.exp(-0.5 * z), math.exp(0.5 * z), False, 1000, 100)
+    low, high = improvement_interval(np.array([1.0, math.e**2]), prior)
+    assert math.log(high) - 1 == pytest.approx(t * math.sqrt(1 + 0.25))
+    assert improvement_interval(np.array([1e-3]), prior) == (None, None)

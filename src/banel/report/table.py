@@ -256,6 +256,28 @@ def geometric_mean_interval(
     return math.exp(centre), math.exp(low), math.exp(high)
 
 
+def improvement_interval(
+    values: np.ndarray, prior: SuccessRate, confidence: float = CONFIDENCE
+) -> tuple[float, float] | tuple[None, None]:
+    """Interval of the geometric-mean improvement over the prior, with the prior estimate's own uncertainty.
+
+    On the log scale the factor is mean(log r_i) - log p; its standard error combines the seeds' (sem of the
+    logs) and the prior's (its Clopper-Pearson interval read as +-z standard errors of log p, the delta
+    method), with Student t on n - 1 degrees of freedom. None with fewer than 2 seeds or a zero rate.
+    """
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 or np.any(values <= 0) or prior.rate <= 0:
+        return None, None
+    logs = np.log(values)
+    se_prior = 0.0
+    if not prior.exact and prior.low > 0:
+        se_prior = (math.log(prior.high) - math.log(prior.low)) / (2 * stats.norm.ppf(0.5 + confidence / 2))
+    se = math.sqrt(float(stats.sem(logs)) ** 2 + se_prior**2)
+    centre = float(logs.mean()) - math.log(prior.rate)
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1)) * se
+    return math.exp(centre - half), math.exp(centre + half)
+
+
 def _log(values: np.ndarray) -> np.ndarray:
     # a rate of 0 ranks below every positive rate; the floor keeps it finite for the rank tests
     return np.log(np.maximum(np.asarray(values, dtype=float), 1e-300))
@@ -369,8 +391,8 @@ def table_rows(records: list[RunRecord], prior: SuccessRate) -> list[dict[str, A
             "mean_improvement": _ratio(float(best.mean()), prior),
             "median_improvement": _ratio(float(np.median(best)), prior),
             "geometric_improvement": _ratio(geo, prior),
-            "geometric_improvement_low": _ratio(geo_low, prior),
-            "geometric_improvement_high": _ratio(geo_high, prior),
+            "geometric_improvement_low": improvement_interval(best, prior)[0],
+            "geometric_improvement_high": improvement_interval(best, prior)[1],
             "above_prior_p": p,
             "pooled_above_prior_p": p_pooled,
             "better_than_prior": beats,
