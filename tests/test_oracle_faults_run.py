@@ -52,8 +52,19 @@ class GarbageOnTokenOne(TinyTask):
         return r
 
 
+class RaisesOnTokenTwo(TinyTask):
+    """A batched simulator that crashes on any call holding a sample that starts with token 2."""
+
+    def reward(self, x: Sequences) -> torch.Tensor:
+        if (x.tokens[:, 0] == 2).any():
+            raise RuntimeError("simulator crashed")
+        return super().reward(x)
+
+
 CASES = {
     "raises": (RaisesOnEveryTenthCall, {"chunk_size": 1, "retries": 2}, None),
+    # default chunking: one call per batch, which a bad sample fails; only the bad samples may be lost
+    "raises_in_batch": (RaisesOnTokenTwo, {"retries": 1}, "2"),
     "hangs": (
         HangsOnTokenTwo,
         {"executor": "thread", "workers": 4, "chunk_size": 1, "timeout": 0.2, "retries": 0},

@@ -2,6 +2,14 @@
 
 from banel.oracle.budget import BudgetedOracle, BudgetExceeded, RewardFn, validate_rewards
 from banel.oracle.ledger import Ledger
-from banel.oracle.ledger_oracle import LedgerOracle
+from banel.oracle.ledger_oracle import LedgerOracle, OracleFailing
 
-__all__ = ["BudgetExceeded", "BudgetedOracle", "Ledger", "LedgerOracle", "RewardFn", "validate_rewards"]
+__all__ = [
+    "BudgetExceeded",
+    "BudgetedOracle",
+    "Ledger",
+    "LedgerOracle",
+    "OracleFailing",
+    "RewardFn",
+    "validate_rewards",
+]
