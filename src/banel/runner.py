@@ -37,6 +37,7 @@ from banel.methods import Method, MethodSpec, resolve_method
 from banel.methods.protocol import Context, Round
 from banel.models.protocol import GenerativeModel
 from banel.oracle.budget import BudgetedOracle, CheckedOracle
+from banel.oracle.integrity import verify_checkpoint
 from banel.oracle.ledger import Ledger
 from banel.oracle.ledger_oracle import LedgerOracle
 from banel.sequences import Sequences, derive_seed
@@ -307,6 +308,13 @@ class Run:
             "wall_seconds": time.time() - self.started,
         }
         state = {"version": CHECKPOINT_VERSION, "run": run_state, "method": self.method.state_dict()}
+        # the ledger's main file holds every row the checkpoint counts before the checkpoint exists
+        if self.ledger is not None and not self.ledger.checkpoint():
+            log.warning(
+                "%s: another connection reading the ledger kept some rows in %s-wal only; keep that file with it",
+                self.out,
+                self.ledger.path.name,
+            )
         atomic_torch_save(state, self.out / rundir.CHECKPOINT)
 
     def resume(self) -> None:
@@ -328,6 +336,8 @@ class Run:
             )
         state = ckpt["run"]
         self.round_index = int(state["round_index"])
+        if self.ledger is not None:  # refuse, rather than pay again for rows the ledger lost
+            verify_checkpoint(self.ledger, self.run_id, self.round_index, state["oracle"], path)
         self.success_keys = {k.encode() for k in state["success_keys"]}
         self.base, self.best, self.last, self.best_round_rate = (
             SuccessRate(**state[k]) if state[k] else None for k in ("base", "best", "last", "best_round_rate")

@@ -1,6 +1,7 @@
 """Reward oracles: a hard NRE budget around any reward function, a durable ledger, executors."""
 
 from banel.oracle.budget import BudgetedOracle, BudgetExceeded, RewardFn, validate_rewards
+from banel.oracle.integrity import LedgerMismatch
 from banel.oracle.ledger import Ledger
 from banel.oracle.ledger_oracle import LedgerOracle, OracleFailing
 
@@ -8,6 +9,7 @@ __all__ = [
     "BudgetExceeded",
     "BudgetedOracle",
     "Ledger",
+    "LedgerMismatch",
     "LedgerOracle",
     "OracleFailing",
     "RewardFn",
