@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -166,4 +167,61 @@ def test_resume_refuses_a_checkpoint_older_than_its_ledger(tmp_path):
         "checkpoint that go together (ledger.sqlite with its -wal file, if it has one) and resume again; or delete "
         "checkpoint.pt and resume to redo the run from round 0, answering from the ledger every evaluation it holds "
         "(and paying again for any it lacks)"
+    )
+
+
+def test_ledger_check_and_export(tmp_path, capsys):
+    out = tmp_path / "run"
+    run, summary, _ = run_tiny(out, "banel", m=8, nre_budget=24, eval={"drift_samples": 50})
+    run_id, path = run.run_id, out / "ledger.sqlite"
+    paid = summary["nre_used"]
+    assert main(["ledger", "check", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{path}: integrity ok",
+        f"run {run_id}: {paid} rows ({paid} ok, 0 error, 0 lost, 0 sent, 0 pending); {paid} NREs charged",
+        f"summary.json: nre_used {paid}, as charged",
+        f"checkpoint.pt: {paid} NREs paid before round 3, as in the ledger",
+        "no sample was paid for twice",
+    ]
+
+    assert main(["ledger", "export", str(out), "--format", "csv", "--out", str(tmp_path / "rows.csv")]) == 0
+    assert capsys.readouterr().out == f"wrote {paid} rows to {tmp_path / 'rows.csv'}\n"
+    lines = (tmp_path / "rows.csv").read_text().splitlines()
+    assert lines[0].startswith("id,run_id,oracle,round,method,seed,sample,tokens,hash,status,reward,") and len(
+        lines
+    ) == (paid + 1)
+    assert main(["ledger", "export", str(out), "--format", "jsonl"]) == 0
+    exported = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert exported == Ledger(path).rows()
+
+    db = sqlite3.connect(path)  # the first sample paid a second time, behind the run's back
+    first = db.execute("SELECT * FROM evaluations ORDER BY id LIMIT 1").fetchone()
+    db.execute(f"INSERT INTO evaluations VALUES (NULL{', ?' * (len(first) - 1)})", first[1:])
+    db.commit()
+    db.close()
+    assert main(["ledger", "check", str(out)]) == 1
+    problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROBLEM")]
+    assert problems == [
+        f"PROBLEM: summary.json says nre_used {paid}, the ledger charges {paid + 1}",
+        f"PROBLEM: checkpoint.pt: the checkpoint recorded {paid} NREs paid in rounds 0-2 ({paid} rows), the ledger "
+        f"holds {paid + 1} ({paid + 1} rows): more than the checkpoint knows of (an older checkpoint?)",
+        "PROBLEM: 1 samples were paid for more than once (1 extra NREs)",
+    ]
+
+
+def test_ledger_check_of_a_folder_without_a_run(tmp_path, capsys):
+    assert main(["ledger", "check", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"banel: error: {tmp_path / 'config.json'} does not exist: not a run folder\n"
+
+
+def test_ledger_check_of_a_ledger_that_is_not_sqlite(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"run": {}, "run_id": "x"}))
+    (tmp_path / "ledger.sqlite").write_bytes(b"not a database" * 300)
+    assert main(["ledger", "check", str(tmp_path)]) == 1
+    assert capsys.readouterr().out == (
+        f"PROBLEM: {tmp_path / 'ledger.sqlite'}: SQLite cannot read it (file is not a database)\n"
+    )
+    assert main(["ledger", "export", str(tmp_path), "--format", "jsonl"]) == 2
+    assert capsys.readouterr().err == (
+        f"banel: error: the ledger of {tmp_path} cannot be read: file is not a database (`banel ledger check` it)\n"
     )
