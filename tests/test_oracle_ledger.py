@@ -443,3 +443,27 @@ def test_open_is_the_fault_tolerant_oracle_on_its_own_file_and_a_rerun_pays_noth
     with LedgerOracle.open(fn, 8, path) as again:  # the script run again: its budget continues, answers are free
         assert again.used == 8 and again.remaining == 0
         assert again(x).tolist() == first_token_odd(x).tolist() and fn.samples == 8
+
+
+def test_a_ctrl_c_just_after_a_commit_is_a_keyboard_interrupt_and_the_commit_holds(tmp_path):
+    class CtrlCAfterCommit:
+        """The connection, with a Ctrl-C delivered as COMMIT returns (Python checks signals right after)."""
+
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __getattr__(self, name: str):
+            return getattr(self.db, name)
+
+        def execute(self, sql: str, *args):
+            cursor = self.db.execute(sql, *args)
+            if sql == "COMMIT":
+                raise KeyboardInterrupt
+            return cursor
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    (row,) = ledger.reserve("run", "toy", 0, "banel", 0, [Request("a", "1", "ha")], budget=5)
+    ledger._db = CtrlCAfterCommit(ledger._db)
+    with pytest.raises(KeyboardInterrupt):  # not "cannot rollback - no transaction is active"
+        ledger.send([row])
+    assert ledger.charged("run") == 1

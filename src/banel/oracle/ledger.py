@@ -24,7 +24,8 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,8 +170,7 @@ class Ledger:
         if not requests:
             return []
         now = time.time()
-        self._db.execute("BEGIN IMMEDIATE")  # a write lock before the count: no other writer can overspend
-        try:
+        with self._transaction():  # a write lock before the count: no other writer can overspend
             committed = self._committed(run_id)
             if committed + len(requests) > budget:
                 raise BudgetExceeded(
@@ -197,10 +197,6 @@ class Ledger:
                     ),
                 )
                 ids.append(int(cur.lastrowid))
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         return ids
 
     def send(self, row_ids: Sequence[int]) -> None:
@@ -247,8 +243,7 @@ class Ledger:
         if not row_ids:
             return 0, 0
         now = time.time()
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             lost = self._db.executemany(
                 "UPDATE evaluations SET status = 'lost', error = ?, ended = ?"
                 " WHERE id = ? AND status = 'pending' AND charged = 1",
@@ -257,10 +252,6 @@ class Ledger:
             released = self._db.executemany(
                 "DELETE FROM evaluations WHERE id = ? AND status = 'pending' AND charged = 0", [(i,) for i in row_ids]
             ).rowcount
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         return lost, released
 
     def checkpoint(self, wait: float = CHECKPOINT_WAIT_S) -> bool:
@@ -276,12 +267,19 @@ class Ledger:
     def _write(self, statement: str, rows: list[tuple]) -> None:
         if not rows:
             return
+        with self._transaction():
+            self._db.executemany(statement, rows)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction (BEGIN IMMEDIATE: the write lock first), committed, or rolled back on any error."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany(statement, rows)
+            yield
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # a Ctrl-C can arrive just after COMMIT returned
+                self._db.execute("ROLLBACK")
             raise
 
     # -- reading ------------------------------------------------------------------------------------
