@@ -12,9 +12,10 @@ Row life cycle, each step one committed transaction:
   in flight, sent without an answer, into `lost` (charged: the oracle may have done the work) and delete the
   rows never sent. A resumed run re-sends a lost row's sample under the same row, without charging it again.
 
-Every commit is copied into the main file at once (a passive WAL checkpoint) and `checkpoint` copies all of
-them at a round boundary, so `ledger.sqlite` alone is complete: a deleted or damaged `-wal`, or the main file
-copied without it, loses at most the commit a kill interrupted. `tally` is what a run's checkpoint is
+Every settlement is copied into the main file at once (a passive WAL checkpoint) and `checkpoint` copies all
+at a round boundary, so `ledger.sqlite` alone holds every settled row: a deleted or damaged `-wal`, or the
+main file copied without it, loses at most a settlement a kill interrupted, and rows in flight then look
+never sent (released, and charged once when sent again). `tally` is what a run's checkpoint is
 compared with on resume (`banel.oracle.integrity`).
 """
 
@@ -95,8 +96,9 @@ class Tally:
 class Ledger:
     """One SQLite file of evaluations, shared safely by threads of this process and by other processes.
 
-    `synchronous` is SQLite's durability level: FULL (default) fsyncs every commit, so a paid reward
-    survives a power cut; NORMAL survives a crash of the process only, and is faster.
+    `synchronous` is SQLite's durability level: FULL (default) fsyncs every commit and copies every settlement
+    into the main file, so a paid reward survives a power cut and a lost `-wal`; NORMAL survives a crash of the
+    process only, with the main file complete at round boundaries, and is faster.
     """
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
@@ -109,10 +111,7 @@ class Ledger:
         self._db.row_factory = sqlite3.Row
         self._until_unlocked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
         self._db.execute(f"PRAGMA synchronous={synchronous}")
-        # copy each commit into the main file at once (a passive checkpoint), so that the main file alone holds
-        # every committed row but one interrupted by a kill: after a kill the -wal is otherwise the only copy of
-        # the rows since the last checkpoint (issue 18). Measured: +0.3 ms per commit of 1 row, +0.6 ms of 250.
-        self._db.execute("PRAGMA wal_autocheckpoint=1")
+        self._durable = synchronous == "FULL"
         self._until_unlocked(lambda: self._db.executescript(SCHEMA))
         self._host, self._pid = socket.gethostname(), os.getpid()
 
@@ -217,7 +216,8 @@ class Ledger:
         )
 
     def settle(self, settlements: Iterable[Settlement]) -> None:
-        """Record outcomes and commit: ok rows stay charged, error rows are released (final or not)."""
+        """Record outcomes, commit and copy them into the main file: ok rows stay charged, error rows are released
+        (final or not)."""
         now = time.time()
         rows = [
             (
@@ -236,6 +236,7 @@ class Ledger:
             " WHERE id = ?",
             rows,
         )
+        self._copy_to_main()
 
     def interrupt(self, row_ids: Sequence[int], why: str) -> tuple[int, int]:
         """Pending rows whose evaluation was cut short: those sent become `lost` (charged: the oracle may have
@@ -252,6 +253,7 @@ class Ledger:
             released = self._db.executemany(
                 "DELETE FROM evaluations WHERE id = ? AND status = 'pending' AND charged = 0", [(i,) for i in row_ids]
             ).rowcount
+        self._copy_to_main()
         return lost, released
 
     def checkpoint(self, wait: float = CHECKPOINT_WAIT_S) -> bool:
@@ -263,6 +265,17 @@ class Ledger:
         finally:
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_S * 1000)}")
         return log == copied  # busy with every frame copied: only the -wal could not be emptied
+
+    def _copy_to_main(self) -> None:
+        """Copy committed rows into the main file now (a passive checkpoint: it waits for no one), so that the main
+        file alone holds every settled row: after a kill the -wal is otherwise their only copy (issue 18).
+
+        Done after the commits that settle what was paid (ok, error, lost), not after reserving or sending,
+        whose loss only releases rows that are then sent and charged once; and only at synchronous=FULL, since
+        the copy fsyncs, which NORMAL is chosen to avoid (there the main file is complete at round boundaries).
+        """
+        if self._durable:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def _write(self, statement: str, rows: list[tuple]) -> None:
         if not rows:
