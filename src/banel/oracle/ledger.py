@@ -111,7 +111,7 @@ class Ledger:
         self._db.row_factory = sqlite3.Row
         self._until_unlocked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
         self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._durable = synchronous == "FULL"
+        self._synchronous, self._durable = synchronous, synchronous == "FULL"
         self._until_unlocked(lambda: self._db.executescript(SCHEMA))
         self._host, self._pid = socket.gethostname(), os.getpid()
 
@@ -199,12 +199,20 @@ class Ledger:
         return ids
 
     def send(self, row_ids: Sequence[int]) -> None:
-        """Charge pending rows whose call is about to be sent (again: a no-op for rows already charged)."""
+        """Charge pending rows whose call is about to be sent (again: a no-op for rows already charged).
+
+        Committed without an fsync of its own (the next settlement's fsyncs it): a charge mark lost with the
+        machine only makes its row look never sent, released and charged once when sent again.
+        """
         now = time.time()
-        self._write(
-            "UPDATE evaluations SET charged = 1, started = ? WHERE id = ? AND status = 'pending'",
-            [(now, i) for i in row_ids],
-        )
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._write(
+                "UPDATE evaluations SET charged = 1, started = ? WHERE id = ? AND status = 'pending'",
+                [(now, i) for i in row_ids],
+            )
+        finally:
+            self._db.execute(f"PRAGMA synchronous={self._synchronous}")
 
     def reopen(self, row_ids: Sequence[int]) -> None:
         """Lost rows whose sample a resumed run sends again: pending and still charged (once), owned by this
