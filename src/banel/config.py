@@ -91,8 +91,9 @@ class OracleConfig:
     """Samples a run may ask, paid or answered from the ledger; 0: the NRE budget, so dedupe saves NREs
     without changing the rounds a method runs. Raise it to spend the saved NREs on more rounds."""
     max_consecutive_failures: int = 20
-    """Stop the run after this many oracle calls in a row failed (raised, timed out or gave no valid reward):
-    the oracle is down, and `banel resume` continues once it works. 0: never stop."""
+    """Stop the run after this many oracle calls in a row failed (raised, timed out or gave no valid reward;
+    retries of a sample that failed alone do not count): the oracle is down, and `banel resume` continues the
+    run once it works. 0: never stop."""
 
     def __post_init__(self) -> None:
         choice("executor", self.executor, ("inline", "thread", "process", "ray"))

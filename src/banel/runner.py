@@ -321,7 +321,11 @@ class Run:
         """Continue a killed run from its last checkpoint (instead of `start`): bookkeeping, files, method."""
         path = self.out / rundir.CHECKPOINT
         if not path.is_file():
-            log.warning("%s has no checkpoint (killed in its first round): starting it again", self.out)
+            log.warning(
+                "%s has no checkpoint (killed in its first round, or checkpoint.pt removed): starting it again, "
+                "answering from the ledger every evaluation it holds",
+                self.out,
+            )
             for name in (rundir.HISTORY, rundir.SUCCESSES):
                 (self.out / name).unlink(missing_ok=True)
             self.start()
