@@ -3,6 +3,7 @@ failed ones are uncharged errors, and the budget holds."""
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -10,9 +11,12 @@ import time
 import pytest
 import torch
 
-from _tiny import TinyTask, run_tiny
+from _tiny import TinyTask, charged_rows, run_tiny
 from banel.oracle.ledger import Ledger
 from banel.sequences import Sequences
+from banel.tasks import task_factory
+from banel.testing import TinyOptions
+from banel.testing import TinyTask as OptionsTinyTask
 
 BUDGET, M = 60, 10
 
@@ -52,8 +56,19 @@ class GarbageOnTokenOne(TinyTask):
         return r
 
 
+class RaisesOnTokenTwo(TinyTask):
+    """A batched simulator that crashes on any call holding a sample that starts with token 2."""
+
+    def reward(self, x: Sequences) -> torch.Tensor:
+        if (x.tokens[:, 0] == 2).any():
+            raise RuntimeError("simulator crashed")
+        return super().reward(x)
+
+
 CASES = {
     "raises": (RaisesOnEveryTenthCall, {"chunk_size": 1, "retries": 2}, None),
+    # default chunking: one call per batch, which a bad sample fails; only the bad samples may be lost
+    "raises_in_batch": (RaisesOnTokenTwo, {"retries": 1}, "2"),
     "hangs": (
         HangsOnTokenTwo,
         {"executor": "thread", "workers": 4, "chunk_size": 1, "timeout": 0.2, "retries": 0},
@@ -86,3 +101,71 @@ def test_a_run_finishes_against_a_misbehaving_oracle_and_the_ledger_holds_every_
         assert all(r["tokens"].split(",")[0] != failing_prefix for r in ok)
     assert sum(h.get("evaluation_errors", 0) for h in history) >= len({r["hash"] for r in errors})
     assert not math.isnan(summary["best_success_rate"])
+
+
+class Switch:
+    """Whether the oracle of `down_tiny` is down (module level: the CLI builds the task by import path)."""
+
+    down_after = 0
+    calls = 0
+
+
+@task_factory("the tiny task whose oracle goes down after Switch.down_after calls", {}, TinyOptions)
+def down_tiny(options: TinyOptions, cache) -> OptionsTinyTask:
+    """The tiny task; its reward raises ConnectionError from call Switch.down_after + 1 on, while down_after > 0."""
+
+    class Down(OptionsTinyTask):
+        def reward(self, x: Sequences) -> torch.Tensor:
+            Switch.calls += 1
+            if Switch.down_after and Switch.calls > Switch.down_after:
+                raise ConnectionError("connection refused")
+            return super().reward(x)
+
+    return Down(options)
+
+
+DOWN_SETTINGS = {
+    "m": 10,
+    "banel.negative_epochs": 2,
+    "banel.generator_epochs": 1,
+    "eval.drift_samples": 50,
+    "oracle.chunk_size": 2,
+    "oracle.dedupe": "false",  # every sample paid: a round is 5 calls of 2
+    "oracle.max_consecutive_failures": 5,
+}
+DOWN_ARGS = ["--budget", "40", "--quiet", "--no-plot", "--threads", "1"]
+DOWN_ARGS += [arg for key, value in DOWN_SETTINGS.items() for arg in ("--set", f"{key}={value}")]
+
+
+def test_a_failing_oracle_stops_the_run_and_resume_continues_once_it_works(tmp_path, capsys):
+    from banel.cli import main
+
+    reference = tmp_path / "reference"
+    Switch.down_after, Switch.calls = 0, 0
+    assert main(["run", "test_oracle_faults_run:down_tiny", "--out", str(reference), *DOWN_ARGS]) == 0
+    capsys.readouterr()
+
+    out = tmp_path / "run"
+    Switch.down_after, Switch.calls = 7, 0  # a round is 5 calls of 2 samples: down from round 1's 3rd call
+    assert main(["run", "test_oracle_faults_run:down_tiny", "--out", str(out), *DOWN_ARGS]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "banel: error: the oracle is failing: 5 calls in a row failed (the last: ConnectionError: connection "
+        f"refused); the run stopped, continue it with `banel resume {out}` once the oracle works"
+    )
+    assert not (out / "summary.json").exists()  # not a "finished" run on nothing
+    rows = Ledger(out / "ledger.sqlite").rows()
+    # round 0 paid; of round 1 the 2 calls that answered; the failed ones were released (errors are free)
+    assert [(r["round"], r["status"], r["charged"]) for r in rows] == [(0, "ok", 1)] * 10 + [(1, "ok", 1)] * 4
+    paid_before = {r["id"] for r in rows}
+
+    Switch.down_after = 0  # the oracle works again
+    assert main(["resume", str(out), "--quiet", "--no-plot", "--threads", "1"]) == 0
+    resumed = json.loads((out / "summary.json").read_text())
+    expected = json.loads((reference / "summary.json").read_text())
+    assert {k: v for k, v in resumed.items() if k != "wall_seconds"} == {
+        k: v for k, v in expected.items() if k != "wall_seconds"
+    }
+    rows = Ledger(out / "ledger.sqlite").rows()
+    assert charged_rows(rows) == charged_rows(Ledger(reference / "ledger.sqlite").rows())  # nothing paid twice
+    assert paid_before <= {r["id"] for r in rows} and resumed["nre_used"] == len(rows)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from banel.config import OracleConfig, RunConfig, from_dict
-from banel.oracle import BudgetExceeded, Ledger, LedgerOracle
+from banel.oracle import BudgetExceeded, Ledger, LedgerOracle, OracleFailing
 from banel.oracle.ledger import Request, Settlement
 from banel.sequences import Sequences
 
@@ -44,32 +44,38 @@ class Counting:
         return self.fn(x)
 
 
-def test_ledger_reserve_settle_charge_and_refuse_overspending(tmp_path):
+def test_ledger_reserve_send_settle_charge_and_refuse_overspending(tmp_path):
     with Ledger(tmp_path / "l.sqlite") as ledger:
         reqs = [Request(f"s{i}", str(i), f"h{i}") for i in range(3)]
         ids = ledger.reserve("run", "toy", 0, "banel", 0, reqs, budget=4)
-        assert ledger.charged("run") == 3  # pending rows are charged
+        assert ledger.charged("run") == 0  # reserved rows are not charged until their call is sent...
+        with pytest.raises(BudgetExceeded, match="exceeds the 1 NREs left of 4"):
+            ledger.reserve("run", "toy", 0, "banel", 0, reqs[:2], budget=4)  # ...but count against the budget
+        ledger.send(ids[:2])
+        assert ledger.charged("run") == 2
         ledger.settle([Settlement(ids[0], 1.0, None, 1), Settlement(ids[1], None, "boom", 3)])
-        assert ledger.charged("run") == 2  # the error row is released, the pending one stays charged
+        assert ledger.charged("run") == 1  # the error row is released, the unsent one was never charged
         with pytest.raises(BudgetExceeded):
-            ledger.reserve("run", "toy", 0, "banel", 0, reqs, budget=4)  # 2 + 3 > 4
-        assert len(ledger.rows("run")) == 3  # nothing inserted by the refused request
+            ledger.reserve("run", "toy", 0, "banel", 0, reqs, budget=4)  # 1 charged + 1 reserved + 3 > 4
+        assert len(ledger.rows("run")) == 3  # nothing inserted by the refused requests
         assert ledger.answers("toy", ["h0", "h1", "h2"]) == {"h0": 1.0}
         assert ledger.answers("other-task", ["h0"]) == {}
         rows = ledger.rows("run")
-        assert [r["status"] for r in rows] == ["ok", "error", "pending"]
+        assert [(r["status"], r["charged"]) for r in rows] == [("ok", 1), ("error", 0), ("pending", 0)]
         assert rows[1]["error"] == "boom" and rows[1]["attempts"] == 3
+        assert ledger.status_counts("run") == {"ok": 1, "error": 1, "lost": 0, "sent": 0, "pending": 1}
         mode = sqlite3.connect(tmp_path / "l.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
         assert mode == "wal"
 
 
-def test_pending_rows_of_a_dead_process_become_lost_and_stay_charged(tmp_path):
+def test_rows_of_a_dead_process_sent_become_lost_and_charged_unsent_ones_are_released(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
-    ids = ledger.reserve("run", "toy", 0, "banel", 0, [Request("a", "1", "ha")], budget=5)
-    ledger._db.execute("UPDATE evaluations SET pid = ? WHERE id = ?", (2**22 + 12345, ids[0]))  # no such pid
-    assert ledger.recover("run") == 1
-    row = ledger.rows("run")[0]
-    assert row["status"] == "lost" and row["charged"] == 1 and row["reward"] is None
+    ids = ledger.reserve("run", "toy", 0, "banel", 0, [Request("a", "1", "ha"), Request("b", "2", "hb")], budget=5)
+    ledger.send(ids[:1])
+    ledger._db.execute("UPDATE evaluations SET pid = ?", (2**22 + 12345,))  # no such pid
+    assert ledger.recover("run") == (1, 1)
+    (row,) = ledger.rows("run")
+    assert row["id"] == ids[0] and row["status"] == "lost" and row["charged"] == 1 and row["reward"] is None
     assert ledger.charged("run") == 1
 
 
@@ -333,3 +339,131 @@ def test_replay_answers_a_restarted_run_in_order_and_credits_its_nres(tmp_path):
     again.round = 1
     assert again(batch([1], [3])).tolist() == [1.0, 1.0]
     assert fn.samples == 0 and again.used == 4 and again.remaining == 0
+
+
+class RaisesOnBadSamples:
+    """A batched reward that raises if any sample of the call is bad: 10 of every 200 (5%), like a simulator
+    that crashes on some inputs. Counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @staticmethod
+    def bad(first: int) -> bool:
+        return first % 20 == 7
+
+    def __call__(self, x: Sequences) -> torch.Tensor:
+        self.calls += 1
+        first = x.tokens[:, 0].tolist()
+        if any(self.bad(t) for t in first):
+            raise RuntimeError(f"simulator crashed on {next(t for t in first if self.bad(t))}")
+        return first_token_odd(x)
+
+
+def test_one_raising_sample_in_a_batch_costs_only_itself(tmp_path):
+    fn = RaisesOnBadSamples()
+    oracle = make_oracle(tmp_path, fn, budget=200)  # default chunking: one call for the whole batch
+    x = batch(*[[i] for i in range(200)])
+    r = oracle(x)
+    bad = [i for i in range(200) if fn.bad(i)]
+    assert len(bad) == 10
+    assert r.isnan().nonzero().flatten().tolist() == bad
+    good = [i for i in range(200) if i not in bad]
+    assert r[good].tolist() == [float(i % 2) for i in good]  # every other sample got its reward
+    rows = {int(row["tokens"]): row for row in oracle.ledger.rows()}
+    assert [i for i, row in rows.items() if row["status"] == "error"] == bad
+    assert all(rows[i]["status"] == "ok" and rows[i]["charged"] == 1 for i in good)
+    assert all(rows[i]["charged"] == 0 and f"RuntimeError: simulator crashed on {i}" in rows[i]["error"] for i in bad)
+    assert all(rows[i]["error"].endswith(f"(sample '{i}')") for i in bad)
+    assert (oracle.used, oracle.errors, oracle.failed_calls) == (190, 10, 0)
+    # isolation splits down to single samples; then each bad one is retried twice: far fewer calls than samples
+    assert all(rows[i]["attempts"] > 3 for i in bad) and fn.calls < 200
+
+
+def test_a_wrong_length_answer_is_split_like_a_raise(tmp_path):
+    def drops_the_last_of_a_big_call(x: Sequences) -> torch.Tensor:
+        r = first_token_odd(x)
+        return r[:-1] if len(x) > 2 else r
+
+    oracle = make_oracle(tmp_path, drops_the_last_of_a_big_call, budget=10, retries=0)
+    assert oracle(batch(*[[i] for i in range(7)])).tolist() == [float(i % 2) for i in range(7)]
+    rows = oracle.ledger.rows()
+    assert [r["status"] for r in rows] == ["ok"] * 7 and oracle.used == 7
+    assert rows[0]["error"] is None and rows[0]["attempts"] == 2  # the failed call of 7, then itself alone
+
+
+def test_a_failing_oracle_stops_after_max_consecutive_failures_and_charges_nothing(tmp_path):
+    calls = []
+
+    def down(x: Sequences) -> torch.Tensor:
+        calls.append(len(x))
+        raise ConnectionError("connection refused")
+
+    oracle = make_oracle(tmp_path, down, budget=100, max_consecutive_failures=5)
+    with pytest.raises(OracleFailing) as err:
+        oracle(batch(*[[i] for i in range(40)]))
+    assert str(err.value) == (
+        "the oracle is failing: 5 calls in a row failed (the last: ConnectionError: connection refused)"
+    )
+    # the batch of 40, then its first sample alone and the two halves of the rest, then the first of those
+    assert calls == [40, 1, 20, 19, 1]
+    assert oracle.ledger.rows() == [] and oracle.used == 0 and oracle.queries == 0  # all released
+
+
+def test_a_call_with_one_reward_resets_the_count_of_failed_calls(tmp_path):
+    outcomes = iter([False, False, True, False, False, True] + [False] * 10)
+
+    def sometimes(x: Sequences) -> torch.Tensor:
+        if not next(outcomes):
+            raise TimeoutError("slow")
+        return first_token_odd(x)
+
+    oracle = make_oracle(tmp_path, sometimes, budget=100, chunk_size=1, retries=0, max_consecutive_failures=3)
+    r = oracle(batch(*[[i] for i in range(6)]))
+    assert r.isnan().tolist() == [True, True, False, True, True, False] and oracle.failed_calls == 0
+    with pytest.raises(OracleFailing, match="3 calls in a row failed"):
+        oracle(batch(*[[i] for i in range(6, 12)]))
+    # the 3 failed samples are final errors (retries=0); the 3 never sent were released
+    assert [r["status"] for r in oracle.ledger.rows()] == ["error", "error", "ok", "error", "error", "ok"] + [
+        "error"
+    ] * 3
+    assert oracle.used == 2 and len(oracle.ledger.rows()) == 9
+
+
+def test_open_is_the_fault_tolerant_oracle_on_its_own_file_and_a_rerun_pays_nothing_twice(tmp_path):
+    fn = Counting()
+    path = tmp_path / "evaluations.sqlite"
+    x = batch(*[[i, i] for i in range(8)])
+    with LedgerOracle.open(fn, 8, path, OracleConfig(executor="thread", workers=2, retries=0)) as oracle:
+        assert oracle(x).tolist() == first_token_odd(x).tolist()
+        assert oracle.oracle_id == "test_oracle_ledger:Counting" and oracle.run_id == "default"
+    assert oracle.ledger._db is not None and fn.samples == 8
+    with pytest.raises(sqlite3.ProgrammingError):  # closed with the oracle
+        oracle.ledger.rows()
+    with LedgerOracle.open(fn, 8, path) as again:  # the script run again: its budget continues, answers are free
+        assert again.used == 8 and again.remaining == 0
+        assert again(x).tolist() == first_token_odd(x).tolist() and fn.samples == 8
+
+
+def test_a_ctrl_c_just_after_a_commit_is_a_keyboard_interrupt_and_the_commit_holds(tmp_path):
+    class CtrlCAfterCommit:
+        """The connection, with a Ctrl-C delivered as COMMIT returns (Python checks signals right after)."""
+
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __getattr__(self, name: str):
+            return getattr(self.db, name)
+
+        def execute(self, sql: str, *args):
+            cursor = self.db.execute(sql, *args)
+            if sql == "COMMIT":
+                raise KeyboardInterrupt
+            return cursor
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    (row,) = ledger.reserve("run", "toy", 0, "banel", 0, [Request("a", "1", "ha")], budget=5)
+    ledger._db = CtrlCAfterCommit(ledger._db)
+    with pytest.raises(KeyboardInterrupt):  # not "cannot rollback - no transaction is active"
+        ledger.send([row])
+    assert ledger.charged("run") == 1

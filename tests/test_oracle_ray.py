@@ -71,3 +71,45 @@ def test_ray_timeout_cancels_and_records_an_error(tmp_path, local_ray):
     r = oracle(Sequences.from_lists([[0], [1], [2]]))
     assert torch.isnan(r[0]) and r[1:].tolist() == [1.0, 0.0]
     assert oracle.used == 2 and oracle.errors == 1
+
+
+def test_ray_interrupted_mid_batch_charges_only_calls_in_flight_and_a_restart_pays_nothing_again(tmp_path, local_ray):
+    import time
+
+    parity_of_sum = make_parity()
+
+    def slow(x: Sequences) -> torch.Tensor:
+        time.sleep(0.3)
+        return parity_of_sum(x)
+
+    x = Sequences.from_lists([[i, i + 1] for i in range(16)])
+    config = OracleConfig(executor="ray", workers=2, chunk_size=2, dedupe=False)
+    path = tmp_path / "l.sqlite"
+    oracle = LedgerOracle(slow, 16, Ledger(path), "run", "toy", config)
+    settle, settled = oracle.ledger.settle, []
+
+    def ctrl_c_at_the_third_answer(outcomes):  # Ctrl-C as the 3rd call's answer arrives, before it is recorded
+        if len(settled) == 2:
+            raise KeyboardInterrupt
+        settled.append(outcomes)
+        settle(outcomes)
+
+    oracle.ledger.settle = ctrl_c_at_the_third_answer
+    with pytest.raises(KeyboardInterrupt):
+        oracle(x)
+    rows = Ledger(path).rows("run")
+    statuses = [r["status"] for r in rows]
+    # 2 calls answered; the 3rd (answered, not recorded) and the one beside it were in flight: charged, no reward;
+    # the 12 samples never sent are released
+    assert statuses.count("ok") == 4 and statuses.count("lost") == 4 and len(rows) == 8, [
+        (r["status"], r["charged"], r["tokens"]) for r in rows
+    ]
+    assert Ledger(path).charged("run") == 8
+
+    again = LedgerOracle(slow, 16, Ledger(path), "run", "toy", config)  # the run restarted
+    assert again.replay_round(0) == 8 and again.remaining == 16
+    assert again(x).tolist() == parity_of_sum(x).tolist()
+    final = Ledger(path).rows("run")
+    assert [r["id"] for r in final if r["id"] in {r["id"] for r in rows}] == [r["id"] for r in rows]
+    assert all(r["status"] == "ok" and r["charged"] == 1 for r in final)
+    assert len(final) == 16 and again.used == 16  # each sample paid once: lost rows were re-sent, not re-charged

@@ -5,7 +5,7 @@ from banel.cache import pretrained
 from banel.config import EvalConfig, OracleConfig, RunConfig, SettingError
 from banel.methods import Context, Method, Round, resolve_method
 from banel.models import CategoricalModel, FitConfig, GenerativeModel, TransformerConfig, TransformerModel
-from banel.oracle import BudgetedOracle, BudgetExceeded
+from banel.oracle import BudgetedOracle, BudgetExceeded, Ledger, LedgerMismatch, LedgerOracle, OracleFailing
 from banel.runner import Run, load_generator, parse_config, resume_run, run
 from banel.sequences import Sequences, derive_seed
 from banel.tasks import TaskFactory, make_task, resolve_task, task_factory
@@ -23,8 +23,12 @@ __all__ = [
     "FilteredModel",
     "FitConfig",
     "GenerativeModel",
+    "Ledger",
+    "LedgerMismatch",
+    "LedgerOracle",
     "Method",
     "OracleConfig",
+    "OracleFailing",
     "Round",
     "Run",
     "RunConfig",

@@ -1,4 +1,4 @@
-"""The `banel` command line: run, resume, compare, report, prepare, tasks, methods.
+"""The `banel` command line: run, resume, compare, report, prepare, ledger, tasks, methods.
 
 Every setting's help is generated from the docstrings of the config dataclasses (`banel run --help`), a
 user's task or method included when its import path is on the command line.
@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 
 from banel.cache import FolderInUse
 from banel.config import RunConfig, format_settings, load_file, merge, parse_overrides, settings
+from banel.oracle.ledger_oracle import OracleFailing
 
 RUN_EXAMPLES = """examples:
   banel run toy1d                          BaNEL on the 1D toy, seed 0, results in runs/toy1d-banel-seed0
@@ -169,6 +171,22 @@ def _parser(help_settings: str = "") -> argparse.ArgumentParser:
     prep.add_argument("--out", help="also write the report as JSON to this file")
     prep.add_argument("--threads", type=int, help=THREADS_HELP)
 
+    led = sub.add_parser(
+        "ledger",
+        help="check a run's ledger against its checkpoint and summary, or export its rows",
+        description="Every paid evaluation of a run is a row of its SQLite ledger. `check` runs SQLite's "
+        "integrity check, counts rows by status, compares the NREs charged with summary.json and checkpoint.pt "
+        "and looks for samples paid twice (exit 1 if it finds a problem); `export` writes the rows as CSV or "
+        "JSON lines, for archiving.",
+    )
+    led_sub = led.add_subparsers(dest="ledger_command", required=True)
+    check = led_sub.add_parser("check", help="integrity, counts by status, charged NREs, samples paid twice")
+    check.add_argument("run_dir", help="the run folder (holds config.json)")
+    export = led_sub.add_parser("export", help="write the run's ledger rows as CSV or JSON lines")
+    export.add_argument("run_dir", help="the run folder (holds config.json)")
+    export.add_argument("--format", default="csv", choices=("csv", "jsonl"), help="csv (a header line) or jsonl")
+    export.add_argument("--out", help="file to write (default: standard output)")
+
     sub.add_parser("tasks", help="list the built-in tasks")
     sub.add_parser("methods", help="list the built-in methods")
     return p
@@ -271,10 +289,19 @@ def _execute(args: argparse.Namespace, out: Path, config: RunConfig, task: Any) 
             )
             bar.update(1)
 
-    if task is None:
-        summary = resume_run(out, cache=args.cache, on_round=on_round)
-    else:
-        summary = run(config, out, task, args.cache, on_round=on_round)
+    try:
+        if task is None:
+            summary = resume_run(out, cache=args.cache, on_round=on_round)
+        else:
+            summary = run(config, out, task, args.cache, on_round=on_round)
+    except OracleFailing as err:  # the run stopped before its checkpoint: resumable as it is
+        if bar is not None:
+            bar.close()
+        print(
+            f"banel: error: {err}; the run stopped, continue it with `banel resume {out}` once the oracle works",
+            file=sys.stderr,
+        )
+        return 2
     if bar is not None:
         bar.close()
     plots = [] if args.no_plot else plot_run(out)
@@ -350,6 +377,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(paths[0].read_text())
     for p in paths:
         print(f"wrote {p}")
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """`banel ledger check|export RUN_DIR`."""
+    from banel.oracle.integrity import check_run, export_rows
+
+    if args.ledger_command == "check":
+        report = check_run(args.run_dir)
+        print("\n".join(report.lines))
+        return 1 if report.problems else 0
+    try:
+        if args.out:
+            with open(args.out, "w", newline="") as f:
+                n = export_rows(args.run_dir, args.format, f)
+            print(f"wrote {n} rows to {args.out}")
+        else:
+            export_rows(args.run_dir, args.format)
+    except sqlite3.DatabaseError as err:
+        raise ValueError(f"the ledger of {args.run_dir} cannot be read: {err} (`banel ledger check` it)") from None
     return 0
 
 
@@ -453,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "prepare":
             return cmd_prepare(args)
+        if args.command == "ledger":
+            return cmd_ledger(args)
         if args.command == "tasks":
             from banel.tasks import BUILTIN, resolve_task
 

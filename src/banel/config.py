@@ -95,10 +95,14 @@ class OracleConfig:
     query_limit: int = 0
     """Samples a run may ask, paid or answered from the ledger; 0: the NRE budget, so dedupe saves NREs
     without changing the rounds a method runs. Raise it to spend the saved NREs on more rounds."""
+    max_consecutive_failures: int = 20
+    """Stop the run after this many oracle calls in a row failed (raised, timed out or gave no valid reward;
+    retries of a sample that failed alone do not count): the oracle is down, and `banel resume` continues the
+    run once it works. 0: never stop."""
 
     def __post_init__(self) -> None:
         choice("executor", self.executor, ("inline", "thread", "process", "ray"))
-        for name in ("workers", "chunk_size", "retries", "query_limit"):
+        for name in ("workers", "chunk_size", "retries", "query_limit", "max_consecutive_failures"):
             check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
         if self.executor != "ray":
             check(self.workers >= 1, "workers", f"must be >= 1 for executor {self.executor!r}, got {self.workers}")

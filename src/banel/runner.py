@@ -37,6 +37,7 @@ from banel.methods import Method, MethodSpec, resolve_method
 from banel.methods.protocol import Context, Round
 from banel.models.protocol import GenerativeModel
 from banel.oracle.budget import BudgetedOracle, CheckedOracle
+from banel.oracle.integrity import verify_checkpoint
 from banel.oracle.ledger import Ledger
 from banel.oracle.ledger_oracle import LedgerOracle
 from banel.sequences import Sequences, derive_seed
@@ -332,13 +333,24 @@ class Run:
             "wall_seconds": time.time() - self.started,
         }
         state = {"version": CHECKPOINT_VERSION, "run": run_state, "method": self.method.state_dict()}
+        # the ledger's main file holds every row the checkpoint counts before the checkpoint exists
+        if self.ledger is not None and not self.ledger.checkpoint():
+            log.warning(
+                "%s: another connection reading the ledger kept some rows in %s-wal only; keep that file with it",
+                self.out,
+                self.ledger.path.name,
+            )
         atomic_torch_save(state, self.out / rundir.CHECKPOINT)
 
     def resume(self) -> None:
         """Continue a killed run from its last checkpoint (instead of `start`): bookkeeping, files, method."""
         path = self.out / rundir.CHECKPOINT
         if not path.is_file():
-            log.warning("%s has no checkpoint (killed in its first round): starting it again", self.out)
+            log.warning(
+                "%s has no checkpoint (killed in its first round, or checkpoint.pt removed): starting it again, "
+                "answering from the ledger every evaluation it holds",
+                self.out,
+            )
             for name in (rundir.HISTORY, rundir.SUCCESSES):
                 (self.out / name).unlink(missing_ok=True)
             self.start()
@@ -353,6 +365,8 @@ class Run:
             )
         state = ckpt["run"]
         self.round_index = int(state["round_index"])
+        if self.ledger is not None:  # refuse, rather than pay again for rows the ledger lost
+            verify_checkpoint(self.ledger, self.run_id, self.round_index, state["oracle"], path)
         self.success_keys = {k.encode() for k in state["success_keys"]}
         self.base, self.last, self.best_round_rate = (
             SuccessRate(**state[k]) if state[k] else None for k in ("base", "last", "best_round_rate")

@@ -34,6 +34,10 @@ def validate_rewards(rewards: object, x: Sequences) -> torch.Tensor:
 class BudgetedOracle:
     """Wraps a reward function so that every evaluated sample costs one NRE and the budget is never exceeded.
 
+    The bare core: no ledger, no de-duplication, no retries, no timeout. A reward function that raises raises
+    through it, and that batch is neither recorded nor counted; one that hangs blocks. Use `LedgerOracle`
+    (`LedgerOracle.open(reward, budget, path)` from Python; every run uses one) for all of those.
+
     The whole request is checked against the NREs left before anything is evaluated. `used` counts NREs
     spent, `queries` counts samples asked for (equal here; a ledger that answers repeats for free makes
     them differ), `errors` evaluations that failed (none here: a raising reward function raises).

@@ -1,10 +1,12 @@
 """Where oracle calls run: in this process, a thread pool, a process pool, or a Ray cluster.
 
-An executor runs `fn(chunk)` for every chunk of a batch, at most `workers` at a time, and reports each
-outcome to `on_result(index, value, error)` in the calling thread as soon as it arrives (so the ledger can
-commit it at once). A call that runs longer than `timeout` seconds is reported as a `TimeoutError` and
-abandoned: Ray cancels it and the process pool kills its worker, but a thread cannot be killed, so a hung
-call in the inline or thread executor keeps its (daemon) thread until the process exits. `async def`
+An executor runs `fn(chunk)` for every chunk of a batch, at most `workers` at a time, calls `on_send(index)` in
+the calling thread just before it dispatches a chunk (the ledger charges the chunk's rows then, so a kill
+charges only calls in flight) and reports each outcome to `on_result(index, value, error)` in the calling
+thread as soon as it arrives (so the ledger can commit it at once). A call that runs longer than `timeout`
+seconds is reported as a `TimeoutError` and abandoned: Ray cancels it and the process pool kills its worker,
+but a thread cannot be killed, so a hung call in the inline or thread executor keeps its (daemon) thread
+until the process exits. `async def`
 oracles are accepted everywhere: inline and thread run them on one event loop with `workers` coroutines
 in flight; process and Ray run each call with `asyncio.run`.
 """
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 
 OnResult = Callable[[int, Any, BaseException | None], None]
 """on_result(chunk_index, value, error): value is fn's return when error is None."""
+OnSend = Callable[[int], None]
+"""on_send(chunk_index): the chunk's call is about to be dispatched (again, after a pool restart)."""
 
 PROCESS_START_METHOD = "spawn"  # fork is unsafe once torch has started its own threads
 WARM_UP_S = 0.2  # a warm-up call this long per worker makes the pool start all its processes at once
@@ -37,8 +41,11 @@ WARM_UP_S = 0.2  # a warm-up call this long per worker makes the pool start all 
 class Executor(Protocol):
     """Runs oracle calls on chunks of a batch and reports each outcome as it arrives."""
 
-    def run(self, fn: Callable, chunks: Sequence[Sequences], timeout: float, on_result: OnResult) -> None:
-        """Call fn on every chunk (timeout 0: none) and report every outcome once, in completion order."""
+    def run(
+        self, fn: Callable, chunks: Sequence[Sequences], timeout: float, on_result: OnResult, on_send: OnSend
+    ) -> None:
+        """Call fn on every chunk (timeout 0: none), on_send(i) before dispatching chunk i, and report every
+        outcome once, in completion order."""
         ...
 
     def close(self) -> None:
@@ -63,7 +70,9 @@ def is_async(fn: Callable) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
-def run_async(fn: Callable, chunks: Sequence[Sequences], workers: int, timeout: float, on_result: OnResult) -> None:
+def run_async(
+    fn: Callable, chunks: Sequence[Sequences], workers: int, timeout: float, on_result: OnResult, on_send: OnSend
+) -> None:
     """Run an async oracle on one event loop, `workers` calls in flight, each cancelled after `timeout`."""
 
     async def main() -> None:
@@ -71,6 +80,7 @@ def run_async(fn: Callable, chunks: Sequence[Sequences], workers: int, timeout: 
 
         async def one(i: int) -> tuple[int, Any, BaseException | None]:
             async with gate:
+                on_send(i)
                 try:
                     coro = fn(chunks[i])
                     value = await (asyncio.wait_for(coro, timeout) if timeout else coro)
@@ -92,14 +102,17 @@ class InlineExecutor:
     def __init__(self) -> None:
         self._threads = ThreadExecutor(1)
 
-    def run(self, fn: Callable, chunks: Sequence[Sequences], timeout: float, on_result: OnResult) -> None:
+    def run(
+        self, fn: Callable, chunks: Sequence[Sequences], timeout: float, on_result: OnResult, on_send: OnSend
+    ) -> None:
         """Call fn on every chunk in order."""
         if is_async(fn):
-            run_async(fn, chunks, 1, timeout, on_result)
+            run_async(fn, chunks, 1, timeout, on_result, on_send)
         elif timeout:
-            self._threads.run(fn, chunks, timeout, on_result)
+            self._threads.run(fn, chunks, timeout, on_result, on_send)
         else:
             for i, chunk in enumerate(chunks):
+                on_send(i)
                 try:
                     value = call(fn, chunk)
                 except Exception as err:  # noqa: BLE001 - KeyboardInterrupt is not caught: it stops the run
@@ -119,10 +132,12 @@ class ThreadExecutor:
             raise ValueError(f"oracle.workers must be >= 1, got {workers}")
         self.workers = workers
 
-    def run(self, fn: Callable, chunks: Sequence[Sequences], timeout: float, on_result: OnResult) -> None:
+    def run(
+        self, fn: Callable, chunks: Sequence[Sequences], timeout: float, on_result: OnResult, on_send: OnSend
+    ) -> None:
         """Call fn on every chunk with `workers` threads."""
         if is_async(fn):
-            run_async(fn, chunks, self.workers, timeout, on_result)
+            run_async(fn, chunks, self.workers, timeout, on_result, on_send)
             return
         results: queue.Queue = queue.Queue()  # one per batch: late answers of abandoned calls are ignored
 
@@ -137,6 +152,7 @@ class ThreadExecutor:
         while todo or running:
             while todo and len(running) < self.workers:
                 i = todo.pop()
+                on_send(i)
                 running[i] = time.monotonic()
                 threading.Thread(target=work, args=(i,), daemon=True, name=f"banel-oracle-{i}").start()
             wait = None if not timeout else max(0.0, min(running.values()) + timeout - time.monotonic())
@@ -183,7 +199,16 @@ class ProcessExecutor:
             self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx)
             # start every worker and unpickle fn there now (importing torch and fn's module), so that no
             # call's timeout is spent on start-up
-            cf.wait([self._pool.submit(_touch, fn) for _ in range(self.workers)])
+            warm_up = [self._pool.submit(_touch, fn) for _ in range(self.workers)]
+            cf.wait(warm_up)
+            err = next((f.exception() for f in warm_up if f.exception() is not None), None)
+            if err is not None:  # before any call is sent: nothing is charged
+                self._kill_pool()
+                raise RuntimeError(
+                    f"oracle.executor='process' could not start its workers ({type(err).__name__}: {err}); the "
+                    "reward function must be picklable and importable, and a script that starts a run needs "
+                    "`if __name__ == '__main__':` (worker processes are spawned and import the script)"
+                ) from err
         return self._pool
 
     def _kill_pool(self) -> None:
@@ -195,7 +220,9 @@ class ProcessExecutor:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None
 
-    def run(self, fn: Callable, chunks: Sequence[Sequences], timeout: float, on_result: OnResult) -> None:
+    def run(
+        self, fn: Callable, chunks: Sequence[Sequences], timeout: float, on_result: OnResult, on_send: OnSend
+    ) -> None:
         """Call fn on every chunk in the pool."""
         todo = list(range(len(chunks)))[::-1]
         running: dict[cf.Future, tuple[int, float]] = {}
@@ -203,6 +230,7 @@ class ProcessExecutor:
             pool = self._get_pool(fn)
             while todo and len(running) < self.workers:
                 i = todo.pop()
+                on_send(i)
                 running[pool.submit(call, fn, chunks[i])] = (i, time.monotonic())
             wait = None
             if timeout:
@@ -246,7 +274,9 @@ class RayExecutor:
             self._owns = True
         self._remote = ray.remote(call)
 
-    def run(self, fn: Callable, chunks: Sequence[Sequences], timeout: float, on_result: OnResult) -> None:
+    def run(
+        self, fn: Callable, chunks: Sequence[Sequences], timeout: float, on_result: OnResult, on_send: OnSend
+    ) -> None:
         """Call fn on every chunk as Ray tasks."""
         ray = self._ray
         fn_ref = ray.put(fn)
@@ -256,6 +286,7 @@ class RayExecutor:
         while todo or running:
             while todo and len(running) < limit:
                 i = todo.pop()
+                on_send(i)
                 running[self._remote.remote(fn_ref, chunks[i])] = (i, time.monotonic())
             wait = None
             if timeout:

@@ -9,14 +9,21 @@ request checked against the budget before anything is evaluated — and adds:
   NREs spent, `queries` samples asked. A run still stops after `query_limit` samples asked (default: the
   NRE budget), so by default de-duplication saves money without changing what a method does: same
   rounds, same rewards, fewer NREs. Raise `oracle.query_limit` to spend the savings on more rounds;
-- calls go through an executor (inline, thread, process, Ray) in chunks; a chunk that raises, times out
-  or returns a malformed reward (wrong length, NaN, not 0/1) is retried `retries` times for the samples
-  it failed on, then recorded as an error row that is not charged;
+- calls go through an executor (inline, thread, process, Ray) in chunks, and a call's rows are charged as
+  it is sent, so a kill or Ctrl-C charges only the calls in flight (`lost` rows), never the rest of the batch;
+- a call of several samples that raises, times out or returns an unreadable or wrong-length answer is split:
+  its first sample alone, then each half of the rest, down to single samples, so one bad sample costs only
+  itself (the lone first sample tells a failing oracle from a bad sample at once, see below); a single
+  sample whose call failed, or whose own reward is malformed (NaN, not 0/1), is retried `retries` times, then
+  recorded as an error row that is not charged;
+- after `max_consecutive_failures` failed calls in a row the oracle raises `OracleFailing`: the run stops
+  where it is and stays resumable, instead of finishing on nothing;
 - **a sample whose evaluation failed comes back as NaN**: it is neither a success nor a failure, and
   methods must drop it (`rewards.isnan()`); BaNEL does;
 - `used` is read back from the ledger (charged rows of this run), so it survives crashes and resumes;
 - when resuming, rows of the interrupted round are replayed in order before anything is paid, so the
-  re-drawn samples of that round are never paid twice, even with dedupe off.
+  re-drawn samples of that round are never paid twice, even with dedupe off; its `lost` rows (in flight at
+  the kill) are sent again under the same row, without a second charge.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import logging
 import math
 from collections import defaultdict, deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,20 +46,28 @@ from banel.sequences import Sequences
 log = logging.getLogger(__name__)
 
 
-def check_chunk(value: object, texts: list[str]) -> list[float | str]:
-    """Per sample of a chunk: its 0/1 reward, or an error message naming the sample."""
+class OracleFailing(RuntimeError):
+    """Raised after `oracle.max_consecutive_failures` oracle calls in a row failed: the oracle is down."""
+
+
+def read_chunk(value: object, n: int) -> torch.Tensor:
+    """A call's answer as (n,) float64; raises ValueError if it cannot be read or has the wrong length."""
     try:
         r = torch.as_tensor(value).detach().cpu().double().reshape(-1)
-    except Exception as err:  # noqa: BLE001 - any unreadable return is an error of every sample
-        return [f"oracle returned {type(value).__name__} ({err}) for sample {t!r}" for t in texts]
-    if r.shape[0] != len(texts):
-        return [
-            f"oracle returned {r.shape[0]} values for a call of {len(texts)} samples (this one {t!r})" for t in texts
-        ]
-    out: list[float | str] = []
-    for v, t in zip(r.tolist(), texts, strict=True):
-        out.append(v if v in (0.0, 1.0) else f"oracle returned {v!r} for sample {t!r}; expected 0 or 1")
-    return out
+    except Exception as err:  # noqa: BLE001 - any unreadable return fails the call
+        raise ValueError(f"oracle returned {type(value).__name__} ({err})") from None
+    if r.shape[0] != n:
+        raise ValueError(f"oracle returned {r.shape[0]} values for a call of {n} samples")
+    return r
+
+
+def isolate(members: list[int]) -> list[list[int]]:
+    """The calls a failed call of several samples is retried as: its first sample alone, then the two halves of
+    the rest. Splitting isolates a bad sample in about log2(n) rounds of calls; the lone first sample succeeds
+    at once unless the oracle itself is failing, so `max_consecutive_failures` tells the two apart."""
+    first, rest = members[:1], members[1:]
+    half = (len(rest) + 1) // 2
+    return [part for part in (first, rest[:half], rest[half:]) if part]
 
 
 class LedgerOracle(BudgetedOracle):
@@ -79,11 +95,51 @@ class LedgerOracle(BudgetedOracle):
         self.round = 0
         self.errors = 0
         self.answered = 0  # samples answered without paying: from the ledger or a repeat in the batch
-        self.lost = ledger.recover(run_id)
-        if self.lost:
-            log.warning("%d evaluations of run %s were in flight when it died: charged, no reward", self.lost, run_id)
+        self.failed_calls = 0  # oracle calls failed in a row (any call with a reward resets it)
+        self._owns_ledger = False
+        self.lost, self.released = ledger.recover(run_id)
+        if self.lost or self.released:
+            log.warning(
+                "run %s died with %d evaluations in flight: charged once, without a reward (the oracle may have "
+                "done them; their samples are sent again when the round is redone, not charged again); %d reserved "
+                "but never sent were released",
+                run_id,
+                self.lost,
+                self.released,
+            )
         self.used = ledger.charged(run_id)
-        self._replay: tuple[int | None, dict[str, deque[float]]] | None = None
+        self._replay: tuple[int | None, dict[str, deque[float]], dict[str, deque[int]]] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        reward_fn: RewardFn | Callable[[Sequences], Any],
+        budget: int,
+        path: str | Path,
+        config: OracleConfig | None = None,
+        run_id: str = "default",
+        oracle_id: str | None = None,
+        decode: Callable[[Sequences], list[str]] | None = None,
+    ) -> LedgerOracle:
+        """The fault-tolerant oracle on its own ledger file (created if new; closed with the oracle).
+
+        `run_id` names whose budget this is: a script re-run with the same id continues its budget and, with
+        dedupe, gets every sample paid before answered from the file. `oracle_id` (default: the reward
+        function's module and name) names the reward: runs sharing a file share the answers of the same one.
+        """
+        config = config or OracleConfig()
+        if oracle_id is None:
+            fn = reward_fn if hasattr(reward_fn, "__qualname__") else type(reward_fn)
+            oracle_id = f"{fn.__module__}:{fn.__qualname__}"
+        oracle = cls(reward_fn, budget, Ledger(path), run_id, oracle_id, config, decode=decode)
+        oracle._owns_ledger = True
+        return oracle
+
+    def __enter__(self) -> LedgerOracle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def remaining(self) -> int:
@@ -100,20 +156,27 @@ class LedgerOracle(BudgetedOracle):
     def _replay_credit(self) -> int:
         if not self._replaying():
             return 0
-        return sum(len(q) for q in self._replay[1].values())
+        assert self._replay is not None
+        return sum(len(q) for q in self._replay[1].values()) + sum(len(q) for q in self._replay[2].values())
 
     def replay_round(self, round_index: int | None) -> int:
         """Answer a round's samples first from this run's ledger rows of it (None: rows of every round, for a
-        run restarted from scratch); returns how many rows there are to replay."""
+        run restarted from scratch): ok rows with their reward, lost rows by sending their sample again under
+        the same, already charged, row. Returns how many rows there are to replay."""
         answers: dict[str, deque[float]] = defaultdict(deque)
+        lost: dict[str, deque[int]] = defaultdict(deque)
         rows = self.ledger.round_answers(self.run_id, round_index)
         for h, r in rows:
             answers[h].append(r)
-        self._replay = (round_index, answers)
-        return len(rows)
+        lost_rows = self.ledger.round_lost(self.run_id, round_index)
+        for h, row_id in lost_rows:
+            lost[h].append(row_id)
+        self._replay = (round_index, answers, lost)
+        return len(rows) + len(lost_rows)
 
     def __call__(self, x: Sequences) -> torch.Tensor:
-        """Rewards of a batch: (n,) float64 of 0/1, NaN where evaluation failed; may raise BudgetExceeded."""
+        """Rewards of a batch: (n,) float64 of 0/1, NaN where evaluation failed; may raise BudgetExceeded, or
+        OracleFailing when calls keep failing."""
         n = len(x)
         if n > self.query_limit - self.queries:
             raise BudgetExceeded(f"request of {n} samples exceeds the {self.query_limit - self.queries} queries left")
@@ -136,11 +199,13 @@ class LedgerOracle(BudgetedOracle):
             groups[hashes[i] if self.config.dedupe else i].append(i)
         payers = [members[0] for members in groups.values()]
         self.answered += n - len(payers)
-        self._pay(x, payers, hashes, rewards)
+        try:
+            self._pay(x, payers, hashes, rewards, self._take_lost(payers, hashes))
+        finally:
+            self.used = self.ledger.charged(self.run_id)
         for members in groups.values():
             rewards[members[1:]] = float(rewards[members[0]])
         self.queries += n
-        self.used = self.ledger.charged(self.run_id)
         return rewards
 
     def _take_replayed(self, todo: list[int], hashes: list[str], rewards: torch.Tensor) -> list[int]:
@@ -154,75 +219,74 @@ class LedgerOracle(BudgetedOracle):
                 rest.append(i)
         return rest
 
-    def _pay(self, x: Sequences, payers: list[int], hashes: list[str], rewards: torch.Tensor) -> None:
-        """Reserve, evaluate (with retries) and settle the samples at positions `payers`."""
+    def _take_lost(self, payers: list[int], hashes: list[str]) -> dict[int, int]:
+        """Lost rows of the replayed round to re-use: payer position -> row id."""
+        if not self._replaying():
+            return {}
+        assert self._replay is not None
+        lost, reused = self._replay[2], {}
+        for i in payers:
+            queue = lost.get(hashes[i])
+            if queue:
+                reused[i] = queue.popleft()
+        return reused
+
+    def _pay(
+        self, x: Sequences, payers: list[int], hashes: list[str], rewards: torch.Tensor, reused: dict[int, int]
+    ) -> None:
+        """Reserve, send, evaluate (isolating failures, with retries) and settle the samples at `payers`."""
         if not payers:
             return
         sub = x[payers]
         texts = self.decode(sub) if self.decode else [",".join(map(str, t)) for t in sub.to_lists()]
         tokens = [",".join(map(str, t)) for t in sub.to_lists()]
-        requests = [Request(t, k, hashes[i]) for t, k, i in zip(texts, tokens, payers, strict=True)]
-        row_ids = self.ledger.reserve(
-            self.run_id, self.oracle_id, self.round, self.method, self.seed, requests, self.budget
+        new = [j for j, i in enumerate(payers) if i not in reused]
+        requests = [Request(texts[j], tokens[j], hashes[payers[j]]) for j in new]
+        new_ids = iter(
+            self.ledger.reserve(self.run_id, self.oracle_id, self.round, self.method, self.seed, requests, self.budget)
         )
-        attempts = [0] * len(payers)
-        last_error: dict[int, str] = {}
-        open_rows = set(range(len(payers)))
+        self.ledger.reopen(list(reused.values()))
+        payment = _Payment(self, [reused[i] if i in reused else next(new_ids) for i in payers], texts)
+        workers = getattr(self.executor, "workers", 1) or 1
+        calls = [list(range(len(payers)))[s] for s in split(len(payers), self.config.chunk_size, workers)]
+        retries_from = len(calls)
         try:
-            pending = list(range(len(payers)))
-            for _attempt in range(self.config.retries + 1):
-                if not pending:
-                    break
-                slices = split(len(pending), self.config.chunk_size, getattr(self.executor, "workers", 1) or 1)
-                chunks_idx = [pending[s] for s in slices]
-                failed: list[int] = []
-
-                def on_result(c: int, value: Any, err: BaseException | None, chunks_idx=chunks_idx, failed=failed):
-                    members = chunks_idx[c]
-                    if err is not None:
-                        checked: list[float | str] = [
-                            f"{type(err).__name__}: {err} (sample {texts[j]!r})" for j in members
-                        ]
-                    else:
-                        checked = check_chunk(value, [texts[j] for j in members])
-                    done = []
-                    for j, v in zip(members, checked, strict=True):
-                        attempts[j] += 1
-                        if isinstance(v, str):
-                            last_error[j] = v
-                            failed.append(j)
-                        else:
-                            rewards[payers[j]] = v
-                            done.append(Settlement(row_ids[j], v, None, attempts[j]))
-                            open_rows.discard(j)
-                    self.ledger.settle(done)  # committed before any reward leaves this object
-
-                self.executor.run(self.reward_fn, [sub[idx] for idx in chunks_idx], self.config.timeout, on_result)
-                pending = sorted(failed)
-                if pending:
-                    log.warning(
-                        "%d oracle evaluations failed (e.g. %s); retrying",
-                        len(pending),
-                        last_error[pending[0]],
-                    )
-            if pending:
-                self.ledger.settle(Settlement(row_ids[j], None, last_error[j], attempts[j]) for j in pending)
-                open_rows.difference_update(pending)
-                self.errors += len(pending)
-                log.warning(
-                    "%d samples could not be evaluated after %d attempts (errors, not charged): %s",
-                    len(pending),
-                    self.config.retries + 1,
-                    last_error[pending[0]],
+            while calls:
+                payment.start_pass(calls, retries_from)
+                self.executor.run(
+                    self.reward_fn, [sub[c] for c in calls], self.config.timeout, payment.on_result, payment.on_send
                 )
+                calls, retries_from = payment.next_calls()
         finally:
-            if open_rows:  # interrupted (Ctrl-C, an exception in the executor): keep what was paid
-                self.ledger.mark_lost([row_ids[j] for j in sorted(open_rows)], "interrupted before a reward arrived")
-                self.used = self.ledger.charged(self.run_id)
+            if payment.open:  # interrupted (Ctrl-C, an exception, the oracle failing): charge only what was sent
+                lost, _released = self.ledger.interrupt(
+                    [payment.row_ids[j] for j in sorted(payment.open)], "interrupted before a reward arrived"
+                )
+                if lost:
+                    log.warning("%d evaluations in flight were interrupted: charged, without a reward", lost)
+        for j, v in payment.rewards.items():
+            rewards[payers[j]] = v
+
+    def _count_call(self, got_one: bool, retrying: bool, why: str | None) -> None:
+        """Count a failed call (none of its samples got a reward) that was not a retry of a sample that failed on
+        its own; a call with a reward resets the count. Raise OracleFailing after too many in a row."""
+        if got_one:
+            self.failed_calls = 0
+        elif not retrying:
+            self.failed_calls += 1
+        limit = self.config.max_consecutive_failures
+        if limit and self.failed_calls >= limit:
+            raise OracleFailing(f"the oracle is failing: {self.failed_calls} calls in a row failed (the last: {why})")
 
     def state_dict(self) -> dict[str, int]:
-        """Counters, for checkpoints (`used` is re-read from the ledger on load)."""
-        return {**super().state_dict(), "errors": self.errors, "answered": self.answered, "round": self.round}
+        """Counters, for checkpoints (`used` is re-read from the ledger on load; `rows` is checked against it)."""
+        return {
+            **super().state_dict(),
+            "errors": self.errors,
+            "answered": self.answered,
+            "round": self.round,
+            "rows": self.ledger.tally(self.run_id).rows,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Restore counters saved by `state_dict`; NREs used come from the ledger."""
@@ -232,5 +296,92 @@ class LedgerOracle(BudgetedOracle):
         self.used = self.ledger.charged(self.run_id)
 
     def close(self) -> None:
-        """Release the executor (the ledger belongs to whoever opened it)."""
+        """Release the executor, and the ledger if `open` opened it."""
         self.executor.close()
+        if self._owns_ledger:
+            self.ledger.close()
+
+
+class _Payment:
+    """The samples of one batch being paid for, pass after pass: calls, then the failed calls' parts and the
+    samples to retry. Sample j is row row_ids[j]; what is recorded is committed before it counts here."""
+
+    def __init__(self, oracle: LedgerOracle, row_ids: list[int], texts: list[str]) -> None:
+        self.oracle, self.ledger, self.retries = oracle, oracle.ledger, oracle.config.retries
+        self.row_ids, self.texts = row_ids, texts
+        self.attempts, self.strikes = [0] * len(row_ids), [0] * len(row_ids)
+        self.open = set(range(len(row_ids)))
+        """Samples without a reward or a final error yet."""
+        self.rewards: dict[int, float] = {}
+        self.calls: list[list[int]] = []
+        self.retries_from = 0
+        self.parts: list[list[int]] = []  # parts of failed calls, for the next pass
+        self.retry: list[int] = []  # samples that failed on their own, to be sent again, alone
+        self.given_up: list[str] = []
+
+    def start_pass(self, calls: list[list[int]], retries_from: int) -> None:
+        """The calls of the next executor run; those from index retries_from on retry samples that already failed
+        on their own."""
+        self.calls, self.retries_from, self.parts, self.retry, self.given_up = calls, retries_from, [], [], []
+
+    def next_calls(self) -> tuple[list[list[int]], int]:
+        """After a pass: log the samples given up; the calls of the next pass (none: done) and where its retries
+        start."""
+        if self.given_up:
+            self.oracle.errors += len(self.given_up)
+            log.warning(
+                "%d samples failed on their own %d times (errors, not charged): %s",
+                len(self.given_up),
+                self.retries + 1,
+                self.given_up[0],
+            )
+        return self.parts + [[j] for j in sorted(self.retry)], len(self.parts)
+
+    def on_send(self, c: int) -> None:
+        """Charge call c's rows: it is about to be sent."""
+        self.ledger.send([self.row_ids[j] for j in self.calls[c]])
+
+    def on_result(self, c: int, value: Any, err: BaseException | None) -> None:
+        """Record call c's outcome: rewards, or errors and what to send next; count it towards the breaker."""
+        members = self.calls[c]
+        for j in members:
+            self.attempts[j] += 1
+        failure, values = None, [math.nan] * len(members)
+        if err is not None:
+            failure = f"{type(err).__name__}: {err}"
+        else:
+            try:
+                values = read_chunk(value, len(members)).tolist()
+            except ValueError as bad:
+                failure = str(bad)
+        outcomes: list[Settlement] = []
+        if failure is not None and len(members) > 1:  # split it: find the sample(s) to blame
+            outcomes = [Settlement(self.row_ids[j], None, failure, self.attempts[j], final=False) for j in members]
+            self.ledger.settle(outcomes)
+            self.parts.extend(isolate(members))
+        else:
+            for j, v in zip(members, values, strict=True):
+                if failure is None and v in (0.0, 1.0):
+                    outcomes.append(Settlement(self.row_ids[j], v, None, self.attempts[j]))
+                    continue
+                if failure is not None:
+                    why = f"{failure} (sample {self.texts[j]!r})"
+                else:
+                    why = f"oracle returned {v!r} for sample {self.texts[j]!r}; expected 0 or 1"
+                self.strikes[j] += 1
+                outcomes.append(
+                    Settlement(self.row_ids[j], None, why, self.attempts[j], self.strikes[j] > self.retries)
+                )
+            self.ledger.settle(outcomes)  # committed before any reward leaves the oracle
+            for j, v, o in zip(members, values, outcomes, strict=True):
+                if o.error is not None and not o.final:
+                    self.retry.append(j)
+                    continue
+                if o.error is None:
+                    self.rewards[j] = v
+                else:
+                    self.given_up.append(o.error)
+                self.open.discard(j)
+        # a sample failing again on its own says nothing new about the oracle: only first tries count
+        got_one = any(o.error is None for o in outcomes)
+        self.oracle._count_call(got_one, c >= self.retries_from, failure or outcomes[0].error)
