@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import struct
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,10 @@ def read_idx(path: str | Path, expected_magic: int | None = None) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise ValueError(f"{path}: corrupt gzip data ({err}); expected a gzipped IDX file") from err
+        except (OSError, EOFError, zlib.error) as err:  # zlib.error: a valid header over garbage
+            raise ValueError(
+                f"{path}: corrupt gzip data ({err}); replace it with the original gzipped IDX file"
+            ) from None
     if len(raw) < 8:
         raise ValueError(f"{path}: {len(raw)} bytes, too short for an IDX header (magic and count, 8 bytes)")
     magic, count = struct.unpack(">II", raw[:8])
