@@ -141,14 +141,22 @@ def pretrained(
     name: str,
     cache: str | Path | None = None,
     device: str = "cpu",
+    shipped: bool = True,
 ) -> M:
-    """`model` with pre-trained weights: loaded from the cache if these settings were trained before, else
+    """`model` with pre-trained weights: the reference prior shipped with banel for exactly these settings
+    (`banel.shipped`, with `shipped`), else loaded from the cache if these settings were trained before, else
     trained by `train(model)` on one CPU thread and cached.
 
     The cache file is `CACHE/priors/NAME-HASH.pt`, HASH a hash of `settings` (JSON-able: put everything the
     weights depend on in it, a version number too), so changed settings train a new prior and never load a
     stale one. Training runs on one torch thread on CPU because the weights depend on the thread count.
     """
+    from banel import shipped as references  # banel.shipped imports config_hash from here
+
+    reference = references.find(name, settings) if shipped else None
+    if reference is not None:
+        model.load_state_dict(safe_torch_load(reference))
+        return model
     path = cache_dir(cache) / "priors" / f"{name}-{config_hash(settings)}.pt"
     load_or_train(model, path, lambda: train(model), device, f"{name} prior")
     return model
