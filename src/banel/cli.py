@@ -187,7 +187,7 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
         help="override one setting, e.g. banel.kappa=2 or m=100 (repeatable; every setting is listed below)",
     )
     p.add_argument("--budget", type=int, help="NRE budget (same as --set nre_budget=N)")
-    p.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps (checked against this machine)")
     p.add_argument("--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
 
@@ -233,7 +233,8 @@ def check_device(device: str) -> None:
         if not torch.cuda.is_available():
             raise SettingError("device", f"is {device!r}, but torch {torch.__version__} sees no CUDA GPU here; use cpu")
         if kind.index is not None and kind.index >= torch.cuda.device_count():
-            raise SettingError("device", f"is {device!r}, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+            count = torch.cuda.device_count()
+            raise SettingError("device", f"is {device!r}, but this machine has {count} CUDA GPU(s): cuda:0-{count - 1}")
     if kind.type == "mps" and not torch.backends.mps.is_available():
         raise SettingError("device", f"is {device!r}, but this machine has no Apple MPS backend; use cpu")
 
