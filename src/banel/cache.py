@@ -77,9 +77,27 @@ def atomic_write_text(text: str, path: str | Path) -> None:
         raise
 
 
+class UnreadableFile(ValueError):
+    """A file banel saved with torch cannot be read back: truncated, overwritten, or not one banel wrote."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        super().__init__(f"{path} cannot be read ({reason}): it is truncated, damaged or not a file banel wrote")
+
+
 def safe_torch_load(path: str | Path) -> Any:
-    """torch.load with weights_only=True: tensors and plain containers only, never arbitrary pickles."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """torch.load with weights_only=True: tensors and plain containers only, never arbitrary pickles.
+
+    A file that cannot be read (truncated, random bytes, empty, a pickle of other objects) raises
+    UnreadableFile naming it; a missing or forbidden file raises its OSError as usual.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as err:  # by the damage: RuntimeError, UnpicklingError, EOFError, KeyError, OSError(EINVAL)...
+        # torch's own message suggests weights_only=False, which would run whatever the file holds: not shown
+        raise UnreadableFile(Path(path), type(err).__name__) from err
 
 
 @contextmanager
@@ -123,14 +141,22 @@ def pretrained(
     name: str,
     cache: str | Path | None = None,
     device: str = "cpu",
+    shipped: bool = True,
 ) -> M:
-    """`model` with pre-trained weights: loaded from the cache if these settings were trained before, else
+    """`model` with pre-trained weights: the reference prior shipped with banel for exactly these settings
+    (`banel.shipped`, with `shipped`), else loaded from the cache if these settings were trained before, else
     trained by `train(model)` on one CPU thread and cached.
 
     The cache file is `CACHE/priors/NAME-HASH.pt`, HASH a hash of `settings` (JSON-able: put everything the
     weights depend on in it, a version number too), so changed settings train a new prior and never load a
     stale one. Training runs on one torch thread on CPU because the weights depend on the thread count.
     """
+    from banel import shipped as references  # banel.shipped imports config_hash from here
+
+    reference = references.find(name, settings) if shipped else None
+    if reference is not None:
+        model.load_state_dict(safe_torch_load(reference))
+        return model
     path = cache_dir(cache) / "priors" / f"{name}-{config_hash(settings)}.pt"
     load_or_train(model, path, lambda: train(model), device, f"{name} prior")
     return model
@@ -153,9 +179,35 @@ def folder_lock(out: str | Path) -> Iterator[None]:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise FolderInUse(f"{out} is in use by another process ({LOCK_FILE} is locked); wait for it") from None
+                raise FolderInUse(
+                    f"{out} is in use by another process ({LOCK_FILE} is locked): wait for it to finish; if you "
+                    f"stop it, `banel resume {out}` continues it"
+                ) from None
         try:
             yield
         finally:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_writable_folder(folder: str | Path, setting: str) -> None:
+    """Raise a ValueError naming `setting` unless `folder` is, or can be made, a folder this process can write.
+
+    Catches an existing file, a file somewhere above, and a location without write permission (tried, not
+    guessed from the mode bits: root, read-only mounts and /sys answer differently) before any work is done.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{setting}: {folder} is an existing file, not a folder; choose another {setting}")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{setting}: {folder} lies below {existing}, which is a file; choose another {setting}")
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".banel-write-check-").cleanup()
+    except OSError as err:
+        raise ValueError(
+            f"{setting}: {folder} cannot be written ({existing}: {err.strerror}); choose another {setting} or "
+            f"make {existing} writable"
+        ) from None

@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from banel.cache import FolderInUse
-from banel.config import RunConfig, format_settings, load_file, merge, parse_overrides, settings
+from banel import rundir
+from banel.cache import FolderInUse, UnreadableFile, check_writable_folder, safe_torch_load
+from banel.config import RunConfig, SettingError, format_settings, load_file, merge, parse_overrides, settings
 from banel.oracle.ledger_oracle import OracleFailing
 
 RUN_EXAMPLES = """examples:
@@ -203,7 +204,7 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
         help="override one setting, e.g. banel.kappa=2 or m=100 (repeatable; every setting is listed below)",
     )
     p.add_argument("--budget", type=int, help="NRE budget (same as --set nre_budget=N)")
-    p.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps (checked against this machine)")
     p.add_argument("--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
 
@@ -231,6 +232,62 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     return parse_config(settings_data(args, task=args.task, method=args.method))
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a command; the message says how to continue (exit status 130, as the shell's)."""
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
+
+
+def check_device(device: str) -> None:
+    """Raise a SettingError naming `device` unless this machine has that torch device."""
+    try:
+        kind = torch.device(device)
+    except RuntimeError:
+        raise SettingError("device", f"must be cpu, cuda, cuda:N or mps; got {device!r}") from None
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingError("device", f"is {device!r}, but torch {torch.__version__} sees no CUDA GPU here; use cpu")
+        if kind.index is not None and kind.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise SettingError("device", f"is {device!r}, but this machine has {count} CUDA GPU(s): cuda:0-{count - 1}")
+    if kind.type == "mps" and not torch.backends.mps.is_available():
+        raise SettingError("device", f"is {device!r}, but this machine has no Apple MPS backend; use cpu")
+
+
+def check_ledger_file(path: Path, setting: str) -> None:
+    """Raise a ValueError naming `setting` unless `path` is an SQLite file or a new file can be made there."""
+    if path.is_dir():
+        raise ValueError(f"{setting}: {path} is a folder; it must name a file (a new one is created)")
+    check_writable_folder(path.parent, setting)
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+        if head != SQLITE_HEADER:
+            raise ValueError(
+                f"{setting}: {path} is not an SQLite ledger (it starts with {head[:8]!r}); restore the ledger from a "
+                "copy, or choose another file (a new one is created)"
+            )
+
+
+def check_checkpoint(out: Path) -> None:
+    """Raise a ValueError saying what to do unless the run's checkpoint.pt, if any, is a run checkpoint."""
+    path = out / rundir.CHECKPOINT
+    if not path.is_file():
+        return
+    remedy = (
+        f"delete it and `banel resume {out}` restarts the run from its first round, paying for nothing twice "
+        "(the ledger answers every sample already paid for)"
+    )
+    try:
+        checkpoint = safe_torch_load(path)
+    except UnreadableFile as err:
+        raise ValueError(f"{err}; {remedy}") from None
+    if not (isinstance(checkpoint, dict) and {"version", "run", "method"} <= set(checkpoint)):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a run checkpoint; {remedy}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """`banel run`."""
     from banel.methods import resolve_method
@@ -241,10 +298,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     name = resolve_method(config.method).name
     task_label = config.task.rsplit(":", 1)[-1] if ":" in config.task else config.task
     out = Path(args.out or f"runs/{task_label}-{name}-seed{config.seed}")
-    if (out / "history.jsonl").exists():
-        raise ValueError(f"{out} already holds a run; choose another --out, remove it, or `banel resume` it")
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {config.device!r} requested but CUDA is not available")
+    rundir.check_new_run(out)
+    check_device(config.device)
+    if config.oracle.ledger:
+        check_ledger_file(Path(config.oracle.ledger), "oracle.ledger")
     task = make_task(config.task, config.task_options, args.cache)
     feasibility(task, config.feasible_only)  # an error now, before the run folder exists
     print(f"banel: {name} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}")
@@ -259,6 +316,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
     config, _ = read_config(out)
     if (out / "summary.json").is_file():
         raise ValueError(f"{out} already finished (summary.json exists); nothing to resume")
+    check_device(config.device)
+    check_checkpoint(out)
+    if config.oracle.ledger:
+        check_ledger_file(Path(config.oracle.ledger), "oracle.ledger")
+    else:
+        check_ledger_file(out / rundir.LEDGER, "the run's ledger")
     print(f"banel: resuming {config.method} on {config.task}, seed {config.seed} in {out}")
     return _execute(args, out, config, None)
 
@@ -289,6 +352,7 @@ def _execute(args: argparse.Namespace, out: Path, config: RunConfig, task: Any) 
             )
             bar.update(1)
 
+    ledger = Path(config.oracle.ledger or out / rundir.LEDGER)
     try:
         if task is None:
             summary = resume_run(out, cache=args.cache, on_round=on_round)
@@ -302,8 +366,22 @@ def _execute(args: argparse.Namespace, out: Path, config: RunConfig, task: Any) 
             file=sys.stderr,
         )
         return 2
-    if bar is not None:
-        bar.close()
+    except KeyboardInterrupt:
+        hint = (
+            f"`banel resume {out}` continues it from its last finished round, paying for nothing twice"
+            if (out / rundir.CONFIG).is_file()
+            else "nothing was paid yet; run the same command again"
+        )
+        raise Interrupted(f"interrupted; {hint}") from None
+    except sqlite3.Error as err:  # the ledger is the only SQLite file a run opens
+        raise ValueError(
+            f"the ledger {ledger} cannot be used ({err}): restore it from a copy (with its -wal file), or "
+            f"{'choose another oracle.ledger' if config.oracle.ledger else 'move it away'}; what it recorded is "
+            "then paid for again"
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()  # before any error line, so that line starts a line of its own
     plots = [] if args.no_plot else plot_run(out)
     print(json.dumps({k: summary[k] for k in summary if k in _SHOWN}, indent=2))
     print(_in_words(summary))
@@ -343,6 +421,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for key in ("task", "method", "seed"):
         if key in data:
             raise ValueError(f"`banel compare` sets {key} itself; remove {key} from --set/--config")
+    if "device" in data:
+        check_device(str(data["device"]))
     label = args.task.rsplit(":", 1)[-1] if ":" in args.task else args.task
     out = Path(args.out or f"runs/compare-{label}")
     total = len(methods) * len(seeds)
@@ -359,21 +439,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    paths = compare(
-        args.task,
-        methods,
-        seeds,
-        data,
-        out,
-        args.jobs,
-        args.backend,
-        args.address,
-        args.cache,
-        args.threads,
-        on_done,
-        args.prior_successes,
-        args.prior_max_samples,
-    )
+    try:
+        paths = compare(
+            args.task,
+            methods,
+            seeds,
+            data,
+            out,
+            args.jobs,
+            args.backend,
+            args.address,
+            args.cache,
+            args.threads,
+            on_done,
+            args.prior_successes,
+            args.prior_max_samples,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "interrupted; the same `banel compare` command continues: finished runs are kept, interrupted ones "
+            "resumed from their checkpoints, paying for nothing twice"
+        ) from None
     print(paths[0].read_text())
     for p in paths:
         print(f"wrote {p}")
@@ -522,6 +608,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FolderInUse) as err:
         print(f"banel: error: {err}", file=sys.stderr)
         return 2
+    except (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError) as err:
+        # a path the checks above could not foresee (one changed under the run, a read-only file inside it)
+        print(f"banel: error: {err.filename}: {err.strerror}; choose another path or fix it", file=sys.stderr)
+        return 2
+    except Interrupted as err:
+        print(f"banel: error: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("banel: error: interrupted", file=sys.stderr)
+        return 130
     return 1
 
 

@@ -348,12 +348,23 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a config file (.toml or .json) into a dict."""
+    """Read a config file (.toml or .json) into a dict; every error names the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    if path.suffix == ".toml":
-        return tomllib.loads(path.read_text())
-    if path.suffix == ".json":
-        return json.loads(path.read_text())
-    raise ValueError(f"config file {path} must end in .toml or .json")
+    if path.suffix not in (".toml", ".json"):
+        raise ValueError(f"config file {path} must end in .toml or .json")
+    kind = path.suffix[1:].upper()
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"config file {path} is not valid {kind}: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"config file {path} holds a {type(data).__name__} at its top level; it must be a table of settings "
+            '({"nre_budget": 2500, "banel": {"kappa": 2}, ...})'
+        )
+    return data

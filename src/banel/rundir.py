@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from banel.cache import check_writable_folder
+
 log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
@@ -43,3 +45,25 @@ def read_history(out: str | Path) -> list[dict[str, Any]]:
 def read_json(out: str | Path, name: str) -> dict[str, Any]:
     """A JSON file of a run folder."""
     return json.loads((Path(out) / name).read_text())
+
+
+def check_new_run(out: str | Path) -> None:
+    """Raise a ValueError saying what to do unless `out` can take a new run: `banel run` never overwrites one.
+
+    A folder with config.json holds a run, even one killed before its first history row: a new run there would
+    replace its run id, and with it the claim on what its ledger paid for.
+    """
+    out = Path(out)
+    check_writable_folder(out, "--out")
+    if (out / SUMMARY).is_file():
+        raise ValueError(f"{out} already holds a run, finished ({SUMMARY}); choose another --out, or remove the folder")
+    if (out / HISTORY).exists() or (out / CHECKPOINT).exists():
+        raise ValueError(
+            f"{out} already holds a run; `banel resume {out}` continues it, or choose another --out, or remove "
+            "the folder"
+        )
+    if (out / CONFIG).exists():
+        raise ValueError(
+            f"{out} holds a run killed before its first round ({CONFIG}, no {HISTORY}); `banel resume {out}` "
+            "starts it again, paying for nothing twice, or remove the folder; `banel run` does not overwrite it"
+        )

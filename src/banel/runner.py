@@ -469,8 +469,7 @@ def run(
 ) -> dict[str, Any]:
     """Run config's method on its task (built from config.task unless given) in a new folder; the summary."""
     out = Path(out)
-    if (out / rundir.HISTORY).exists():
-        raise ValueError(f"{out} already holds a run; choose another folder, remove it, or resume it")
+    rundir.check_new_run(out)
     task = task if task is not None else make_task(config.task, config.task_options, cache)
     with folder_lock(out):
         r = Run(config, task, out, on_round=on_round)
@@ -504,8 +503,13 @@ def read_config(out: str | Path, factory: TaskFactory | None = None) -> tuple[Ru
     path = Path(out) / rundir.CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: not a run folder")
-    saved = json.loads(path.read_text())
-    if "run_id" not in saved or "run" not in saved:
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path} is not valid JSON ({err}): the run folder is damaged; restore {path.name} from a copy"
+        ) from None
+    if not isinstance(saved, dict) or "run_id" not in saved or "run" not in saved:
         raise ValueError(f"{path} has no run_id: the run was not made by a version that can resume")
     return parse_config(saved["run"], factory), str(saved["run_id"])
 

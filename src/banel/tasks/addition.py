@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 
+from banel import shipped as references
 from banel.cache import atomic_torch_save, cache_dir, config_hash, safe_torch_load
 from banel.config import check
 from banel.models.protocol import FitConfig, GenerativeModel
@@ -253,6 +254,10 @@ class AdditionOptions:
     exact_rate: bool = True
     """Exact success rates (sum of p(x) over every well-formed query the target gets wrong) where those can
     be enumerated (at most EXACT_MAX_QUERIES: max_digits <= 2); false, or more digits: Monte-Carlo estimates."""
+    shipped: bool = True
+    """Use the reference target and attacker shipped with banel when their settings are exactly the shipped
+    ones (benchmarks/addition/small.json's), so results match the documented ones on any machine; false:
+    train them on this machine (once, then cached)."""
 
     def __post_init__(self) -> None:
         check(1 <= self.max_digits <= 18, "max_digits", f"must be in 1..18, got {self.max_digits}")
@@ -415,27 +420,43 @@ class AdditionTask:
         self._wins: list[str] | None = None
 
     # -- cached artefacts ------------------------------------------------------------------------------
-    def target_path(self) -> Path:
-        """Checkpoint file of the target (a function of the target's settings only)."""
+    def target_key(self) -> dict[str, Any]:
+        """The settings the target's checkpoint (cached or shipped) is keyed by (its training settings only)."""
         o = self.options
         what: dict[str, Any] = {"version": VERSION, "max_digits": o.max_digits, "target": asdict(o.target)}
         if not o.target.calibrate_rate:
             del what["target"]["calibrate_rate"]  # keeps the keys of targets cached before the option existed
         else:
             what["attacker"] = asdict(o.attacker)  # where training stops depends on the attacker
-        return cache_dir(self._cache) / "addition" / f"target-{config_hash(what)}.pt"
+        return what
+
+    def attacker_key(self) -> dict[str, Any]:
+        """The settings the attacker prior's checkpoint (cached or shipped) is keyed by."""
+        o = self.options
+        return {"version": VERSION, "max_digits": o.max_digits, "attacker": asdict(o.attacker)}
+
+    def target_path(self) -> Path:
+        """Checkpoint file of the target in the cache (a function of the target's settings only)."""
+        return cache_dir(self._cache) / "addition" / f"target-{config_hash(self.target_key())}.pt"
 
     def attacker_path(self) -> Path:
-        """Checkpoint file of the attacker prior."""
-        o = self.options
-        key = config_hash({"version": VERSION, "max_digits": o.max_digits, "attacker": asdict(o.attacker)})
-        return cache_dir(self._cache) / "addition" / f"attacker-{key}.pt"
+        """Checkpoint file of the attacker prior in the cache."""
+        return cache_dir(self._cache) / "addition" / f"attacker-{config_hash(self.attacker_key())}.pt"
+
+    def shipped_target(self) -> Path | None:
+        """The target shipped with banel for exactly these settings ({model, state}: no optimiser), or None."""
+        return references.find("addition-target", self.target_key()) if self.options.shipped else None
+
+    def shipped_attacker(self) -> Path | None:
+        """The attacker prior shipped with banel for exactly these settings, or None."""
+        return references.find("addition-attacker", self.attacker_key()) if self.options.shipped else None
 
     def target(self, max_seconds: float | None = None) -> TransformerModel:
-        """The trained target, loaded from the cache (training or resuming it first if unfinished)."""
+        """The trained target: shipped with banel, loaded from the cache, or trained (or resumed) first."""
         if self._target is not None:
             return self._target
-        path = self.target_path()
+        reference = self.shipped_target()
+        path = reference or self.target_path()
         saved = safe_torch_load(path) if path.is_file() else None
         if saved is not None and (saved["state"]["done"] or self.options.unfinished_target):
             model = TransformerModel.from_state_dict(saved["model"])
@@ -458,11 +479,11 @@ class AdditionTask:
         return model
 
     def prior(self, device: str = "cpu") -> GenerativeModel:
-        """The attacker prior, loaded from the cache or pre-trained (about a minute) and cached."""
+        """The attacker prior: shipped with banel, loaded from the cache, or pre-trained (a minute) and cached."""
         if device in self._prior:
             return self._prior[device]
         a = self.options.attacker
-        path = self.attacker_path()
+        path = self.shipped_attacker() or self.attacker_path()
         model = TransformerModel(attacker_config(self.options), seed=a.seed, device=device)
         # Not cache.load_or_train: training on one thread would change what a cached attacker means, and a
         # calibrated target's key names the attacker's settings, not its version (retraining takes hours).
@@ -516,7 +537,12 @@ class AdditionTask:
         (None while the target is unfinished and unfinished_target is off).
         """
         o = self.options
-        model, state = train_target(o, self.target_path(), max_seconds=max_seconds, prior_rate=self._prior_rate)
+        reference = self.shipped_target()
+        if reference is not None:  # nothing to train: report on the shipped target
+            saved = safe_torch_load(reference)
+            model, state = TransformerModel.from_state_dict(saved["model"]), saved["state"]
+        else:
+            model, state = train_target(o, self.target_path(), max_seconds=max_seconds, prior_rate=self._prior_rate)
         rng = np.random.default_rng(derive_seed(seed, "prepare", "accuracy"))
         per_length = {}
         for d in range(1, o.max_digits + 1):
@@ -525,7 +551,7 @@ class AdditionTask:
             per_length[d] = exact_match(model, list(zip(*ops, strict=True)))
         overall = exact_match(model, random_problems(problems, o.max_digits, rng))
         report: dict[str, Any] = {
-            "target_path": str(self.target_path()),
+            "target_path": str(reference or self.target_path()),
             "target_step": state["step"],
             "target_steps": o.target.steps,
             "target_done": state["done"],
@@ -539,7 +565,7 @@ class AdditionTask:
         if o.max_digits <= 2:
             report["accuracy_exact"] = exact_match(model, all_problems(o.max_digits))
         attacker = self.prior()
-        report["attacker_path"] = str(self.attacker_path())
+        report["attacker_path"] = str(self.shipped_attacker() or self.attacker_path())
         if state["done"] or o.unfinished_target:
             self._target = model
             x = attacker.sample(samples, derive_seed(seed, "prepare", "base"))
@@ -582,7 +608,12 @@ class AdditionTask:
 
     def describe(self) -> dict[str, Any]:
         """Task settings for config.json."""
-        return {"name": self.name, **asdict(self.options)}
+        described = {"name": self.name, **asdict(self.options)}
+        # The description's hash keys the ledger's answers: runs on the shipped target (the default) keep the
+        # key they had before the option existed; a target trained here is another reward, another key.
+        if self.options.shipped:
+            del described["shipped"]
+        return described
 
 
 @task_factory(

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import struct
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,10 @@ def read_idx(path: str | Path, expected_magic: int | None = None) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise ValueError(f"{path}: corrupt gzip data ({err}); expected a gzipped IDX file") from err
+        except (OSError, EOFError, zlib.error) as err:  # zlib.error: a valid header over garbage
+            raise ValueError(
+                f"{path}: corrupt gzip data ({err}); replace it with the original gzipped IDX file"
+            ) from None
     if len(raw) < 8:
         raise ValueError(f"{path}: {len(raw)} bytes, too short for an IDX header (magic and count, 8 bytes)")
     magic, count = struct.unpack(">II", raw[:8])
@@ -322,6 +325,10 @@ class ImageTaskOptions:
     """Ranges of the random affine transforms (targets and prior augmentation)."""
     prior_training: ImagePrior = field(default_factory=ImagePrior)
     """Pre-training of the prior."""
+    shipped: bool = True
+    """Use the reference prior shipped with banel (digits) when the prior's settings are exactly its
+    settings (the defaults), so results match the documented ones on any machine; false: train the prior on
+    this machine (once, then cached)."""
 
     def __post_init__(self) -> None:
         check(
@@ -425,8 +432,20 @@ class ImageTask:
             "prior_training": self.prior_settings,
         }
 
+    def prior_key(self) -> tuple[str, dict[str, Any]]:
+        """The prior's name and the settings its cache file (and shipped file) is keyed by."""
+        settings = {
+            "task": self.name,
+            "version": 2,  # 2: trained on one thread on CPU (version 1 depended on the thread count)
+            "resolution": self.resolution,
+            "training": self.prior_settings,
+            "affine": asdict(self.options.affine),
+            "digit": self.options.source_digit,
+        }
+        return f"{self.name}{self.resolution}-seed{self.options.prior_training.seed}", settings
+
     def prior(self, device: str = "cpu") -> GenerativeModel:
-        """The pre-trained prior, loaded from the cache or trained on the zeros and cached."""
+        """The pre-trained prior: shipped with banel, loaded from the cache, or trained on the zeros and cached."""
         if device not in self._prior:
             t = self.options.prior_training
             model = TransformerModel(self.model_config(), seed=t.seed, device=device)
@@ -436,16 +455,8 @@ class ImageTask:
                 log.info("%s prior: %d training images", self.name, len(data))
                 return model.fit(data, self.prior_epochs, derive_seed(t.seed, "prior"), t.fit)
 
-            settings = {
-                "task": self.name,
-                "version": 2,  # 2: trained on one thread on CPU (version 1 depended on the thread count)
-                "resolution": self.resolution,
-                "training": self.prior_settings,
-                "affine": asdict(self.options.affine),
-                "digit": self.options.source_digit,
-            }
-            name = f"{self.name}{self.resolution}-seed{t.seed}"
-            self._prior[device] = pretrained(model, train, settings, name, self._cache, device)
+            name, settings = self.prior_key()
+            self._prior[device] = pretrained(model, train, settings, name, self._cache, device, self.options.shipped)
         return self._prior[device]
 
     def reward(self, x: Sequences) -> torch.Tensor:

@@ -57,6 +57,10 @@ class ToyOptions:
 
     prior_training: PriorTraining = field(default_factory=PriorTraining)
     """How the prior is pre-trained."""
+    shipped: bool = True
+    """Use the reference prior shipped with banel when prior_training is exactly its settings (the defaults),
+    so results match the documented ones on any machine; false: train the prior on this machine (once, then
+    cached)."""
 
 
 class GridTask:
@@ -67,9 +71,12 @@ class GridTask:
     low, high = -4.0, 4.0
     base, digits = 32, 2
 
-    def __init__(self, prior_training: PriorTraining | None = None, cache: str | Path | None = None) -> None:
+    def __init__(
+        self, prior_training: PriorTraining | None = None, cache: str | Path | None = None, shipped: bool = True
+    ) -> None:
         self.training = prior_training or PriorTraining()
         self._cache = cache
+        self.shipped = shipped
         self.bins = self.base**self.digits
         self.width = (self.high - self.low) / self.bins
         self._prior: dict[str, GenerativeModel] = {}
@@ -149,8 +156,13 @@ class GridTask:
         """The data and reward parameters of the subclass (part of the prior's cache key)."""
         return {}
 
+    def prior_key(self) -> tuple[str, dict[str, Any]]:
+        """The prior's name and the settings its cache file (and shipped file) is keyed by."""
+        # version 2: trained on one thread on CPU (version 1 depended on the thread count)
+        return self.name, {"task": self.name, "version": 2, **self.describe()}
+
     def prior(self, device: str = "cpu") -> GenerativeModel:
-        """The pre-trained prior, loaded from the cache or trained (a few seconds) and cached."""
+        """The pre-trained prior: shipped with banel, loaded from the cache, or trained (a few seconds) and cached."""
         if device not in self._prior:
             model = TransformerModel(self.model_config(), seed=self.training.seed, device=device)
 
@@ -159,9 +171,8 @@ class GridTask:
                 data = self.encode(self.discretise(self.sample_data(self.training.samples, rng)))
                 return model.fit(data, self.training.epochs, self.training.seed, self.training.fit)
 
-            # version 2: trained on one thread on CPU (version 1 depended on the thread count)
-            settings = {"task": self.name, "version": 2, **self.describe()}
-            self._prior[device] = pretrained(model, train, settings, self.name, self._cache, device)
+            name, settings = self.prior_key()
+            self._prior[device] = pretrained(model, train, settings, name, self._cache, device, self.shipped)
         return self._prior[device]
 
     def reward(self, x: Sequences) -> torch.Tensor:
@@ -281,7 +292,7 @@ TOY_DEFAULTS = {"banel": {"kappa": 4.0, "negative_epochs": 20}}
 )
 def toy1d(options: ToyOptions, cache: Path) -> Toy1D:
     """The blog's 1D toy."""
-    return Toy1D(options.prior_training, cache)
+    return Toy1D(options.prior_training, cache, options.shipped)
 
 
 @task_factory(
@@ -291,4 +302,4 @@ def toy1d(options: ToyOptions, cache: Path) -> Toy1D:
 )
 def toy2d(options: ToyOptions, cache: Path) -> Toy2D:
     """The paper's two circles."""
-    return Toy2D(options.prior_training, cache)
+    return Toy2D(options.prior_training, cache, options.shipped)
