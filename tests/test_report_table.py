@@ -191,6 +191,9 @@ def test_a_clear_improvement_is_reported_as_better():
     rows = table_rows([_record("banel", s, b, 20_000) for s, b in enumerate([5e-3, 8e-3, 3e-3, 6e-3, 4e-3])], prior)
     assert rows[0]["better_than_prior"] and rows[0]["above_prior_p"] == pytest.approx(1 / 32)
     assert rows[0]["pooled_above_prior_p"] < 1e-10
+    # no success anywhere is no evidence
+    nothing = SuccessRate(0.0, 0.0, 3.7e-5, False, 100_000, 0)
+    assert table_rows([_record("rnd", s, 0.0, 1000) for s in range(3)], nothing)[0]["pooled_above_prior_p"] == 1.0
     # the same estimates without their sample counts cannot be weighed against the prior's noise
     rows = table_rows([_record("banel", s, b) for s, b in enumerate([5e-3, 8e-3, 3e-3, 6e-3, 4e-3])], prior)
     assert not rows[0]["better_than_prior"]

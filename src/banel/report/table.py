@@ -303,6 +303,8 @@ def pooled_above_prior_p(successes: list[int], samples: list[int], prior: Succes
     n, k = sum(samples), sum(successes)
     if prior.exact or not n or not prior.n:
         return None
+    if k + prior.successes == 0:
+        return 1.0  # not one success on either side: no evidence of a difference
     return float(stats.binomtest(k, k + prior.successes, n / (n + prior.n), alternative="greater").pvalue)
 
 
