@@ -3,11 +3,11 @@
 import json
 
 import pytest
-import torch
 
 from banel.cli import main
 from banel.sequences import Sequences
 from banel.tasks.gsm8k import extract_answer, normalise_number, reference_answer
+from banel.testing import TINY_WORDS, write_tiny_lm
 
 CASES = [
     ("Step 1: 16 - 3 - 4 = 9. Step 2: 9 * 2 = 18.\nThe answer is 18.", "18"),
@@ -38,41 +38,15 @@ def test_numbers_and_reference_answers_are_normalised():
         reference_answer("no marker")
 
 
-WORDS = ["[UNK]", "<eos>", "The", "answer", "is", "205", "18", "so", "$", "."]
+WORDS = TINY_WORDS
 
 
 @pytest.fixture(scope="module")
 def tiny_lm_folder(tmp_path_factory):
-    """A random 2-layer Llama and a word-level tokenizer saved as a local Hugging Face folder, and a
-    two-question GSM8K file."""
-    transformers = pytest.importorskip("transformers")
+    """A random tiny Llama with a word-level tokenizer, and a two-question GSM8K file (banel.testing)."""
+    pytest.importorskip("transformers")
     pytest.importorskip("peft")
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    root = tmp_path_factory.mktemp("gsm8k")
-    words = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    words.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]", eos_token="<eos>")
-    config = transformers.LlamaConfig(
-        vocab_size=len(WORDS),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=1,
-    )
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
-    rows = [
-        {"question": "How many?", "answer": "It is 18.\n#### 18"},
-        {"question": "And now?", "answer": "It is 205.\n#### 205"},
-    ]
-    (root / "data").mkdir()
-    (root / "data" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
+    return write_tiny_lm(tmp_path_factory.mktemp("gsm8k"))
 
 
 def test_the_task_rewards_the_reference_answer_after_a_marker(tiny_lm_folder, cache):

@@ -262,6 +262,44 @@ def tiny_lm(options: TinyLMOptions, cache: Path) -> TinyLMTask:
     return TinyLMTask(options)
 
 
+TINY_WORDS = ("[UNK]", "<eos>", "The", "answer", "is", "205", "18", "so", "$", ".")
+"""The word-level vocabulary of `write_tiny_lm`'s tokenizer (token i is word i; <eos> ends an answer)."""
+
+
+def write_tiny_lm(folder: str | Path, seed: int = 0) -> Path:
+    """A random 2-layer Llama and a word-level tokenizer over TINY_WORDS, saved as a local Hugging Face model
+    folder, and a two-question GSM8K test.jsonl beside it (`folder/model`, `folder/data`): the language-model
+    path end to end without a download. Returns the folder."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    folder = Path(folder)
+    words = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TINY_WORDS)}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]", eos_token="<eos>")
+    config = transformers.LlamaConfig(
+        vocab_size=len(TINY_WORDS),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=TINY_WORDS.index("<eos>"),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformers.LlamaForCausalLM(config).save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    rows = [
+        {"question": "How many?", "answer": "It is 18.\n#### 18"},
+        {"question": "And now?", "answer": "It is 205.\n#### 205"},
+    ]
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    (folder / "data" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
 # -- checking a task -----------------------------------------------------------------------------------
 
 
