@@ -33,3 +33,26 @@ def test_scaling_sweep_smoke_writes_its_table_and_figure(tmp_path: Path) -> None
         assert row["best"] == [summary["best_success_rate"]] and summary["nre_used"] <= 40
         assert row["improvement"] == pytest.approx(summary["best_success_rate"] / summary["base_success_rate"])
     assert (out / "scaling.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_gsm8k_recipe_smoke_runs_every_step_on_a_tiny_model(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    env = {**os.environ, "BANEL_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "gsm8k"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gsm8k" / "recipe.py"), "--smoke", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["question"] for r in summary["base_rates"]] == [0, 1]
+    assert [r["question"] for r in summary["results"]] == [0, 1]
+    for r in summary["results"]:
+        assert set(r["runs"]) == {"banel-seed0", "rnd-seed0"} and all(v["nre_used"] <= 16 for v in r["runs"].values())
+    assert "base-rate pass" in done.stdout and (out / "summary.md").read_text().count("| 0 |") == 2

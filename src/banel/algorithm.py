@@ -21,7 +21,7 @@ import torch
 
 from banel.config import check, choice
 from banel.methods.protocol import Context, Oracle, Round
-from banel.models.protocol import FitConfig, GenerativeModel
+from banel.models.protocol import FitConfig, GenerativeModel, Limits
 from banel.sequences import Sequences, derive_seed
 from banel.tasks.protocol import Feasible
 
@@ -272,6 +272,13 @@ class Banel:
     ) -> None:
         self.prior, self.config, self.context = prior, options or BanelConfig(), context or Context()
         self.seed, self.feasible = self.context.seed, self.context.feasible
+        if isinstance(prior, Limits):  # refuse at the start what the model cannot do, not in round 1
+            asks = {"banel.algorithm=1": ("rejection_sampling", self.config.algorithm == 1)}
+            asks["banel.negative_init=scratch"] = ("reinitialise", self.config.negative_init == "scratch")
+            for setting, (what, wanted) in asks.items():
+                reason = prior.cannot(what) if wanted else None
+                if reason:
+                    raise ValueError(f"{setting}: {reason}")
         self.distilled: GenerativeModel = prior.clone()
         """Algorithm 2's generator p_theta_i."""
         self.negative: GenerativeModel | None = None

@@ -11,15 +11,19 @@ import torch
 
 @dataclass(frozen=True)
 class Sequences:
-    """A batch of n token sequences, right-padded with zeros.
+    """A batch of n token sequences, right-padded with zeros, each optionally conditioned on a context.
 
     `tokens` is an (n, L) int64 tensor and `lengths` an (n,) int64 tensor of content lengths; an end
     token, when a model has one, is never stored (it is implied by the length). Positions at or past
-    `lengths[i]` hold 0 and carry no meaning.
+    `lengths[i]` hold 0 and carry no meaning (0 may be a real token: `lengths` is authoritative).
+    `context`, for a conditional model such as a language model answering a prompt, holds each row's
+    conditioning sequence (its prompt): it is part of the sample's identity (keys, hashes, ledgers), so the
+    same completion to two prompts is two samples, but it is not what the sample's likelihood scores.
     """
 
     tokens: torch.Tensor
     lengths: torch.Tensor
+    context: Sequences | None = None
 
     def __post_init__(self) -> None:
         if self.tokens.dim() != 2:
@@ -28,6 +32,8 @@ class Sequences:
             raise ValueError(
                 f"Sequences.lengths must have shape ({self.tokens.shape[0]},), got {tuple(self.lengths.shape)}"
             )
+        if self.context is not None and len(self.context) != self.tokens.shape[0]:
+            raise ValueError(f"Sequences.context has {len(self.context)} rows for {self.tokens.shape[0]} sequences")
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -42,7 +48,10 @@ class Sequences:
             index = index.to(self.tokens.device)
         tokens, lengths = self.tokens[index], self.lengths[index]
         width = int(lengths.max()) if len(lengths) else 0
-        return Sequences(tokens[:, :width].contiguous(), lengths.contiguous())
+        context = (
+            None if self.context is None else self.context[index.cpu() if isinstance(index, torch.Tensor) else index]
+        )
+        return Sequences(tokens[:, :width].contiguous(), lengths.contiguous(), context)
 
     @property
     def device(self) -> torch.device:
@@ -50,8 +59,13 @@ class Sequences:
         return self.tokens.device
 
     def to(self, device: torch.device | str) -> Sequences:
-        """Copy to a device."""
-        return Sequences(self.tokens.to(device), self.lengths.to(device))
+        """Copy to a device (the context too)."""
+        context = None if self.context is None else self.context.to(device)
+        return Sequences(self.tokens.to(device), self.lengths.to(device), context)
+
+    def with_context(self, context: Sequences | None) -> Sequences:
+        """The same sequences conditioned on `context` (one row per sequence)."""
+        return Sequences(self.tokens, self.lengths, context)
 
     @staticmethod
     def from_lists(rows: Iterable[Sequence[int]], device: torch.device | str = "cpu") -> Sequences:
@@ -70,8 +84,12 @@ class Sequences:
         return [row[:n] for row, n in zip(tokens, lengths, strict=True)]
 
     def keys(self) -> list[bytes]:
-        """One canonical byte string per sequence (equal iff the sequences are equal)."""
-        return [b",".join(str(t).encode() for t in row) + b";" for row in self.to_lists()]
+        """One canonical byte string per sequence, its context included (equal iff both are equal); without a
+        context, the key of the tokens alone."""
+        own = [b",".join(str(t).encode() for t in row) + b";" for row in self.to_lists()]
+        if self.context is None:
+            return own
+        return [c + b"|" + k for c, k in zip(self.context.keys(), own, strict=True)]
 
     def hashes(self) -> list[str]:
         """A sha256 hex digest per sequence, for ledgers and de-duplication."""
@@ -83,9 +101,13 @@ class Sequences:
         batches = [b for b in batches if len(b)]
         if not batches:
             return Sequences(torch.zeros((0, 0), dtype=torch.long), torch.zeros(0, dtype=torch.long))
+        with_context = {b.context is not None for b in batches}
+        if len(with_context) > 1:
+            raise ValueError("cannot concatenate sequences with and without a context")
         width = max(b.tokens.shape[1] for b in batches)
         tokens = torch.cat([torch.nn.functional.pad(b.tokens, (0, width - b.tokens.shape[1])) for b in batches])
-        return Sequences(tokens, torch.cat([b.lengths for b in batches]))
+        context = Sequences.cat([b.context for b in batches]) if with_context == {True} else None  # type: ignore[misc]
+        return Sequences(tokens, torch.cat([b.lengths for b in batches]), context)
 
     @staticmethod
     def empty(device: torch.device | str = "cpu") -> Sequences:

@@ -67,7 +67,8 @@ def check_model(model: GenerativeModel, support: Sequences, n: int = 20_000, see
     `total_mass`: sum of exp(log_prob) over the support (1 for a normalised model);
     `tv_sampling`: total-variation distance between n draws and exp(log_prob);
     `clone_drift`: change of the original's log-probs after training its clone (0 if independent);
-    `state_roundtrip`: max |log_prob| difference after a state_dict round trip.
+    `state_roundtrip`: max |log_prob| difference after a clone is trained and the original's state loaded
+    into it (0 if the state holds everything log_prob depends on).
     """
     lp = model.log_prob(support)
     p = lp.exp()
@@ -80,7 +81,7 @@ def check_model(model: GenerativeModel, support: Sequences, n: int = 20_000, see
     twin.fit(draws[torch.arange(min(64, n))], 3, seed)
     state = model.state_dict()
     other = model.clone()
-    other.reinitialise(seed + 1)
+    other.fit(draws[torch.arange(min(64, n))], 3, seed + 1)  # moved away, then restored
     other.load_state_dict(state)
     return {
         "total_mass": float(p.sum()),
@@ -178,6 +179,125 @@ class CheckedTinyTask(TinyTask):
 def tiny(options: TinyOptions, cache: Path) -> TinyTask:
     """The tiny task (with its free check when options.feasible)."""
     return CheckedTinyTask(options) if options.feasible else TinyTask(options)
+
+
+# -- a tiny language-model task ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TinyLMOptions:
+    """task_options of the tiny language-model test task (`banel.testing:tiny_lm`; needs banel[hf])."""
+
+    lora_rank: int = 4
+    """LoRA rank of the clones (0: full copies)."""
+    max_new_tokens: int = 3
+    """Longest completion."""
+    seed: int = 0
+    """Seed of the random weights."""
+
+    def __post_init__(self) -> None:
+        check(self.lora_rank >= 0, "lora_rank", f"must be >= 0, got {self.lora_rank}")
+        check(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+
+
+class TinyLMTask:
+    """A random 2-layer Llama over 6 tokens (5 is the end) answering the prompt [1, 2]; reward 1 for [3, 3]."""
+
+    name = "tiny-lm"
+    prompt = (1, 2)
+    end = 5
+
+    def __init__(self, options: TinyLMOptions | None = None) -> None:
+        self.options = options or TinyLMOptions()
+        self._prior: GenerativeModel | None = None
+
+    def prior(self, device: str = "cpu") -> GenerativeModel:
+        """A random tiny Llama wrapped as an HFModel (the same object every call)."""
+        if self._prior is None:
+            from transformers import LlamaConfig, LlamaForCausalLM
+
+            from banel.models.hf import HFModel, LMSettings
+
+            config = LlamaConfig(
+                vocab_size=6,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                max_position_embeddings=16,
+                eos_token_id=self.end,
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.options.seed)
+                net = LlamaForCausalLM(config)
+            settings = LMSettings(
+                max_new_tokens=self.options.max_new_tokens,
+                lora_rank=self.options.lora_rank,
+                lora_targets=("q_proj", "v_proj"),
+                micro_batch=64,
+                sample_batch=256,
+            )
+            self._prior = HFModel(net, list(self.prompt), [self.end], settings, device)
+        return self._prior
+
+    def reward(self, x: Sequences) -> torch.Tensor:
+        """1 for the completion [3, 3] (to any prompt)."""
+        return torch.tensor([float(r == [3, 3]) for r in x.to_lists()], dtype=torch.float64)
+
+    def support(self) -> Sequences:
+        """Every completion: up to max_new_tokens tokens out of 0..4, to the prompt."""
+        rows = [list(t) for n in range(self.options.max_new_tokens + 1) for t in itertools.product(range(5), repeat=n)]
+        return Sequences.from_lists(rows).with_context(Sequences.from_lists([list(self.prompt)] * len(rows)))
+
+    def exact_success_rate(self, model: GenerativeModel) -> float:
+        """p([3, 3] | prompt)."""
+        x = Sequences.from_lists([[3, 3]]).with_context(Sequences.from_lists([list(self.prompt)]))
+        return float(model.log_prob(x).exp()[0])
+
+
+@task_factory("a random tiny Llama answering one prompt: the test double of a language-model task", {}, TinyLMOptions)
+def tiny_lm(options: TinyLMOptions, cache: Path) -> TinyLMTask:
+    """The tiny language-model task."""
+    return TinyLMTask(options)
+
+
+TINY_WORDS = ("[UNK]", "<eos>", "The", "answer", "is", "205", "18", "so", "$", ".")
+"""The word-level vocabulary of `write_tiny_lm`'s tokenizer (token i is word i; <eos> ends an answer)."""
+
+
+def write_tiny_lm(folder: str | Path, seed: int = 0) -> Path:
+    """A random 2-layer Llama and a word-level tokenizer over TINY_WORDS, saved as a local Hugging Face model
+    folder, and a two-question GSM8K test.jsonl beside it (`folder/model`, `folder/data`): the language-model
+    path end to end without a download. Returns the folder."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    folder = Path(folder)
+    words = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TINY_WORDS)}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]", eos_token="<eos>")
+    config = transformers.LlamaConfig(
+        vocab_size=len(TINY_WORDS),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=TINY_WORDS.index("<eos>"),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformers.LlamaForCausalLM(config).save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    rows = [
+        {"question": "How many?", "answer": "It is 18.\n#### 18"},
+        {"question": "And now?", "answer": "It is 205.\n#### 205"},
+    ]
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    (folder / "data" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
 
 
 # -- checking a task -----------------------------------------------------------------------------------

@@ -11,16 +11,16 @@ samples alike (Section 3.2).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from banel.baselines.common import PolicyMethod, Stateful, kl_shaped_advantages, optimiser_step, reinforce_loss
 from banel.baselines.encoding import one_hot, sequence_shape
-from banel.config import check
+from banel.config import check, choice
 from banel.methods.protocol import Context, Oracle, Round
-from banel.models.protocol import GenerativeModel
+from banel.models.protocol import Embeds, GenerativeModel, Shaped
 from banel.sequences import derive_seed
 
 
@@ -44,10 +44,14 @@ class RNDConfig:
     """Weight of the normalised intrinsic reward."""
     grad_clip: float = 1.0
     """Clip the policy's global gradient norm (0 disables)."""
+    encoder: Literal["auto", "onehot", "embedding"] = "auto"
+    """The networks' input: a one-hot encoding of the tokens (the paper's, for small vocabularies), or the
+    model's fixed embedding of a sample (`embed`, e.g. a language model's); auto: one-hot where the model
+    gives its sequence shape, else the embedding."""
     max_len: int = 0
-    """Sequence length of the encoding (0: read from the model)."""
+    """Sequence length of the one-hot encoding (0: read from the model)."""
     vocab_size: int = 0
-    """Token vocabulary of the encoding (0: read from the model)."""
+    """Token vocabulary of the one-hot encoding (0: read from the model)."""
 
     def __post_init__(self) -> None:
         for name in ("hidden", "layers", "predictor_epochs"):
@@ -56,6 +60,7 @@ class RNDConfig:
             check(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
         for name in ("kl_coef", "intrinsic_coef", "grad_clip", "max_len", "vocab_size"):
             check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        choice("encoder", self.encoder, ("auto", "onehot", "embedding"))
 
 
 def mlp(d_in: int, hidden: int, layers: int, seed: int) -> nn.Sequential:
@@ -155,8 +160,12 @@ class RNDBonus(PolicyMethod):
     def __init__(self, prior: GenerativeModel, options: RNDConfig | None = None, context: Context | None = None):
         super().__init__(prior, options or RNDConfig(), context)
         o = self.options
-        self.shape = sequence_shape(prior, o.max_len, o.vocab_size)
-        self.rnd = RND(self.shape[0] * (self.shape[1] + 1), o, self.context.seed)
+        onehot = o.encoder == "onehot" or (o.encoder == "auto" and (isinstance(prior, Shaped) or o.max_len))
+        if not onehot and not isinstance(prior, Embeds):
+            raise ValueError(f"rnd.encoder={o.encoder!r}: a {type(prior).__name__} has no embed(x) (Embeds)")
+        self.shape = sequence_shape(prior, o.max_len, o.vocab_size) if onehot else None
+        d_in = self.shape[0] * (self.shape[1] + 1) if self.shape else int(prior.embed(prior.sample(1, 0)).shape[1])
+        self.rnd = RND(d_in, o, self.context.seed)
 
     def parts(self) -> dict[str, Stateful]:
         """Policy, optimiser, and both RND networks with their normaliser."""
@@ -168,7 +177,7 @@ class RNDBonus(PolicyMethod):
         x, rewards, batch, r = self.draw(oracle, i)
         stats: dict[str, Any] = {"trained_on": len(batch), "loss": None, "intrinsic_mean": None, "predictor_loss": None}
         if len(batch):
-            e = one_hot(batch, *self.shape)
+            e = one_hot(batch, *self.shape) if self.shape else self.prior.embed(batch)
             intrinsic = self.rnd.bonus(e)
             log_p = self.policy.log_prob_grad(batch)
             adv = kl_shaped_advantages(

@@ -101,3 +101,22 @@ class Shaped(Protocol):
     def sequence_shape(self) -> tuple[int, int]:
         """(max_len, vocab_size)."""
         ...
+
+
+@runtime_checkable
+class Embeds(Protocol):
+    """A model that gives each sample a fixed feature vector (RND's input where a one-hot encoding of the
+    tokens would be too wide, e.g. a language model's vocabulary)."""
+
+    def embed(self, x: Sequences) -> torch.Tensor:
+        """(n, d) float32 features, the same for the same sample whatever the model has learnt since."""
+        ...
+
+
+@runtime_checkable
+class Limits(Protocol):
+    """A model that cannot do everything a method may ask (a language model cannot be re-initialised)."""
+
+    def cannot(self, what: str) -> str | None:
+        """Why it cannot do `what` ('reinitialise', 'rejection_sampling'), or None if it can."""
+        ...

@@ -74,6 +74,7 @@ BUILTIN: dict[str, str] = {
     "digits": "banel.tasks.mnist:digits",
     "mnist": "banel.tasks.mnist:mnist",
     "addition": "banel.tasks.addition:addition",
+    "gsm8k": "banel.tasks.gsm8k:gsm8k",
 }
 """The built-in tasks by name (imported on first use: MNIST and addition pull in more than toy1d needs)."""
 
