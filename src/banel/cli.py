@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from banel import rundir
-from banel.cache import FolderInUse, UnreadableFile, check_writable_folder, safe_torch_load
+from banel.cache import FolderInUse, check_writable_folder
 from banel.config import RunConfig, SettingError, format_settings, load_file, merge, parse_overrides, settings
 from banel.oracle.ledger_oracle import OracleFailing
 
@@ -273,19 +273,10 @@ def check_ledger_file(path: Path, setting: str) -> None:
 
 def check_checkpoint(out: Path) -> None:
     """Raise a ValueError saying what to do unless the run's checkpoint.pt, if any, is a run checkpoint."""
-    path = out / rundir.CHECKPOINT
-    if not path.is_file():
-        return
-    remedy = (
-        f"delete it and `banel resume {out}` restarts the run from its first round, paying for nothing twice "
-        "(the ledger answers every sample already paid for)"
-    )
-    try:
-        checkpoint = safe_torch_load(path)
-    except UnreadableFile as err:
-        raise ValueError(f"{err}; {remedy}") from None
-    if not (isinstance(checkpoint, dict) and {"version", "run", "method"} <= set(checkpoint)):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a run checkpoint; {remedy}")
+    from banel.runner import read_checkpoint
+
+    if (out / rundir.CHECKPOINT).is_file():
+        read_checkpoint(out)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -28,7 +28,14 @@ import numpy as np
 import torch
 
 from banel import rundir
-from banel.cache import atomic_torch_save, atomic_write_text, config_hash, folder_lock, safe_torch_load
+from banel.cache import (
+    UnreadableFile,
+    atomic_torch_save,
+    atomic_write_text,
+    config_hash,
+    folder_lock,
+    safe_torch_load,
+)
 from banel.config import MOVED, RUN_SETTINGS, RunConfig, from_dict, to_dict
 from banel.eval.drift import Drift, drift, heldout_samples
 from banel.eval.success import SuccessRate, evaluation_seed, reestimate, success_rate
@@ -357,7 +364,7 @@ class Run:
             # a run that died in round 0 starts again: replay every row it paid for
             self.oracle.replay_round(None)
             return
-        ckpt = safe_torch_load(path)
+        ckpt = read_checkpoint(self.out)
         if ckpt.get("version") != CHECKPOINT_VERSION:
             raise ValueError(
                 f"{path} is checkpoint version {ckpt.get('version')}, this banel writes {CHECKPOINT_VERSION}: "
@@ -495,6 +502,22 @@ def resume_run(
         if on_round is not None:
             log.info("resumed at round %d", r.round_index)
         return r.execute()
+
+
+def read_checkpoint(out: str | Path) -> dict[str, Any]:
+    """A run folder's checkpoint.pt, or a ValueError saying what to do if it is damaged or not a checkpoint."""
+    path = Path(out) / rundir.CHECKPOINT
+    remedy = (
+        f"delete it and `banel resume {out}` restarts the run from its first round, paying for nothing twice "
+        "(the ledger answers every sample already paid for)"
+    )
+    try:
+        checkpoint = safe_torch_load(path)
+    except UnreadableFile as err:
+        raise ValueError(f"{err}; {remedy}") from None
+    if not (isinstance(checkpoint, dict) and {"version", "run", "method"} <= set(checkpoint)):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a run checkpoint; {remedy}")
+    return checkpoint
 
 
 def read_config(out: str | Path, factory: TaskFactory | None = None) -> tuple[RunConfig, str]:
