@@ -144,10 +144,11 @@ class HFModel:
         return Sequences(self.prompt.repeat(n, 1), torch.full((n,), len(self.prompt), dtype=torch.long))
 
     def _forward(self, ids: torch.Tensor, cache: Any = None, keep: int = 0) -> tuple[torch.Tensor, Any]:
+        """Logits of `ids` after `cache` (the tokens before them), and the extended cache (None with `keep`)."""
         kwargs: dict[str, Any] = {self._base.cache_kw: cache} if cache is not None else {}
         if keep:
             kwargs["logits_to_keep"] = keep
-        out = self.net(input_ids=ids, use_cache=cache is not None or not keep, **kwargs)
+        out = self.net(input_ids=ids, use_cache=not keep, **kwargs)
         return out.logits, out.get(self._base.cache_kw)
 
     # -- sampling -----------------------------------------------------------------------------------
@@ -189,7 +190,9 @@ class HFModel:
         """Per-sequence sum of the completion's token log-probs and its end term, with autograd: (n,), (n,).
 
         Rows are scored by prompt (the context), `micro_batch` at a time; the end term is the log of the
-        total probability of the end-of-sequence ids, 0 for a completion cut at max_new_tokens.
+        total probability of the end-of-sequence ids, 0 for a completion cut at max_new_tokens. The prompt's
+        keys and values are computed once per micro-batch and repeated over its rows (with gradients: LoRA
+        adapters on the attention projections change them too).
         """
         if x.context is None:
             raise ValueError("an LM scores completions to a prompt: the Sequences need their context")
@@ -201,15 +204,12 @@ class HFModel:
         keys = x.context.keys()
         for key in dict.fromkeys(keys):
             rows = [i for i, k in enumerate(keys) if k == key]
-            prompt = x.context[[rows[0]]].to_lists()[0]
+            prompt = torch.tensor(x.context[[rows[0]]].to_lists()[0], device=self.device).unsqueeze(0)
             for chunk in range(0, len(rows), s.micro_batch):
                 idx = torch.tensor(rows[chunk : chunk + s.micro_batch])
                 sub = x[idx]
                 b, width = len(sub), sub.tokens.shape[1]
-                ids = torch.cat([torch.tensor(prompt).repeat(b, 1), sub.tokens.cpu()], 1).to(self.device)
-                # logits at prompt end .. last position predict completion tokens 0..width-1 and the end
-                logits, _ = self._forward(ids, keep=width + 1)
-                logp = torch.log_softmax(logits[:, -(width + 1) :].float() / self.temperature, dim=-1)
+                logp = self._completion_log_probs(prompt, sub.tokens.to(self.device), b, width)
                 lengths = sub.lengths.to(self.device)
                 positions = torch.arange(width, device=self.device)
                 picked = logp[:, :width].gather(2, sub.tokens.to(self.device).unsqueeze(2)).squeeze(2)
@@ -218,6 +218,20 @@ class HFModel:
                 total = total + torch.where(lengths < s.max_new_tokens, end, torch.zeros_like(end))
                 out = out.index_put((idx.to(self.device),), total)
         return out, x.lengths
+
+    def _completion_log_probs(self, prompt: torch.Tensor, tokens: torch.Tensor, b: int, width: int) -> torch.Tensor:
+        """Next-token log-probs (b, width + 1, V) at the prompt's last position and at each completion token."""
+        logits, cache = self._forward(prompt)
+        first = torch.log_softmax(logits[:, -1:].float() / self.temperature, dim=-1).expand(b, 1, -1)
+        if not width:
+            return first
+        if hasattr(cache, "batch_repeat_interleave"):
+            cache.batch_repeat_interleave(b)  # one prompt pass for the micro-batch
+            logits, _ = self._forward(tokens, cache)
+        else:  # an older cache type: score prompt and completion together
+            logits, _ = self._forward(torch.cat([prompt.expand(b, -1), tokens], 1), keep=width)
+        rest = torch.log_softmax(logits[:, -width:].float() / self.temperature, dim=-1)
+        return torch.cat([first, rest], 1)
 
     @torch.no_grad()
     def log_prob(self, x: Sequences) -> torch.Tensor:
