@@ -18,24 +18,13 @@ from banel.models.hf import HFModel, LMSettings  # noqa: E402
 from banel.models.protocol import FitConfig  # noqa: E402
 from banel.oracle.ledger import Ledger  # noqa: E402
 from banel.sequences import Sequences  # noqa: E402
-from banel.testing import TinyLMOptions, TinyLMTask, check_model  # noqa: E402
+from banel.testing import TinyLMOptions, TinyLMTask, check_model, tiny_llama  # noqa: E402
 
 END, PROMPT = 4, [1, 2]
 
 
 def _net(seed: int = 0):
-    config = transformers.LlamaConfig(
-        vocab_size=5,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=16,
-        eos_token_id=END,
-    )
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(config)
+    return tiny_llama(5, END, seed, max_positions=16)
 
 
 def _model(rank: int = 4, max_new: int = 3, seed: int = 0) -> HFModel:

@@ -323,24 +323,9 @@ def _run_on_ray(
             ray.shutdown()
 
 
-def compare(
-    task: str | TaskFactory | Task,
-    methods: Sequence[str],
-    seeds: Sequence[int],
-    settings: dict[str, Any] | None = None,
-    out: str | Path = "runs/compare",
-    jobs: int = 2,
-    backend: str = "process",
-    address: str = "",
-    cache: str | Path | None = None,
-    threads: int | None = None,
-    on_done: Callable[[dict[str, Any]], None] | None = None,
-    prior_successes: int = 100,
-    prior_max_samples: int = 1_000_000,
-) -> list[Path]:
-    """`sweep`, then the table and the figure of the whole folder (table.md, table.csv, compare.png)."""
-    sweep(
-        task, methods, seeds, settings, out, jobs, backend, address, cache, threads, on_done,
-        prior_successes, prior_max_samples,
-    )  # fmt: skip
+def compare(task: str | TaskFactory | Task, *args: Any, **kwargs: Any) -> list[Path]:
+    """`sweep` (same arguments), then the table and the figure of the whole folder: table.md, table.csv and
+    compare.png under `out`."""
+    sweep(task, *args, **kwargs)
+    out = kwargs.get("out", args[3] if len(args) > 3 else "runs/sweep")
     return write_report(out)

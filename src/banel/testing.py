@@ -184,6 +184,25 @@ def tiny(options: TinyOptions, cache: Path) -> TinyTask:
 # -- a tiny language-model task ---------------------------------------------------------------------------
 
 
+def tiny_llama(vocab_size: int, eos_id: int, seed: int = 0, max_positions: int = 256) -> torch.nn.Module:
+    """A random 2-layer Llama of width 16 (transformers; a few thousand weights), seeded."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        eos_token_id=eos_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(config)
+
+
 @dataclass(frozen=True)
 class TinyLMOptions:
     """task_options of the tiny language-model test task (`banel.testing:tiny_lm`; needs banel[hf])."""
@@ -214,23 +233,9 @@ class TinyLMTask:
     def prior(self, device: str = "cpu") -> GenerativeModel:
         """A random tiny Llama wrapped as an HFModel (the same object every call)."""
         if self._prior is None:
-            from transformers import LlamaConfig, LlamaForCausalLM
-
             from banel.models.hf import HFModel, LMSettings
 
-            config = LlamaConfig(
-                vocab_size=6,
-                hidden_size=16,
-                intermediate_size=32,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                num_key_value_heads=2,
-                max_position_embeddings=16,
-                eos_token_id=self.end,
-            )
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.options.seed)
-                net = LlamaForCausalLM(config)
+            net = tiny_llama(6, self.end, self.options.seed, max_positions=16)
             settings = LMSettings(
                 max_new_tokens=self.options.max_new_tokens,
                 lora_rank=self.options.lora_rank,
@@ -277,19 +282,7 @@ def write_tiny_lm(folder: str | Path, seed: int = 0) -> Path:
     words = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TINY_WORDS)}, unk_token="[UNK]"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]", eos_token="<eos>")
-    config = transformers.LlamaConfig(
-        vocab_size=len(TINY_WORDS),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=TINY_WORDS.index("<eos>"),
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        transformers.LlamaForCausalLM(config).save_pretrained(folder / "model")
+    tiny_llama(len(TINY_WORDS), TINY_WORDS.index("<eos>"), seed).save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
     rows = [
         {"question": "How many?", "answer": "It is 18.\n#### 18"},
