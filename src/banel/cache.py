@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -13,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
+
+from banel.config import config_hash
 
 if TYPE_CHECKING:
     from banel.models.protocol import GenerativeModel
@@ -38,11 +38,6 @@ def cache_dir(override: str | Path | None = None) -> Path:
         path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "banel"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def config_hash(data: dict[str, Any]) -> str:
-    """A short stable hash of a JSON-able dict (the cache key of an artefact)."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -151,7 +146,7 @@ def pretrained(
     weights depend on in it, a version number too), so changed settings train a new prior and never load a
     stale one. Training runs on one torch thread on CPU because the weights depend on the thread count.
     """
-    from banel import shipped as references  # banel.shipped imports config_hash from here
+    from banel import shipped as references  # imported on use: loading a prior is the only reason
 
     reference = references.find(name, settings) if shipped else None
     if reference is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import hashlib
 import inspect
 import json
 import textwrap
@@ -30,6 +31,11 @@ class SettingError(ValueError):
     def under(self, prefix: str) -> SettingError:
         """The same error with the path written under `prefix` ('banel.negative_fit.')."""
         return SettingError(prefix + self.path, self.problem)
+
+
+def config_hash(data: dict[str, Any]) -> str:
+    """A short stable hash of a JSON-able dict of settings (the cache key of an artefact made from them)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def check(ok: bool, name: str, problem: str) -> None:

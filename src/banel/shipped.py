@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from banel.cache import config_hash
+from banel.config import config_hash
 
 log = logging.getLogger(__name__)
 
