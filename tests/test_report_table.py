@@ -9,21 +9,15 @@ import numpy as np
 import pytest
 
 from banel.eval.success import SuccessRate, clopper_pearson
-from banel.report.table import (
-    PRIOR_FILE,
-    RunRecord,
+from banel.report.stats import (
     above_other_p,
     above_prior_p,
     better_than_prior,
-    collect,
     geometric_mean_interval,
     mean_interval,
     median_interval,
-    nres_to_reach,
-    shared_prior,
-    table_rows,
-    write_report,
 )
+from banel.report.table import PRIOR_FILE, RunRecord, collect, nres_to_reach, shared_prior, table_rows, write_report
 
 
 def _write_run(folder, method, seed, best, base=1e-3, history=None, settings=None):
@@ -241,7 +235,7 @@ def test_mean_interval_is_a_reproducible_percentile_bootstrap():
 def test_the_improvement_interval_carries_the_prior_estimates_uncertainty():
     from scipy import stats
 
-    from banel.report.table import improvement_interval
+    from banel.report.stats import improvement_interval
 
     # log rates 0 and 2 over an exact prior of 1: centre 1, standard error 1, t(0.975, 1 dof) = 12.7062
     t = 12.706204736
