@@ -318,8 +318,7 @@ class Run:
         assert self.best_round_rate is not None
         if self.best_round_rate.exact:
             return self.best_round_rate
-        model = self.spec.build(self.prior, self.config.options, self.context).generator
-        model.load_state_dict(safe_torch_load(self.out / rundir.GENERATOR_BEST)["model"])
+        model = saved_generator(self.out / rundir.GENERATOR_BEST, self.spec, self.prior, self.config, self.context)
         return reestimate(self.task, model, self.config.eval, self.config.seed)
 
     # -- checkpoints and resume ------------------------------------------------------------------------
@@ -550,7 +549,15 @@ def load_generator(
     config = dataclasses.replace(config, device=device)
     task = make_task(config.task, config.task_options, cache)
     spec = resolve_method(config.method)
-    method = spec.build(task.prior(device), _with_options(config, spec).options, context(config, task))
-    model = method.generator
+    return saved_generator(path, spec, task.prior(device), _with_options(config, spec), context(config, task))
+
+
+def saved_generator(
+    path: Path, spec: MethodSpec, prior: GenerativeModel, config: RunConfig, ctx: Context
+) -> GenerativeModel:
+    """A generator file (generator-best.pt, generator-final.pt) loaded into the generator of a fresh method of
+    the run's kind, so any method's generator (a distilled model, Algorithm 1's filters, a tempered prior)
+    comes back in its own shape."""
+    model = spec.build(prior, config.options, ctx).generator
     model.load_state_dict(safe_torch_load(path)["model"])
     return model
