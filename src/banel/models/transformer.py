@@ -19,9 +19,10 @@ from torch import nn
 
 from banel.config import check
 from banel.models.protocol import FitConfig
-from banel.sequences import Sequences
+from banel.sequences import Sequences, derive_seed
 
 SCORE_BATCH = 1024  # sequences per forward pass when scoring: bounded memory, near-peak CPU throughput
+END_CHECK_EVERY = 8  # decoding steps between checks that every sequence has ended (each check syncs a GPU)
 
 
 @dataclass(frozen=True)
@@ -65,21 +66,17 @@ class _Block(nn.Module):
         )
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, cache: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """x: (n, t, d). With a cache [k, v], x holds only the new positions and k, v are extended."""
+    def forward(self, x: torch.Tensor, cache: _KVCache | None = None) -> torch.Tensor:
+        """x: (n, t, d). With a cache, x holds only the new positions, whose keys and values are appended to it."""
         n, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
         q, k, v = (z.view(n, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
         drop = self.dropout if self.training else 0.0
         past = 0
         if cache is not None:
-            if cache:
-                past = cache[0].shape[2]
-                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
-                cache[0], cache[1] = k, v
-            else:
-                cache.extend([k, v])
-        if t == 1 and cache is not None:
+            past = cache.length
+            k, v = cache.append(k, v)
+        if t == 1 and past:
             # One new query attends to every cached key: no mask needed.
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
         elif past == 0:
@@ -91,6 +88,27 @@ class _Block(nn.Module):
         y = y.transpose(1, 2).reshape(n, t, d)
         x = x + F.dropout(self.proj(y), drop, self.training)
         return x + F.dropout(self.mlp(self.ln2(x)), drop, self.training)
+
+
+class _KVCache:
+    """One block's keys and values, pre-allocated for `size` positions and filled in place (no re-allocation
+    per decoding step, which a growing torch.cat cache pays at every token)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.length = 0
+        self.k = self.v = torch.empty(0)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (n, h, t, dh) new keys and values after the cached ones; return all keys and values so far."""
+        if self.length == 0:  # allocated at the first call: the dtype autocast gives k and v, on their device
+            n, h, _, dh = k.shape
+            self.k, self.v = k.new_empty((n, h, self.size, dh)), v.new_empty((n, h, self.size, dh))
+        end = self.length + k.shape[2]
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
 
 
 class _Net(nn.Module):
@@ -119,13 +137,25 @@ class _Net(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, 0.0, 0.02)
 
-    def forward(self, idx: torch.Tensor, start: int = 0, caches: list[list[torch.Tensor]] | None = None):
+    def forward(self, idx: torch.Tensor, start: int = 0, caches: list[_KVCache] | None = None):
         """Logits (n, t, n_out) for input ids idx (n, t) placed at positions start..start+t-1."""
         pos = torch.arange(start, start + idx.shape[1], device=idx.device)
         x = self.tok(idx) + self.pos(pos)
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i])
         return self.head(self.ln(x))
+
+    def caches(self) -> list[_KVCache]:
+        """Empty key-value caches of max_len + 1 positions (begin token and content), one per block."""
+        return [_KVCache(self.cfg.max_len + 1) for _ in self.blocks]
+
+
+def _fused(params: list[torch.Tensor]) -> dict[str, bool]:
+    """AdamW's fused kernel where this torch has it for these tensors (one kernel per step, not one per tensor)."""
+    ok = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64) for p in params) and all(
+        p.device.type in ("cpu", "cuda") for p in params
+    )
+    return {"fused": True} if ok else {}
 
 
 class TransformerModel:
@@ -140,41 +170,53 @@ class TransformerModel:
         self.net.to(self.device)
 
     # -- sampling -------------------------------------------------------------------------------
-    @torch.no_grad()
     def sample(self, n: int, seed: int, temperature: float = 1.0) -> Sequences:
         """Draw n sequences with a KV cache; the same seed gives the same draws."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        cfg, net = self.config, self.net
+        tokens, lengths = self._sample(n, seed, temperature)
+        # Cloned outside inference mode: callers may train on the draws (inference tensors refuse autograd).
+        return Sequences(tokens.clone(), lengths.clone())
+
+    @torch.inference_mode()
+    def _sample(self, n: int, seed: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg, net, device = self.config, self.net, self.device
         net.eval()
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        tokens = torch.zeros((n, cfg.max_len), dtype=torch.long, device=self.device)
-        lengths = torch.full((n,), cfg.max_len, dtype=torch.long, device=self.device)
-        alive = torch.ones(n, dtype=torch.bool, device=self.device)
-        caches: list[list[torch.Tensor]] = [[] for _ in range(cfg.n_layer)]
-        idx = torch.full((n, 1), net.begin, dtype=torch.long, device=self.device)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        tokens = torch.zeros((n, cfg.max_len), dtype=torch.long, device=device)
+        lengths = torch.full((n,), cfg.max_len, dtype=torch.long, device=device)
+        alive = torch.ones(n, dtype=torch.bool, device=device)
+        caches = net.caches()
+        idx = torch.full((n, 1), net.begin, dtype=torch.long, device=device)
         for t in range(cfg.max_len):
             logits = net(idx, start=t, caches=caches)[:, -1].float() / temperature
             nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen).squeeze(1)
             if cfg.end_token:
                 ended = alive & (nxt == cfg.vocab_size)
-                lengths[ended] = t
+                lengths = torch.where(ended, t, lengths)  # no boolean indexing: it waits for the device
                 alive &= ~ended
                 nxt = torch.where(alive, nxt, torch.zeros_like(nxt))
+                # Checking for the end reads the device: every few steps only (later draws of ended rows are
+                # overwritten by zeros, so the result does not depend on when the loop notices).
+                if t % END_CHECK_EVERY == END_CHECK_EVERY - 1 and not alive.any():
+                    tokens[:, t] = nxt
+                    break
             tokens[:, t] = nxt
-            if not alive.any():
-                break
             idx = nxt.unsqueeze(1)
         width = int(lengths.max()) if n else 0
-        return Sequences(tokens[:, :width].contiguous(), lengths)
+        return tokens[:, :width], lengths
 
-    @torch.no_grad()
     def greedy(self, prompts: Sequences, batch: int = 2048) -> Sequences:
         """Argmax continuation of n prompts until the end token (not included) or max_len tokens in all: n sequences.
 
         Prompts may differ in length; those of one length run together, `batch` at a time: the prompt fills the KV
         cache in one forward pass, then each step feeds one new token.
         """
+        tokens, lengths = self._greedy(prompts, batch)
+        return Sequences(tokens.clone(), lengths.clone())
+
+    @torch.inference_mode()
+    def _greedy(self, prompts: Sequences, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, net = self.config, self.net
         net.eval()
         n = len(prompts)
@@ -184,12 +226,12 @@ class TransformerModel:
         tokens, lengths = prompts.tokens.to(self.device), prompts.lengths.to(self.device)
         out = torch.zeros((n, cfg.max_len), dtype=torch.long, device=self.device)
         out_lengths = torch.zeros(n, dtype=torch.long, device=self.device)
-        for length in sorted(set(lengths.tolist())):
+        for length in sorted(set(prompts.lengths.tolist())):
             members = (lengths == length).nonzero().squeeze(1)
             for rows in members.split(batch):
                 begin = torch.full((len(rows), 1), net.begin, dtype=torch.long, device=self.device)
                 idx = torch.cat([begin, tokens[rows, :length]], 1)
-                caches: list[list[torch.Tensor]] = [[] for _ in range(cfg.n_layer)]
+                caches = net.caches()
                 alive = torch.ones(len(rows), dtype=torch.bool, device=self.device)
                 start = 0
                 for step in range(cfg.max_len - length):
@@ -198,11 +240,11 @@ class TransformerModel:
                     alive &= nxt != end
                     out[rows, step] = torch.where(alive, nxt, torch.zeros_like(nxt))
                     out_lengths[rows] += alive.long()
-                    if not alive.any():
+                    if step % END_CHECK_EVERY == END_CHECK_EVERY - 1 and not alive.any():
                         break
                     idx = nxt.unsqueeze(1)
         width = int(out_lengths.max()) if n else 0
-        return Sequences(out[:, :width].contiguous(), out_lengths)
+        return out[:, :width], out_lengths
 
     # -- scoring --------------------------------------------------------------------------------
     def _teacher_forcing(self, x: Sequences) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -265,15 +307,19 @@ class TransformerModel:
         ignored = targets.masked_fill(~positions, -100)
         return F.cross_entropy(logits.reshape(-1, net.n_out), ignored.reshape(-1))
 
-    @torch.no_grad()
     def log_prob(self, x: Sequences) -> torch.Tensor:
         """Exact log-likelihood per sequence, end token included: (n,) float64 on CPU."""
+        return self._log_prob(x).clone()  # a normal tensor: callers may combine it with ones that need gradients
+
+    @torch.inference_mode()
+    def _log_prob(self, x: Sequences) -> torch.Tensor:
         self.net.eval()
         out = []
         for i in range(0, len(x), SCORE_BATCH):
             nll, mask = self._nll_terms(x[i : i + SCORE_BATCH])
-            out.append(-(nll.double() * mask).sum(1).cpu())
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+            out.append((nll.double() * mask).sum(1).neg())
+        # One copy to the host at the end, not one per chunk.
+        return torch.cat(out).cpu() if out else torch.zeros(0, dtype=torch.float64)
 
     def log_prob_grad(self, x: Sequences) -> torch.Tensor:
         """log p(x) per sequence with gradients to the weights (one forward pass, eval mode): (n,) float32."""
@@ -293,37 +339,89 @@ class TransformerModel:
         return lengths.clone()
 
     # -- training -------------------------------------------------------------------------------
-    def fit(self, x: Sequences, epochs: int, seed: int, config: FitConfig | None = None) -> list[float]:
-        """AdamW maximum likelihood on x for `epochs` passes; returns mean NLL per token per epoch."""
+    def fit(
+        self,
+        x: Sequences,
+        epochs: int,
+        seed: int,
+        config: FitConfig | None = None,
+        holdout: float = 0.0,
+        patience: int = 3,
+    ) -> list[float]:
+        """AdamW maximum likelihood on x for `epochs` passes; returns mean NLL per token per epoch.
+
+        With `holdout` > 0 that fraction of x is held out and training stops once its NLL per token has not
+        improved for `patience` epochs, keeping the best epoch's weights (`epochs` is then a maximum).
+        """
         config = config or FitConfig()
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
         if epochs == 0 or len(x) == 0:
             return []
         net = self.net
-        opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **_fused(params))
         gen = torch.Generator().manual_seed(seed)
-        x = x.to(self.device)
+        # Inputs, targets and masks of the whole set once; each step only gathers its rows.
+        inputs, targets, mask = self._teacher_forcing(x)
+        steps = min(inputs.shape[1], self.config.max_len)
+        inputs, targets, mask = inputs[:, :steps], targets[:, :steps], mask[:, :steps]
+        train = torch.arange(len(x), device=self.device)
+        held: torch.Tensor | None = None
+        if not 0 <= holdout < 1 or patience < 1:
+            raise ValueError(f"holdout must be in [0, 1) and patience >= 1, got {holdout} and {patience}")
+        if holdout:
+            split = torch.randperm(len(x), generator=torch.Generator().manual_seed(derive_seed(seed, "holdout")))
+            n_held = int(len(x) * holdout)
+            if n_held >= 1 and len(x) - n_held >= 1:
+                held, train = split[:n_held].to(self.device), split[n_held:].to(self.device)
+        best, best_state, waited = math.inf, None, 0
         losses = []
         net.train()
         for _ in range(epochs):
-            order = torch.randperm(len(x), generator=gen)
-            total, count = 0.0, 0
-            for i in range(0, len(x), config.batch_size):
-                batch = x[order[i : i + config.batch_size]]
-                nll, mask = self._nll_terms(batch)
-                tokens = mask.sum()
-                loss = (nll * mask).sum() / tokens
+            order = train[torch.randperm(len(train), generator=gen).to(self.device)]
+            total = torch.zeros((), dtype=torch.float64, device=self.device)
+            for i in range(0, len(train), config.batch_size):
+                rows = order[i : i + config.batch_size]
+                logits = net(inputs[rows])
+                nll = F.cross_entropy(logits.reshape(-1, net.n_out), targets[rows].reshape(-1), reduction="none")
+                batch_mask = mask[rows].reshape(-1)
+                tokens = batch_mask.sum()
+                loss = (nll * batch_mask).sum() / tokens
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip:
-                    nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+                    nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
                 opt.step()
-                total += float(loss.detach()) * int(tokens)
-                count += int(tokens)
-            losses.append(total / max(count, 1))
+                total += loss.detach().double() * tokens  # summed on the device: no host sync per step
+            losses.append(float(total) / max(int(mask[train].sum()), 1))
+            if held is not None:
+                score = self._heldout_nll(inputs[held], targets[held], mask[held])
+                if score < best:
+                    best, waited = score, 0
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                else:
+                    waited += 1
+                    if waited >= patience:
+                        break
+                net.train()
+        if best_state is not None:
+            net.load_state_dict(best_state)
         net.eval()
         return losses
+
+    @torch.inference_mode()
+    def _heldout_nll(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> float:
+        """Mean NLL per token of held-out rows (eval mode)."""
+        self.net.eval()
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for i in range(0, len(inputs), SCORE_BATCH):
+            logits = self.net(inputs[i : i + SCORE_BATCH])
+            nll = F.cross_entropy(
+                logits.reshape(-1, self.net.n_out), targets[i : i + SCORE_BATCH].reshape(-1), reduction="none"
+            )
+            total += (nll.double() * mask[i : i + SCORE_BATCH].reshape(-1)).sum()
+        return float(total) / max(int(mask.sum()), 1)
 
     # -- state ----------------------------------------------------------------------------------
     def clone(self) -> TransformerModel:
