@@ -40,9 +40,15 @@ COMPARE_EXAMPLES = """examples:
   banel report runs/cmp                    rebuild the table and the figure from the run folders"""
 
 THREADS_HELP = (
-    "torch threads (default: one per core); on a machine other jobs are using, 1 avoids intra-op threads "
-    "waiting on each other (many times slower: benchmarks/README.md)"
+    "torch threads per run (default 1: with two on a 2-core machine other jobs use, small models ran 1.3-15x "
+    "slower, benchmarks/README.md); raise it for large models on a machine of your own"
 )
+DEFAULT_THREADS = 1
+
+
+def _threads() -> str:
+    n = torch.get_num_threads()
+    return f"{n} torch thread{'s' if n > 1 else ''}"
 
 
 def settings_help(task: str | None = None, method: str | None = None) -> str:
@@ -295,7 +301,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_ledger_file(Path(config.oracle.ledger), "oracle.ledger")
     task = make_task(config.task, config.task_options, args.cache)
     feasibility(task, config.feasible_only)  # an error now, before the run folder exists
-    print(f"banel: {name} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs -> {out}")
+    print(f"banel: {name} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs, {_threads()} -> {out}")
     return _execute(args, out, config, task)
 
 
@@ -313,7 +319,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         check_ledger_file(Path(config.oracle.ledger), "oracle.ledger")
     else:
         check_ledger_file(out / rundir.LEDGER, "the run's ledger")
-    print(f"banel: resuming {config.method} on {config.task}, seed {config.seed} in {out}")
+    print(f"banel: resuming {config.method} on {config.task}, seed {config.seed}, {_threads()} in {out}")
     return _execute(args, out, config, None)
 
 
@@ -417,7 +423,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     label = args.task.rsplit(":", 1)[-1] if ":" in args.task else args.task
     out = Path(args.out or f"runs/compare-{label}")
     total = len(methods) * len(seeds)
-    print(f"banel compare: {', '.join(methods)} on {args.task}, seeds {seeds}, {args.backend} x {args.jobs} -> {out}")
+    print(
+        f"banel compare: {', '.join(methods)} on {args.task}, seeds {seeds}, {args.backend} x {args.jobs}, "
+        f"{args.threads} torch thread{'s' if args.threads > 1 else ''} per run -> {out}"
+    )
     finished = 0
 
     def on_done(summary: dict[str, Any]) -> None:
@@ -563,7 +572,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        if getattr(args, "threads", None) is not None:
+        if hasattr(args, "threads"):
+            if args.threads is None:
+                args.threads = DEFAULT_THREADS
             if args.threads < 1:
                 raise ValueError(f"--threads must be >= 1, got {args.threads}")
             torch.set_num_threads(args.threads)
