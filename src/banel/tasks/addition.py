@@ -416,6 +416,8 @@ class AdditionTask:
         self._cache = cache
         self._prior: dict[str, GenerativeModel] = {}
         self._target: TransformerModel | None = None
+        self._device = "cpu"
+        """Where the target answers: the device of the last prior asked for (the run's)."""
         self._answers: dict[str, str] = {}
         self._wins: list[str] | None = None
 
@@ -454,12 +456,14 @@ class AdditionTask:
     def target(self, max_seconds: float | None = None) -> TransformerModel:
         """The trained target: shipped with banel, loaded from the cache, or trained (or resumed) first."""
         if self._target is not None:
+            if self._target.device != torch.device(self._device):
+                self._target = TransformerModel.from_state_dict(self._target.state_dict(), self._device)
             return self._target
         reference = self.shipped_target()
         path = reference or self.target_path()
         saved = safe_torch_load(path) if path.is_file() else None
         if saved is not None and (saved["state"]["done"] or self.options.unfinished_target):
-            model = TransformerModel.from_state_dict(saved["model"])
+            model = TransformerModel.from_state_dict(saved["model"], self._device)
             if not saved["state"]["done"]:
                 log.warning("using an unfinished target (step %d)", saved["state"]["step"])
         else:
@@ -480,6 +484,7 @@ class AdditionTask:
 
     def prior(self, device: str = "cpu") -> GenerativeModel:
         """The attacker prior: shipped with banel, loaded from the cache, or pre-trained (a minute) and cached."""
+        self._device = device  # the target answers where the run computes
         if device in self._prior:
             return self._prior[device]
         a = self.options.attacker

@@ -80,6 +80,7 @@ class GridTask:
         self.bins = self.base**self.digits
         self.width = (self.high - self.low) / self.bins
         self._prior: dict[str, GenerativeModel] = {}
+        self._prior_grid: np.ndarray | None = None
         self.grid = self._all_cells()
         self.centres = self.cell_centres(self.grid)
         mask = self.reward_at(self.centres)
@@ -116,9 +117,9 @@ class GridTask:
         """Cells (n, dims) of well-formed sequences; -1 rows for sequences of the wrong length."""
         length = self.dims * self.digits
         out = np.full((len(x), self.dims), -1, dtype=np.int64)
-        ok = (x.lengths == length).numpy()
+        ok = (x.lengths == length).cpu().numpy()
         if ok.any() and x.tokens.shape[1] >= length:
-            toks = x.tokens[:, :length].numpy()[ok].reshape(-1, self.dims, self.digits)
+            toks = x.tokens[:, :length].cpu().numpy()[ok].reshape(-1, self.dims, self.digits)
             powers = self.base ** np.arange(self.digits - 1, -1, -1)
             out[ok] = (toks * powers).sum(-1)
         return out
@@ -199,10 +200,18 @@ class GridTask:
         """Exact log-probabilities of every grid cell under each model, and the reward of each cell (for plots)."""
         x = self.encode(self.grid)
         shape = (self.bins,) * self.dims
-        arrays = {name: model.log_prob(x).numpy().reshape(shape) for name, model in models.items()}
+        arrays = {name: self._grid_log_prob(model, x).reshape(shape) for name, model in models.items()}
         # The reward region straight from its definition: plotting never goes through the (patchable) oracle.
         arrays["reward"] = self.reward_at(self.centres).astype(np.float64).reshape(shape)
         return arrays
+
+    def _grid_log_prob(self, model: GenerativeModel, grid: Sequences) -> np.ndarray:
+        """log p of every cell; the task's own prior never changes, so its values are computed once."""
+        if not any(model is prior for prior in self._prior.values()):
+            return model.log_prob(grid).cpu().numpy()
+        if self._prior_grid is None:
+            self._prior_grid = model.log_prob(grid).cpu().numpy()
+        return self._prior_grid
 
     def support(self) -> Sequences:
         """Every well-formed sequence (the whole grid)."""
