@@ -11,14 +11,16 @@ samples that measure it:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
+import torch
 from scipy.stats import binomtest
 
 from banel.config import EvalConfig
 from banel.models.protocol import GenerativeModel
 from banel.sequences import derive_seed
-from banel.tasks.protocol import Task, exact_success_rate
+from banel.tasks.protocol import Task, exact_success_rate, subset_success_rate
 
 STREAM_EVAL = "eval"
 STREAM_REESTIMATE = "reestimate"
@@ -36,6 +38,8 @@ class SuccessRate:
     exact: bool
     n: int = 0
     successes: int = 0
+    approximation: str = ""
+    """How an intermediate evaluation was cheapened ('targets 5000/50000', 'bf16'); empty for a full one."""
 
     def as_dict(self) -> dict:
         """Plain dict for JSON."""
@@ -55,12 +59,39 @@ def monte_carlo(task: Task, model: GenerativeModel, n: int, seed: int, confidenc
     return SuccessRate(k / n, low, high, False, n, k)
 
 
-def success_rate(task: Task, model: GenerativeModel, config: EvalConfig, seed: int) -> SuccessRate:
-    """Exact success rate if the task can compute it, else an estimate from config.samples uncharged draws."""
-    exact = exact_success_rate(task, model)
-    if exact is not None:
-        return SuccessRate(exact, exact, exact, True)
-    return monte_carlo(task, model, config.samples, seed, config.confidence)
+def success_rate(
+    task: Task, model: GenerativeModel, config: EvalConfig, seed: int, curve_seed: int | None = None
+) -> SuccessRate:
+    """Exact success rate if the task can compute it, else an estimate from config.samples uncharged draws.
+
+    With `curve_seed` (an intermediate evaluation, not one that is reported as a best or final rate), the
+    cheaper evaluation the config asks for: a fixed subset of the targets chosen by curve_seed
+    (`exact_subset`) and bfloat16 autocast (`bf16_curves`).
+    """
+    if curve_seed is None or not (config.exact_subset or config.bf16_curves):
+        exact = exact_success_rate(task, model)
+        if exact is not None:
+            return SuccessRate(exact, exact, exact, True)
+        return monte_carlo(task, model, config.samples, seed, config.confidence)
+    notes = []
+    with _bf16(model) if config.bf16_curves else contextlib.nullcontext():
+        if config.bf16_curves:
+            notes.append("bf16")
+        estimate = subset_success_rate(task, model, config.exact_subset, curve_seed) if config.exact_subset else None
+        if estimate is not None:
+            notes.insert(0, f"targets {config.exact_subset}")
+            return SuccessRate(estimate, estimate, estimate, False, approximation=", ".join(notes))
+        exact = exact_success_rate(task, model)
+        if exact is not None:
+            return SuccessRate(exact, exact, exact, False, approximation=", ".join(notes))
+        rate = monte_carlo(task, model, config.samples, seed, config.confidence)
+    return SuccessRate(rate.rate, rate.low, rate.high, False, rate.n, rate.successes, ", ".join(notes))
+
+
+def _bf16(model: GenerativeModel) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on the model's device (the CPU for a model that does not say)."""
+    device = torch.device(getattr(model, "device", "cpu"))
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def evaluation_seed(seed: int, round_index: int | str) -> int:

@@ -479,6 +479,13 @@ class ImageTask:
         """sum over the target set of p(x): streamed float64 logsumexp of log p(x)."""
         return math.exp(log_success_rate(model, self.targets))
 
+    def subset_success_rate(self, model: GenerativeModel, size: int, seed: int) -> float:
+        """(targets / size) * sum of p(x) over `size` targets drawn without replacement (all when size >= them)."""
+        if size >= len(self.targets):
+            return self.exact_success_rate(model)
+        rows = np.sort(np.random.default_rng(seed).choice(len(self.targets), size, replace=False))
+        return math.exp(log_success_rate(model, self.targets[rows]) + math.log(len(self.targets) / size))
+
     def decode(self, x: Sequences) -> list[str]:
         """Each image as rows of '#' (ink) and '.' joined by '/'."""
         side = self.resolution

@@ -47,6 +47,16 @@ class ExactSuccess(Protocol):
 
 
 @runtime_checkable
+class SubsetSuccess(Protocol):
+    """The exact rate is a sum over a large target set, so a fixed random part of it estimates the rate cheaply
+    (for a run's intermediate evaluations; `eval.exact_subset`)."""
+
+    def subset_success_rate(self, model: GenerativeModel, size: int, seed: int) -> float:
+        """Sum of p(x) over `size` targets drawn without replacement by `seed`, times targets / size: unbiased."""
+        ...
+
+
+@runtime_checkable
 class Enumerable(Protocol):
     """The whole sample space is small enough to list (Algorithm 1's exact normaliser)."""
 
@@ -127,6 +137,11 @@ def describe(task: Task) -> dict[str, Any]:
 def exact_success_rate(task: object, model: GenerativeModel) -> float | None:
     """The exact success rate where the task can enumerate its successes, else None."""
     return task.exact_success_rate(model) if isinstance(task, ExactSuccess) else None
+
+
+def subset_success_rate(task: object, model: GenerativeModel, size: int, seed: int) -> float | None:
+    """The task's estimate of the exact rate from `size` of its targets, or None where it has no target set."""
+    return task.subset_success_rate(model, size, seed) if isinstance(task, SubsetSuccess) else None
 
 
 def snapshot(task: object, models: dict[str, GenerativeModel]) -> dict[str, np.ndarray] | None:
