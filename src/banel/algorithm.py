@@ -11,6 +11,7 @@ the cut. The run calls `Banel.round` once per round; everything else here is the
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -48,7 +49,13 @@ class BanelConfig:
     negative_data: Literal["round", "all"] = "round"
     """Train p_phi on this round's failures (Algorithm 2 as written) or on every failure seen so far."""
     negative_epochs: int = 50
-    """Epochs of maximum-likelihood training of p_phi per round."""
+    """Epochs of maximum-likelihood training of p_phi per round (a maximum with negative_holdout)."""
+    negative_holdout: float = 0.0
+    """Hold this fraction of p_phi's failures out of its fit and stop once their NLL has not improved for
+    negative_patience epochs, keeping the best epoch (not in the paper; needs a model whose fit takes
+    `holdout`, as banel's transformer). 0: train negative_epochs epochs on every failure."""
+    negative_patience: int = 3
+    """Epochs without improvement on the held-out failures before p_phi's fit stops (negative_holdout > 0)."""
     generator_epochs: int = 15
     """Epochs of distillation of the filtered posterior into the generator per round."""
     reset_generator: bool = True
@@ -76,6 +83,8 @@ class BanelConfig:
         choice("selection", self.selection, ("top_m", "importance"))
         for name in ("negative_epochs", "generator_epochs", "distil_samples"):
             check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        check(0 <= self.negative_holdout < 1, "negative_holdout", f"must be in [0, 1), got {self.negative_holdout}")
+        check(self.negative_patience >= 1, "negative_patience", f"must be >= 1, got {self.negative_patience}")
         if self.algorithm == 1:
             why = "with algorithm=1"
             check(self.selection == "top_m", "selection", f"must be 'top_m' {why} (it filters by a hard tau)")
@@ -279,6 +288,11 @@ class Banel:
                 reason = prior.cannot(what) if wanted else None
                 if reason:
                     raise ValueError(f"{setting}: {reason}")
+        if self.config.negative_holdout and "holdout" not in inspect.signature(prior.fit).parameters:
+            raise ValueError(
+                f"banel.negative_holdout={self.config.negative_holdout}: this model's fit has no early stopping "
+                "(no `holdout` argument; banel's TransformerModel has one); set it to 0"
+            )
         self.distilled: GenerativeModel = prior.clone()
         """Algorithm 2's generator p_theta_i."""
         self.negative: GenerativeModel | None = None
@@ -358,7 +372,7 @@ class Banel:
                 generator_loss = losses[-1] if losses else None
 
         self.failures.append(failed.to("cpu"))  # on the CPU, as a checkpoint restores them
-        negative_loss = self._fit_negative(failed, i)
+        negative_loss, negative_epochs = self._fit_negative(failed, i)
         stats = {
             "candidates": len(candidates),
             "kept": len(kept),
@@ -366,6 +380,7 @@ class Banel:
             "log_ratio_kept": ratio_kept,
             "log_ratio_rejected": ratio_rejected,
             "negative_loss": negative_loss,
+            "negative_epochs": negative_epochs,
             "generator_loss": generator_loss,
         }
         return Round(kept, rewards, stats, {"negative": self.negative} if self.negative is not None else {})
@@ -393,8 +408,8 @@ class Banel:
         self.filters = filtered.filters
         self.failures = [Sequences(f["tokens"], f["lengths"]) for f in state["failures"]]
 
-    def _fit_negative(self, failed: Sequences, i: int) -> float | None:
-        """Fit p_phi by maximum likelihood on the failures (this round's or all so far)."""
+    def _fit_negative(self, failed: Sequences, i: int) -> tuple[float | None, int]:
+        """Fit p_phi by maximum likelihood on the failures (this round's or all so far): last loss, epochs run."""
         cfg = self.config
         data = failed if cfg.negative_data == "round" else Sequences.cat(self.failures)
         if cfg.negative_init == "continue" and self.negative is not None:
@@ -404,6 +419,9 @@ class Banel:
             negative = self.prior.clone()
             if cfg.negative_init == "scratch":
                 negative.reinitialise(derive_seed(self.seed, i, "negative_init"))
-        losses = negative.fit(data, cfg.negative_epochs, derive_seed(self.seed, i, "negative"), cfg.negative_fit)
+        stop = {"holdout": cfg.negative_holdout, "patience": cfg.negative_patience} if cfg.negative_holdout else {}
+        losses = negative.fit(
+            data, cfg.negative_epochs, derive_seed(self.seed, i, "negative"), cfg.negative_fit, **stop
+        )
         self.negative = negative
-        return losses[-1] if losses else None
+        return (losses[-1] if losses else None), len(losses)
