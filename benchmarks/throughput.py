@@ -1,113 +1,249 @@
-"""Throughput of our transformer (sample with KV cache, score, train; tokens/s) and time per BaNEL round on toy1d.
+"""Where a real `banel run` round spends its time, per phase, and A/B ratios between two versions of banel.
 
-Usage: python benchmarks/throughput.py [--smoke] [--threads 2] [--out benchmarks/out]
-Prints a table and writes throughput.json and throughput.png under --out.
+Each measurement is one `banel.run` of a task's own defaults (the run's code path: sampling, scoring, the
+negative fit, distillation, oracle and ledger, evaluation, drift, snapshot, checkpoint), in a fresh process
+whose PYTHONPATH is one variant's `src`. Phases are timed by wrapping the functions a run calls (the names of
+`PHASES`, wherever a variant has them); a call is charged to the outermost phase open around it: time in
+`fit` inside the negative fit counts as "negative fit". Variants are interleaved (A, B, B, A, A, B, ...) over
+the repeats, the table reports medians and the load average is recorded at each measurement.
+
+    # today's main against the working tree, digits (eval every 3 rounds), 3 repeats of 6 rounds each
+    git worktree add /tmp/banel-main main
+    python benchmarks/throughput.py --variant main=/tmp/banel-main/src --variant new=src \\
+        --task digits --rounds 6 --repeats 3 --out benchmarks/out/throughput
+    python benchmarks/throughput.py --smoke          # one variant (src), toy1d, 3 rounds: seconds
+
+Writes `throughput.json` (every measurement) and `throughput.md` (medians and ratios) under --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from banel.algorithm import Banel, BanelConfig  # noqa: E402
-from banel.config import from_dict  # noqa: E402
-from banel.methods import Context  # noqa: E402
-from banel.models.transformer import TransformerConfig, TransformerModel  # noqa: E402
-from banel.oracle import BudgetedOracle  # noqa: E402
-from banel.tasks import make_task, resolve_task  # noqa: E402
-
-# (name, vocab, length, d_model, n_layer): the toy configs and MNIST-like binary images (8x8, 14x14).
-CONFIGS = [
-    ("toy1d d64 L2", 32, 2, 64, 2),
-    ("toy d64 L16", 16, 16, 64, 2),
-    ("digits8x8 d64 L64", 2, 64, 64, 2),
-    ("mnist14 d64 L196", 2, 196, 64, 2),
-    ("digits8x8 d128x4 L64", 2, 64, 128, 4),
+# (phase, "module:Class.attribute") wrapped in the worker when the variant has them.
+PHASES = [
+    ("evaluation", "banel.runner:Run._success_rate"),
+    ("drift", "banel.runner:Run._drift"),
+    ("metrics", "banel.runner:Run._metrics"),
+    ("snapshot", "banel.runner:Run._save_snapshot"),
+    ("checkpoint", "banel.runner:Run.checkpoint"),
+    ("records", "banel.runner:Run._append"),
+    ("records", "banel.runner:Run._record_successes"),
+    ("records", "banel.runner:Run._save_generator"),
+    ("oracle + ledger", "banel.oracle.ledger_oracle:LedgerOracle.__call__"),
+    ("negative fit", "banel.algorithm:Banel._fit_negative"),
+    ("fit (distil)", "banel.models.transformer:TransformerModel.fit"),
+    ("sample", "banel.models.transformer:TransformerModel.sample"),
+    ("score", "banel.models.transformer:TransformerModel.log_prob"),
 ]
 
+# Run settings per task (on top of the task's own defaults).
+TASKS = {
+    "toy1d": {"m": 250},
+    "digits": {"m": 250, "eval": {"every": 3}},
+    "mnist14": {"task": "mnist", "m": 250, "task_options": {"resolution": 14}, "eval": {"every": 3}},
+}
 
-def _timed(fn, repeat: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - start) / repeat
+
+# -- the worker: one run in this process ---------------------------------------------------------------
 
 
-def measure_model(vocab: int, length: int, d: int, layers: int, smoke: bool) -> dict[str, float]:
-    """Tokens/s for sampling (batch 500), scoring (batch 256) and training (batch 64) of one configuration."""
-    cfg = TransformerConfig(vocab_size=vocab, max_len=length, end_token=False, d_model=d, n_layer=layers, n_head=4)
-    model = TransformerModel(cfg, seed=0)
-    n_sample, n_score, n_train = (100, 256, 128) if smoke else (500, 2048, 512)
-    repeat = 1 if smoke else 3
-    x = model.sample(n_score, seed=1)
-    t_sample = _timed(lambda: model.sample(n_sample, seed=2), repeat)
-    t_score = _timed(lambda: model.log_prob(x), repeat)
-    t_train = _timed(lambda: model.fit(x[torch.arange(n_train)], 1, seed=3), repeat)
+class _Clock:
+    """Seconds per phase, each call charged to the outermost phase open around it: `fit` inside the negative
+    fit is "negative fit", `log_prob` inside an evaluation is "evaluation"."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.depth = 0
+
+    def wrap(self, phase: str, fn):
+        def timed(*args, **kwargs):
+            if self.depth:
+                return fn(*args, **kwargs)
+            self.depth += 1
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.depth -= 1
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+        return timed
+
+
+def _patch(clock: _Clock) -> list[str]:
+    """Wrap every PHASES function this variant has; the ones it has."""
+    import importlib
+
+    found = []
+    for phase, target in PHASES:
+        module_name, qualified = target.split(":")
+        owner_name, attribute = qualified.split(".")
+        try:
+            owner = getattr(importlib.import_module(module_name), owner_name)
+        except (ImportError, AttributeError):
+            continue
+        if attribute in vars(owner):
+            setattr(owner, attribute, clock.wrap(phase, vars(owner)[attribute]))
+            found.append(target)
+    return found
+
+
+def worker(task: str, rounds: int, seed: int, threads: int, cache: str) -> dict:
+    """One run of `rounds` rounds (prior measured before the clock starts); phase seconds and results."""
+    import torch
+
+    torch.set_num_threads(threads)
+    import banel.runner as runner
+    from banel.tasks import make_task
+
+    settings = json.loads(json.dumps(TASKS[task]))
+    name = settings.pop("task", task)
+    data = {"task": name, "method": "banel", "seed": seed, **settings}
+    data["nre_budget"] = data["m"] * rounds
+    config = runner.parse_config(data)
+    made = make_task(config.task, config.task_options, cache)
+    clock = _Clock()
+    patched = _patch(clock)
+    execute = runner.Run.execute
+    total = {}
+
+    def timed_execute(self):
+        clock.seconds.clear()  # what `start` spent on the prior is not a round's
+        start = time.perf_counter()
+        try:
+            return execute(self)
+        finally:
+            total["rounds"] = time.perf_counter() - start
+
+    runner.Run.execute = timed_execute
+    with tempfile.TemporaryDirectory() as out:
+        summary = runner.run(config, Path(out) / "run", task=made)
+    phases = dict(clock.seconds)
+    phases["other"] = total["rounds"] - sum(phases.values())
     return {
-        "sample_tok_s": n_sample * length / t_sample,
-        "score_tok_s": n_score * length / t_score,
-        "train_tok_s": n_train * length / t_train,
-        "params": model.num_parameters(),
+        "task": task,
+        "rounds": rounds,
+        "seconds": total["rounds"],
+        "phases": phases,
+        "patched": patched,
+        "threads": torch.get_num_threads(),
+        "best_success_rate": summary.get("best_success_rate"),
+        "final_success_rate": summary.get("final_success_rate"),
+        "nre_used": summary.get("nre_used"),
+        "load_before": os.getloadavg(),
     }
 
 
-def measure_round(smoke: bool) -> dict[str, float]:
-    """Seconds per BaNEL round on toy1d with its default settings (the prior is pre-trained first, not timed)."""
-    task = make_task("toy1d")
-    prior = task.prior()
-    cfg = from_dict(BanelConfig, resolve_task("toy1d")[1].defaults["banel"])  # what `banel run toy1d` uses
-    m = 250 if not smoke else 50
-    banel = Banel(prior, cfg, Context(m=m))
-    rounds = 2 if smoke else 6
-    oracle = BudgetedOracle(task.reward, m * rounds)
-    banel.round(oracle, 0)  # round 0 has no filtering; time the full rounds after it
-    start = time.perf_counter()
-    for i in range(1, rounds):
-        banel.round(oracle, i)
-    return {"seconds_per_round": (time.perf_counter() - start) / (rounds - 1), "m": m, "f": cfg.filter_factor}
+# -- the driver: interleaved variants ------------------------------------------------------------------
+
+
+def measure(variant_src: str, task: str, rounds: int, seed: int, threads: int, cache: str) -> dict:
+    """One worker process with PYTHONPATH=variant_src; its JSON result."""
+    env = {**os.environ, "PYTHONPATH": str(Path(variant_src).resolve()), "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, __file__, "--worker", task, "--rounds", str(rounds), "--seed", str(seed)]
+    cmd += ["--threads", str(threads), "--cache", cache]
+    load = os.getloadavg()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"worker failed ({variant_src}, {task}):\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_before"] = load
+    return result
+
+
+def summarise(results: list[dict], variants: list[str]) -> str:
+    """Markdown: median seconds per round and per phase for each variant and task, ratios to the first."""
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in results):
+        rows = {v: [r for r in results if r["task"] == task and r["variant"] == v] for v in variants}
+        phases = sorted({p for rs in rows.values() for r in rs for p in r["phases"]})
+        rounds = next(iter(rows.values()))[0]["rounds"]
+        head = " | ".join(f"{v} s/round" for v in variants)
+        ratio_head = " | ".join(f"{variants[0]}/{v}" for v in variants[1:])
+        lines += [f"### {task} ({rounds} rounds per run, medians of {len(rows[variants[0]])})", ""]
+        lines += [f"| phase | {head} | {ratio_head} |", "|---" * (1 + 2 * len(variants) - 1) + "|"]
+
+        for key in [*phases, None]:
+            med = [_median(rows[v], key) / rounds for v in variants]
+            ratios = [f"{med[0] / m:.2f}×" if m > 0 else "—" for m in med[1:]]
+            name = "**whole round**" if key is None else key
+            lines.append(f"| {name} | " + " | ".join(f"{m:.3f}" for m in med) + " | " + " | ".join(ratios) + " |")
+        loads = [r["load_before"][0] for rs in rows.values() for r in rs]
+        lines += ["", f"load average (1 min) at the measurements: {min(loads):.2f}–{max(loads):.2f}"]
+        for v in variants:
+            r = rows[v][0]
+            lines.append(
+                f"- {v}: best {r['best_success_rate']:.4e}, final {r['final_success_rate']:.4e}, "
+                f"NREs {r['nre_used']} (seed {r.get('seed', 0)})"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _median(runs: list[dict], key: str | None) -> float:
+    """Median seconds of a phase (None: the whole run) over runs."""
+    return statistics.median(r["seconds"] if key is None else r["phases"].get(key, 0.0) for r in runs)
 
 
 def main() -> None:
-    """Run the benchmark and write its results."""
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (for CI)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="benchmarks/out")
+    """Parse the arguments; run a worker, or drive the interleaved measurements and write the results."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", action="append", default=[], help="NAME=SRC_DIR (repeatable; first is the base)")
+    p.add_argument("--task", action="append", default=[], choices=sorted(TASKS), help="repeatable")
+    p.add_argument("--rounds", type=int, default=6, help="rounds per measured run (round 0 included)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per variant and task")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache", default=None, help="banel cache shared by all workers (prior and targets built once)")
+    p.add_argument("--out", default="benchmarks/out/throughput")
+    p.add_argument("--smoke", action="store_true", help="src only, toy1d, 3 rounds, 1 repeat")
+    p.add_argument("--worker", metavar="TASK", help=argparse.SUPPRESS)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.rounds, args.seed, args.threads, args.cache)))
+        return
+    if args.smoke:
+        args.variant, args.task, args.rounds, args.repeats = args.variant or ["src=src"], ["toy1d"], 3, 1
+    variants = dict(v.split("=", 1) for v in args.variant or ["src=src"])
+    tasks = args.task or ["toy1d", "digits"]
+    cache = args.cache or tempfile.mkdtemp(prefix="banel-bench-cache-")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"threads": args.threads, "models": {}, "toy1d_round": None}
-    print(f"{'config':24s} {'params':>8s} {'sample tok/s':>13s} {'score tok/s':>12s} {'train tok/s':>12s}")
-    for name, vocab, length, d, layers in CONFIGS[:2] if args.smoke else CONFIGS:
-        r = measure_model(vocab, length, d, layers, args.smoke)
-        results["models"][name] = r
-        rates = f"{r['sample_tok_s']:13,.0f} {r['score_tok_s']:12,.0f} {r['train_tok_s']:12,.0f}"
-        print(f"{name:24s} {r['params']:8d} {rates}")
-    rnd = measure_round(args.smoke)
-    results["toy1d_round"] = rnd
-    print(f"toy1d BaNEL round (m={rnd['m']}, f={rnd['f']}): {rnd['seconds_per_round']:.2f} s")
-    (out / "throughput.json").write_text(json.dumps(results, indent=2))
-    names = list(results["models"])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for k, key in enumerate(("sample_tok_s", "score_tok_s", "train_tok_s")):
-        ax.bar([i + 0.27 * k for i in range(len(names))], [results["models"][n][key] for n in names], 0.27, label=key)
-    ax.set_xticks([i + 0.27 for i in range(len(names))], names, rotation=20, fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("tokens / s")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "throughput.png", dpi=110)
-    print(f"wrote {out / 'throughput.json'} and {out / 'throughput.png'}")
+    names = list(variants)
+    results = []
+    for task in tasks:
+        for name in names:  # warm the cache (prior, targets) outside the measurements
+            measure(variants[name], task, 1, args.seed, args.threads, cache)
+        for rep in range(args.repeats):
+            order = names if rep % 2 == 0 else names[::-1]
+            for name in order:
+                r = measure(variants[name], task, args.rounds, args.seed, args.threads, cache)
+                r.update(variant=name, repeat=rep, seed=args.seed)
+                results.append(r)
+                print(f"{time.strftime('%H:%M:%S')} {task} {name} rep {rep}: {r['seconds']:.1f} s", flush=True)
+    meta = {"variants": variants, "threads": args.threads, "rounds": args.rounds, "cpu": _cpu()}
+    (out / "throughput.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    table = summarise(results, names)
+    (out / "throughput.md").write_text(table)
+    print(table)
+
+
+def _cpu() -> str:
+    try:
+        import torch
+
+        return f"{torch.__version__} {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"
+    except ImportError:
+        return f"{os.cpu_count()} cores"
 
 
 if __name__ == "__main__":
