@@ -152,11 +152,15 @@ def progress_line(work: Path, rounds: int) -> str:
     return "runs: " + (", ".join(parts) if parts else "none started yet")
 
 
-def watch(work: Path, rounds: int, every: float, progress: Progress, stop: threading.Event) -> None:
-    """Say `progress_line` every `every` seconds until `stop` is set (a daemon thread of the driver)."""
+def watch(
+    work: Path, out: Path, every: float, progress: Progress, context: dict[str, Any], stop: threading.Event
+) -> None:
+    """Every `every` seconds until `stop` is set: say `progress_line` and rewrite OUT/runs.json and timing.json, so
+    that a run cut at its time limit returns every run's exact rates so far (a daemon thread of the driver)."""
     while not stop.wait(every):
         try:
-            progress.say(progress_line(work, rounds))
+            progress.say(progress_line(work, context["rounds"]))
+            write_logs(work, out, progress, context)
         except (OSError, ValueError, KeyError) as err:  # a folder being written; the next look will do
             progress.say(f"runs: (could not read progress: {err})")
 
@@ -335,14 +339,15 @@ def write_tables(work: Path, out: Path) -> list[str]:
 
 
 def write_logs(work: Path, out: Path, progress: Progress, context: dict[str, Any]) -> list[str]:
-    """OUT/runs.json (every run's summary and curve) and OUT/timing.json (phases and runs); the names."""
+    """OUT/runs.json (every run's summary, or progress, and exact-rate curve) and OUT/timing.json (phases and
+    runs); the names. Runs unfinished so far are in both, marked `finished: false`."""
     atomic_write_text(json.dumps(run_records(work), indent=1), out / "runs.json")
     timing = {
         **context,
         "started_utc": progress.started_utc,
         "written_utc": utc(),
         "wall_seconds": round(time.time() - progress.started, 3),
-        "phases": progress.phases,
+        "phases": dict(progress.phases),
         "runs": [run_timing(f, context["eval_every"]) for f in run_folders(work)],
     }
     atomic_write_text(json.dumps(timing, indent=1), out / "timing.json")
@@ -417,9 +422,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the recipe; 0 when every run finished, 1 when a run failed, 2 for bad arguments."""
-    args = build_parser().parse_args(argv)
     try:
-        args = resolve_args(args)
+        args = resolve_args(build_parser().parse_args(argv))
+        settings = settings_for(args, Path(args.data).resolve())
+        config = parse_config(merge(settings, {"task": "mnist", "method": args.methods[0], "seed": args.seeds[0]}))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -428,12 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     progress = Progress(out / "progress.log")
-    data = Path(args.data).resolve()
-    settings = settings_for(args, data)
-    config = parse_config(merge(settings, {"task": "mnist", "method": args.methods[0], "seed": args.seeds[0]}))
     rounds = config.rounds
     device_name = (
-        torch.cuda.get_device_name(config.device) if config.device.startswith("cuda") else platform.processor()
+        torch.cuda.get_device_name(config.device)
+        if config.device.startswith("cuda")
+        else f"{platform.machine()}, {os.cpu_count()} CPU cores"
     )
     context = {
         "mode": "smoke" if args.smoke else "paper",
@@ -477,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     watcher = threading.Thread(
-        target=watch, args=(work, rounds, args.progress_every, progress, stop), name="progress", daemon=True
+        target=watch, args=(work, out, args.progress_every, progress, context, stop), name="progress", daemon=True
     )
     watcher.start()
     status = 0
