@@ -501,14 +501,19 @@ def main(argv: list[str] | None = None) -> int:
                 on_done=done,
             ),
         )
-    except Exception as err:  # a failed run: report it, keep what finished
-        progress.say(f"a run failed: {type(err).__name__}: {err}")
+    except Exception as err:  # a failed run, or WORK holding runs of other settings: say it, keep what finished
+        where = " (--out there is this recipe's --work)" if "use another --out" in str(err) else ""
+        progress.say(f"the runs stopped: {type(err).__name__}: {err}{where}")
         status = 1
     finally:
         stop.set()
         watcher.join()
     progress.say(progress_line(work, rounds))
-    written = progress.phase("artefacts", lambda: write_tables(work, out))
+    try:
+        written = progress.phase("artefacts", lambda: write_tables(work, out))
+    except (OSError, ValueError) as err:  # e.g. WORK holds runs of other task settings: say so, keep the logs
+        progress.say(f"could not write the tables: {type(err).__name__}: {err}")
+        written, status = [], 1
     written += write_logs(work, out, progress, context)
     progress.say(f"wrote {', '.join(written)} to {out} in {time.time() - progress.started:.0f} s")
     return status
