@@ -6,13 +6,13 @@ import gzip
 import itertools
 import math
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from _mnist_files import images_idx, labels_idx, write_mnist
 from banel.models.categorical import CategoricalModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences
@@ -35,35 +35,11 @@ from banel.tasks.mnist import (
 SHARED_MNIST = Path("/work/shared/data/mnist")
 
 
-def _images_idx(images: np.ndarray, magic: int = 2051) -> bytes:
-    n, r, c = images.shape
-    return struct.pack(">IIII", magic, n, r, c) + images.astype(np.uint8).tobytes()
-
-
-def _labels_idx(labels: np.ndarray, magic: int = 2049) -> bytes:
-    return struct.pack(">II", magic, len(labels)) + labels.astype(np.uint8).tobytes()
-
-
-def _write_mnist(folder: Path, n: int = 3, gz: bool = True) -> np.ndarray:
-    folder.mkdir(parents=True, exist_ok=True)
-    images = np.arange(n * 28 * 28, dtype=np.int64).reshape(n, 28, 28) % 256
-    for split in ("train", "t10k"):
-        for name, data in (
-            (f"{split}-images-idx3-ubyte", _images_idx(images)),
-            (f"{split}-labels-idx1-ubyte", _labels_idx(np.arange(n) % 10)),
-        ):
-            if gz:
-                (folder / f"{name}.gz").write_bytes(gzip.compress(data))
-            else:
-                (folder / name).write_bytes(data)
-    return images
-
-
 def test_read_idx_plain_and_gzipped(tmp_path: Path) -> None:
     images = np.array([[[0, 255, 7], [1, 2, 3]], [[9, 8, 7], [6, 5, 4]]])
-    (tmp_path / "a").write_bytes(_images_idx(images))
-    (tmp_path / "a.gz").write_bytes(gzip.compress(_images_idx(images)))
-    (tmp_path / "l").write_bytes(_labels_idx(np.array([6, 0, 9])))
+    (tmp_path / "a").write_bytes(images_idx(images))
+    (tmp_path / "a.gz").write_bytes(gzip.compress(images_idx(images)))
+    (tmp_path / "l").write_bytes(labels_idx(np.array([6, 0, 9])))
     for name in ("a", "a.gz"):
         got = read_idx(tmp_path / name, 2051)
         assert got.shape == (2, 2, 3) and got.dtype == np.uint8
@@ -74,11 +50,11 @@ def test_read_idx_plain_and_gzipped(tmp_path: Path) -> None:
 def test_read_idx_corrupt_files_name_the_file_and_what_was_expected(tmp_path: Path) -> None:
     images = np.zeros((2, 2, 3))
     cases = {
-        "magic": (_images_idx(images, magic=1234), "magic number 1234, expected 2051"),
-        "truncated": (_images_idx(images)[:-1], "11 data bytes, expected 12 for count 2"),
+        "magic": (images_idx(images, magic=1234), "magic number 1234, expected 2051"),
+        "truncated": (images_idx(images)[:-1], "11 data bytes, expected 12 for count 2"),
         "short": (b"\x00\x00", "too short for an IDX header"),
         "badgzip": (b"\x1f\x8b" + b"garbage", "corrupt gzip data"),
-        "labels_as_images": (_labels_idx(np.array([1])), "magic number 2049, expected 2051 (images)"),
+        "labels_as_images": (labels_idx(np.array([1])), "magic number 2049, expected 2051 (images)"),
     }
     for name, (data, message) in cases.items():
         (tmp_path / name).write_bytes(data)
@@ -90,10 +66,10 @@ def test_read_idx_corrupt_files_name_the_file_and_what_was_expected(tmp_path: Pa
 
 
 def test_find_and_load_mnist_from_option_env_and_torchvision_layout(tmp_path: Path, monkeypatch) -> None:
-    images = _write_mnist(tmp_path / "plain", gz=False)
+    images = write_mnist(tmp_path / "plain", gz=False)
     got, labels = load_mnist("test", tmp_path / "plain")
     assert np.array_equal(got, images) and labels.tolist() == [0, 1, 2]
-    _write_mnist(tmp_path / "tv" / "MNIST" / "raw")
+    write_mnist(tmp_path / "tv" / "MNIST" / "raw")
     assert find_mnist(tmp_path / "tv") == tmp_path / "tv" / "MNIST" / "raw"
     monkeypatch.setenv("BANEL_MNIST_DIR", str(tmp_path / "plain"))
     assert find_mnist() == tmp_path / "plain"
@@ -102,8 +78,8 @@ def test_find_and_load_mnist_from_option_env_and_torchvision_layout(tmp_path: Pa
 
 
 def test_load_mnist_rejects_mismatched_counts(tmp_path: Path) -> None:
-    _write_mnist(tmp_path, n=3, gz=False)
-    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_labels_idx(np.array([1, 2])))
+    write_mnist(tmp_path, n=3, gz=False)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(labels_idx(np.array([1, 2])))
     with pytest.raises(ValueError, match="3 images but .* 2 labels"):
         load_mnist("test", tmp_path)
 
