@@ -52,7 +52,7 @@ def test_kv_cache_matches_full_forward(chunks):
     idx = torch.cat([torch.full((3, 1), net.begin), torch.randint(0, net.n_out, (3, 8), generator=gen)], 1)
     with torch.no_grad():
         full = net(idx)
-        caches = [[] for _ in range(cfg.n_layer)]
+        caches = net.caches()
         start, pieces = 0, []
         for t in chunks:
             pieces.append(net(idx[:, start : start + t], start=start, caches=caches))
