@@ -21,7 +21,8 @@ from banel.config import check
 from banel.models.protocol import FitConfig
 from banel.sequences import Sequences, derive_seed
 
-SCORE_BATCH = 1024  # sequences per forward pass when scoring: bounded memory, near-peak CPU throughput
+SCORE_BATCH = {"cpu": 1024}  # sequences per forward pass when scoring: bounded memory, near-peak CPU throughput
+SCORE_BATCH_ACCELERATOR = 4096  # elsewhere: larger launches; ~3 GB of activations at 28x28, so 15 runs share a GPU
 END_CHECK_EVERY = 8  # decoding steps between checks that every sequence has ended (each check syncs a GPU)
 
 
@@ -315,11 +316,15 @@ class TransformerModel:
     def _log_prob(self, x: Sequences) -> torch.Tensor:
         self.net.eval()
         out = []
-        for i in range(0, len(x), SCORE_BATCH):
-            nll, mask = self._nll_terms(x[i : i + SCORE_BATCH])
+        batch = self._score_batch()
+        for i in range(0, len(x), batch):
+            nll, mask = self._nll_terms(x[i : i + batch])
             out.append((nll.double() * mask).sum(1).neg())
         # One copy to the host at the end, not one per chunk.
         return torch.cat(out).cpu() if out else torch.zeros(0, dtype=torch.float64)
+
+    def _score_batch(self) -> int:
+        return SCORE_BATCH.get(self.device.type, SCORE_BATCH_ACCELERATOR)
 
     def log_prob_grad(self, x: Sequences) -> torch.Tensor:
         """log p(x) per sequence with gradients to the weights (one forward pass, eval mode): (n,) float32."""
@@ -415,12 +420,13 @@ class TransformerModel:
         """Mean NLL per token of held-out rows (eval mode)."""
         self.net.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        for i in range(0, len(inputs), SCORE_BATCH):
-            logits = self.net(inputs[i : i + SCORE_BATCH])
+        batch = self._score_batch()
+        for i in range(0, len(inputs), batch):
+            logits = self.net(inputs[i : i + batch])
             nll = F.cross_entropy(
-                logits.reshape(-1, self.net.n_out), targets[i : i + SCORE_BATCH].reshape(-1), reduction="none"
+                logits.reshape(-1, self.net.n_out), targets[i : i + batch].reshape(-1), reduction="none"
             )
-            total += (nll.double() * mask[i : i + SCORE_BATCH].reshape(-1)).sum()
+            total += (nll.double() * mask[i : i + batch].reshape(-1)).sum()
         return float(total) / max(int(mask.sum()), 1)
 
     # -- state ----------------------------------------------------------------------------------
