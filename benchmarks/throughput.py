@@ -19,6 +19,7 @@ Writes `throughput.json` (every measurement) and `throughput.md` (medians and ra
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -65,6 +66,7 @@ class _Clock:
         self.depth = 0
 
     def wrap(self, phase: str, fn):
+        @functools.wraps(fn)  # keeps the signature, which callers may inspect
         def timed(*args, **kwargs):
             if self.depth:
                 return fn(*args, **kwargs)
@@ -97,7 +99,15 @@ def _patch(clock: _Clock) -> list[str]:
     return found
 
 
-def worker(task: str, rounds: int, seed: int, threads: int, cache: str) -> dict:
+def _merge(base: dict, extra: dict) -> dict:
+    """base with extra's values, nested tables merged."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def worker(task: str, rounds: int, seed: int, threads: int, cache: str, extra: dict | None = None) -> dict:
     """One run of `rounds` rounds (prior measured before the clock starts); phase seconds and results."""
     import torch
 
@@ -105,7 +115,7 @@ def worker(task: str, rounds: int, seed: int, threads: int, cache: str) -> dict:
     import banel.runner as runner
     from banel.tasks import make_task
 
-    settings = json.loads(json.dumps(TASKS[task]))
+    settings = _merge(TASKS[task], extra or {})
     name = settings.pop("task", task)
     data = {"task": name, "method": "banel", "seed": seed, **settings}
     data["nre_budget"] = data["m"] * rounds
@@ -146,11 +156,11 @@ def worker(task: str, rounds: int, seed: int, threads: int, cache: str) -> dict:
 # -- the driver: interleaved variants ------------------------------------------------------------------
 
 
-def measure(variant_src: str, task: str, rounds: int, seed: int, threads: int, cache: str) -> dict:
-    """One worker process with PYTHONPATH=variant_src; its JSON result."""
+def measure(variant_src: str, task: str, rounds: int, seed: int, threads: int, cache: str, extra: str = "") -> dict:
+    """One worker process with PYTHONPATH=variant_src (and settings `extra`, JSON); its JSON result."""
     env = {**os.environ, "PYTHONPATH": str(Path(variant_src).resolve()), "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, __file__, "--worker", task, "--rounds", str(rounds), "--seed", str(seed)]
-    cmd += ["--threads", str(threads), "--cache", cache]
+    cmd += ["--threads", str(threads), "--cache", cache, "--settings", extra or "{}"]
     load = os.getloadavg()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -197,23 +207,37 @@ def _median(runs: list[dict], key: str | None) -> float:
 def main() -> None:
     """Parse the arguments; run a worker, or drive the interleaved measurements and write the results."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", action="append", default=[], help="NAME=SRC_DIR (repeatable; first is the base)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME=SRC_DIR or NAME=SRC_DIR@JSON_SETTINGS (repeatable; the first is the base of the ratios)",
+    )
     p.add_argument("--task", action="append", default=[], choices=sorted(TASKS), help="repeatable")
     p.add_argument("--rounds", type=int, default=6, help="rounds per measured run (round 0 included)")
     p.add_argument("--repeats", type=int, default=3, help="runs per variant and task")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--cache", default=None, help="banel cache shared by all workers (prior and targets built once)")
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="banel cache shared by all workers, already built (default: a new one, built by one untimed run "
+        "per variant and task first)",
+    )
     p.add_argument("--out", default="benchmarks/out/throughput")
     p.add_argument("--smoke", action="store_true", help="src only, toy1d, 3 rounds, 1 repeat")
     p.add_argument("--worker", metavar="TASK", help=argparse.SUPPRESS)
+    p.add_argument("--settings", default="{}", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.rounds, args.seed, args.threads, args.cache)))
+        extra = json.loads(args.settings)
+        print(json.dumps(worker(args.worker, args.rounds, args.seed, args.threads, args.cache, extra)))
         return
     if args.smoke:
         args.variant, args.task, args.rounds, args.repeats = args.variant or ["src=src"], ["toy1d"], 3, 1
     variants = dict(v.split("=", 1) for v in args.variant or ["src=src"])
+    settings = {name: spec.partition("@")[2] for name, spec in variants.items()}
+    variants = {name: spec.partition("@")[0] for name, spec in variants.items()}
     tasks = args.task or ["toy1d", "digits"]
     cache = args.cache or tempfile.mkdtemp(prefix="banel-bench-cache-")
     out = Path(args.out)
@@ -221,16 +245,16 @@ def main() -> None:
     names = list(variants)
     results = []
     for task in tasks:
-        for name in names:  # warm the cache (prior, targets) outside the measurements
-            measure(variants[name], task, 1, args.seed, args.threads, cache)
+        for name in names if not args.cache else ():  # build the cache (prior, targets) outside the measurements
+            measure(variants[name], task, 1, args.seed, args.threads, cache, settings[name])
         for rep in range(args.repeats):
             order = names if rep % 2 == 0 else names[::-1]
             for name in order:
-                r = measure(variants[name], task, args.rounds, args.seed, args.threads, cache)
+                r = measure(variants[name], task, args.rounds, args.seed, args.threads, cache, settings[name])
                 r.update(variant=name, repeat=rep, seed=args.seed)
                 results.append(r)
                 print(f"{time.strftime('%H:%M:%S')} {task} {name} rep {rep}: {r['seconds']:.1f} s", flush=True)
-    meta = {"variants": variants, "threads": args.threads, "rounds": args.rounds, "cpu": _cpu()}
+    meta = {"variants": variants, "settings": settings, "threads": args.threads, "rounds": args.rounds, "cpu": _cpu()}
     (out / "throughput.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     table = summarise(results, names)
     (out / "throughput.md").write_text(table)
