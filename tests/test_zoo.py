@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from banel import zoo
+from banel.algorithm import PAPER, BanelConfig
 from banel.models.transformer import TransformerModel
 from banel.tasks import make_task, resolve_task
 from banel.tasks.protocol import ExactSuccess, Feasibility, Task
@@ -132,3 +133,53 @@ def test_a_zoo_task_is_an_ordinary_task_with_a_shipped_prior_and_a_pinned_base_r
     rate = task.exact_success_rate(task.prior())
     assert rate == pytest.approx(SHIPPED_RATES[name], rel=TOLERANCE)
     assert 1e-5 <= rate <= 1e-3
+
+
+# -- the paper preset ----------------------------------------------------------------------------------------
+
+
+def test_the_paper_preset_fills_only_what_was_left_at_its_default():
+    paper = BanelConfig(preset="paper")
+    assert {k: getattr(paper, k) for k in PAPER} == PAPER
+    assert paper == BanelConfig(preset="paper", **PAPER)
+    assert BanelConfig(preset="paper", negative_holdout=0.3).negative_holdout == 0.3  # given: kept
+    with pytest.raises(ValueError, match="preset"):
+        BanelConfig(preset="robust")
+
+
+def _toy1d(tmp_path, name, banel):
+    from banel.cache import safe_torch_load
+    from banel.rundir import GENERATOR_FINAL, read_history
+    from banel.runner import parse_config, run
+
+    config = parse_config({"task": "toy1d", "m": 50, "nre_budget": 150, "banel": banel, "eval": {"drift_samples": 50}})
+    run(config, tmp_path / name, make_task("toy1d", {}, tmp_path / "cache"))
+    rates = [row["success_rate"]["rate"] for row in read_history(tmp_path / name) if row.get("success_rate")]
+    return rates, safe_torch_load(tmp_path / name / GENERATOR_FINAL)
+
+
+def test_the_paper_preset_is_bit_for_bit_the_paper_settings_passed_one_by_one(tmp_path):
+    torch.set_num_threads(1)
+    preset_rates, preset_state = _toy1d(tmp_path, "preset", {"preset": "paper"})
+    explicit_rates, explicit_state = _toy1d(tmp_path, "explicit", dict(PAPER))
+    assert preset_rates == explicit_rates and len(preset_rates) == 4  # the prior, then rounds 0-2
+    assert json_equal(preset_state, explicit_state) and "Tensor" in repr(type(first_tensor(preset_state)))
+
+
+def json_equal(a, b):
+    """Nested states equal, tensors bit for bit."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def first_tensor(state):
+    """The first tensor in a nested state (None if it holds none)."""
+    if isinstance(state, torch.Tensor):
+        return state
+    items = state.values() if isinstance(state, dict) else state if isinstance(state, list | tuple) else []
+    return next((t for t in map(first_tensor, items) if t is not None), None)
