@@ -93,7 +93,7 @@ def summarise(out: Path) -> str:
         except ValueError:
             continue
         prior, _ = shared_prior(folder, records)
-        rows = {g.label: g for g in groups(records)}
+        rows = {_label(folder, g): g for g in groups(records)}
         best = {k: np.array([r.summary["best_success_rate"] for r in g.runs]) for k, g in rows.items()}
         present = [b for b in BASELINES if b in best]
         top = max(present, key=lambda b: _geo(best[b]), default=None)
@@ -144,6 +144,12 @@ def summarise(out: Path) -> str:
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
+
+
+def _label(folder: Path, group: Any) -> str:
+    """A row's name: the method, or banel:VARIANT for runs under OUT/TASK/variants/VARIANT."""
+    parts = group.runs[0].path.relative_to(folder).parts
+    return f"{group.method}:{parts[1]}" if parts[0] == "variants" else group.method
 
 
 def rounds_mean(runs: list[Any]) -> np.ndarray:

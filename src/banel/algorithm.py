@@ -73,10 +73,12 @@ class BanelConfig:
     """Standard errors by which p_phi must beat its starting weights on the held-out failures to be kept: the
     mean per-sequence drop in NLL over the standard error of those drops (a paired test; a few dozen held-out
     sequences give differences of 0.01 nats/token by chance alone). 0: any drop counts."""
-    free_check: bool = False
+    free_check: bool = True
     """Rank out candidates the task's free check rules out (reward 0 by definition) whenever the task has one,
     as the run's feasible_only does for BaNEL; the run's accounting is unchanged (what BaNEL keeps is paid
-    for). No effect on a task without the check."""
+    for). No effect on a task without the check. On by default since issue 22: an infeasible string is rare
+    among failures, so p_phi under-weights it and the ratio keeps it (benchmarks/zoo/README.md); false: the
+    paper's algorithm, which sees the check only under feasible_only."""
     generator_epochs: int = 15
     """Epochs of distillation of the filtered posterior into the generator per round."""
     reset_generator: bool = True
