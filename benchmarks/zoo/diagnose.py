@@ -72,6 +72,8 @@ def one(task_name: str, seed: int, m: int, blocks: list[int], cfg: BanelConfig) 
         tau = float(scores[kept].min())
         s_scores = ratio_scores(successes, prior, negative, cfg.kappa, cfg.length_normalise)
         p_kept_success = float(torch.logsumexp(lp_success[s_scores >= tau], 0).exp()) / rate if rate else 0.0
+        if bool((scores == scores[0]).all()):
+            p_kept_success = 1.0 / cfg.filter_factor  # every score ties (p_phi = p_theta): a random cut
         row = {
             "epochs": epochs,
             "heldout_nll": nll,
