@@ -56,3 +56,21 @@ def test_gsm8k_recipe_smoke_runs_every_step_on_a_tiny_model(tmp_path: Path) -> N
     for r in summary["results"]:
         assert set(r["runs"]) == {"banel-seed0", "rnd-seed0"} and all(v["nre_used"] <= 16 for v in r["runs"].values())
     assert "base-rate pass" in done.stdout and (out / "summary.md").read_text().count("| 0 |") == 2
+
+
+@pytest.mark.slow
+def test_zoo_recipe_smoke_writes_each_table_and_the_summary(tmp_path: Path) -> None:
+    env = {**os.environ, "BANEL_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT / "src")}
+    out = tmp_path / "zoo"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "zoo" / "run.py"), "--smoke", "--tasks", "constrained", "--out",
+         str(out)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "constrained" / "table.md").is_file()
+    summary = (out / "summary.md").read_text()
+    rows = [line for line in summary.splitlines() if line.startswith("| constrained |")]
+    assert [row.split(" | ")[1] for row in rows] == ["banel", "rnd", "count", "temperature", "base"]
+    banel = json.loads((out / "constrained" / "banel" / "seed0" / "summary.json").read_text())
+    assert banel["nre_used"] <= 40 and "infeasible_fraction" in banel["metrics"]

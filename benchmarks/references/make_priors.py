@@ -32,8 +32,18 @@ from banel.tasks import make_task
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_ADDITION = ROOT / "benchmarks" / "addition" / "small.json"
-REFERENCES = ("toy1d", "toy2d", "digits", "addition-small")
-"""What is shipped: the built-in tasks' default priors and the small addition setting's target and attacker."""
+REFERENCES = (
+    "toy1d",
+    "toy2d",
+    "digits",
+    "addition-small",
+    "zoo-grammar",
+    "zoo-classifier",
+    "zoo-constrained",
+    "zoo-typical",
+)
+"""What is shipped: the built-in tasks' default priors (the zoo's too) and the small addition setting's target
+and attacker."""
 
 
 def machine() -> str:
@@ -67,7 +77,12 @@ def train(reference: str, cache: Path) -> list[tuple[str, dict[str, Any], int, P
     task = make_task(reference, {"shipped": False}, cache)
     task.prior()
     name, settings = task.prior_key()
-    seed = task.training.seed if reference.startswith("toy") else task.options.prior_training.seed
+    if reference.startswith("toy"):
+        seed = task.training.seed
+    elif reference.startswith("zoo-"):
+        seed = task.options.prior.seed
+    else:
+        seed = task.options.prior_training.seed
     return [(name, settings, seed, cache / "priors" / f"{name}-{config_hash(settings)}.pt")]
 
 

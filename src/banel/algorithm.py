@@ -11,11 +11,11 @@ the cut. The run calls `Banel.round` once per round; everything else here is the
 
 from __future__ import annotations
 
-import inspect
+import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
 import torch
@@ -32,9 +32,21 @@ REJECTION_CHUNK = 4096  # candidates drawn at a time by rejection sampling from 
 REJECTION_MAX_DRAWS = 2_000_000  # give up (with a clear error) rather than loop forever on a tiny acceptance
 
 
+PAPER: dict[str, Any] = {"negative_holdout": 0.0, "free_check": False}
+"""The `paper` preset: Algorithms 1-2 as written and as banel ran them before issue 22 (every setting the
+robust defaults change, at its old value). docs/algorithms/banel.md says why each default moved."""
+PRESETS: dict[str, dict[str, Any]] = {"default": {}, "paper": PAPER}
+"""Named sets of settings (`banel.preset`)."""
+
+
 @dataclass(frozen=True)
 class BanelConfig:
     """Every knob of BaNEL (paper Sections 4.1-4.2, Algorithms 1-2, Appendix B.2-B.3): the `banel` table."""
+
+    preset: Literal["default", "paper"] = "default"
+    """A named set of settings under the ones given: 'paper' is the paper's algorithm exactly (no held-out
+    early stopping of p_phi, no free check unless the run has feasible_only); a setting left at its default
+    takes the preset's value, one given explicitly keeps it."""
 
     filter_factor: int = 2
     """f: draw m*f candidates and keep the top m by likelihood ratio (f=1 keeps everything)."""
@@ -49,13 +61,27 @@ class BanelConfig:
     negative_data: Literal["round", "all"] = "round"
     """Train p_phi on this round's failures (Algorithm 2 as written) or on every failure seen so far."""
     negative_epochs: int = 50
-    """Epochs of maximum-likelihood training of p_phi per round (a maximum with negative_holdout)."""
+    """Epochs of maximum-likelihood training of p_phi per round (at most, with negative_holdout)."""
     negative_holdout: float = 0.0
-    """Hold this fraction of p_phi's failures out of its fit and stop once their NLL has not improved for
-    negative_patience epochs, keeping the best epoch (not in the paper; needs a model whose fit takes
-    `holdout`, as banel's transformer). 0: train negative_epochs epochs on every failure."""
-    negative_patience: int = 3
-    """Epochs without improvement on the held-out failures before p_phi's fit stops (negative_holdout > 0)."""
+    """Share of the round's failures held out to early-stop p_phi: it trains on the rest in blocks of
+    negative_check_every epochs and keeps the weights with the lowest held-out NLL, its starting weights
+    included. When those win (the failures say nothing the base does not), p_phi is dropped and the next
+    round draws from the generator unfiltered: no evidence, no update. 0: every epoch on every failure."""
+    negative_check_every: int = 5
+    """Epochs between held-out checks of p_phi (negative_holdout > 0)."""
+    negative_patience: int = 0
+    """Held-out checks in a row without a lower NLL after which p_phi's training stops early (negative_holdout
+    > 0): saves the rest of its epochs. 0: train every epoch and keep the best check."""
+    negative_evidence: float = 2.0
+    """Standard errors by which p_phi must beat its starting weights on the held-out failures to be kept: the
+    mean per-sequence drop in NLL over the standard error of those drops (a paired test; a few dozen held-out
+    sequences give differences of 0.01 nats/token by chance alone). 0: any drop counts."""
+    free_check: bool = True
+    """Rank out candidates the task's free check rules out (reward 0 by definition) whenever the task has one,
+    as the run's feasible_only does for BaNEL; the run's accounting is unchanged (what BaNEL keeps is paid
+    for). No effect on a task without the check. On by default since issue 22: an infeasible string is rare
+    among failures, so p_phi under-weights it and the ratio keeps it (benchmarks/zoo/README.md); false: the
+    paper's algorithm, which sees the check only under feasible_only."""
     generator_epochs: int = 15
     """Epochs of distillation of the filtered posterior into the generator per round."""
     reset_generator: bool = True
@@ -74,6 +100,14 @@ class BanelConfig:
     """Optimiser settings for the generator."""
 
     def __post_init__(self) -> None:
+        choice("preset", self.preset, tuple(PRESETS))
+        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
+        for name, value in PRESETS[self.preset].items():
+            if getattr(self, name) == defaults[name]:
+                object.__setattr__(self, name, value)  # frozen: the preset fills what was left at its default
+        check(0 <= self.negative_holdout < 1, "negative_holdout", f"must be in [0, 1), got {self.negative_holdout}")
+        check(self.negative_check_every >= 1, "negative_check_every", f"must be >= 1, got {self.negative_check_every}")
+        check(self.negative_evidence >= 0, "negative_evidence", f"must be >= 0, got {self.negative_evidence}")
         check(self.filter_factor >= 1, "filter_factor", f"must be an integer >= 1, got {self.filter_factor}")
         check(self.kappa >= 0, "kappa", f"must be >= 0, got {self.kappa}")
         choice("numerator", self.numerator, ("base", "generator"))
@@ -84,7 +118,9 @@ class BanelConfig:
         for name in ("negative_epochs", "generator_epochs", "distil_samples"):
             check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
         check(0 <= self.negative_holdout < 1, "negative_holdout", f"must be in [0, 1), got {self.negative_holdout}")
-        check(self.negative_patience >= 1, "negative_patience", f"must be >= 1, got {self.negative_patience}")
+        check(
+            self.negative_patience >= 0, "negative_patience", f"must be >= 0 (0: never), got {self.negative_patience}"
+        )
         if self.algorithm == 1:
             why = "with algorithm=1"
             check(self.selection == "top_m", "selection", f"must be 'top_m' {why} (it filters by a hard tau)")
@@ -281,6 +317,8 @@ class Banel:
     ) -> None:
         self.prior, self.config, self.context = prior, options or BanelConfig(), context or Context()
         self.seed, self.feasible = self.context.seed, self.context.feasible
+        if self.feasible is None and self.config.free_check:
+            self.feasible = self.context.check
         if isinstance(prior, Limits):  # refuse at the start what the model cannot do, not in round 1
             asks = {"banel.algorithm=1": ("rejection_sampling", self.config.algorithm == 1)}
             asks["banel.negative_init=scratch"] = ("reinitialise", self.config.negative_init == "scratch")
@@ -288,11 +326,6 @@ class Banel:
                 reason = prior.cannot(what) if wanted else None
                 if reason:
                     raise ValueError(f"{setting}: {reason}")
-        if self.config.negative_holdout and "holdout" not in inspect.signature(prior.fit).parameters:
-            raise ValueError(
-                f"banel.negative_holdout={self.config.negative_holdout}: this model's fit has no early stopping "
-                "(no `holdout` argument; banel's TransformerModel has one); set it to 0"
-            )
         self.distilled: GenerativeModel = prior.clone()
         """Algorithm 2's generator p_theta_i."""
         self.negative: GenerativeModel | None = None
@@ -372,15 +405,14 @@ class Banel:
                 generator_loss = losses[-1] if losses else None
 
         self.failures.append(failed.to("cpu"))  # on the CPU, as a checkpoint restores them
-        negative_loss, negative_epochs = self._fit_negative(failed, i)
+        negative_stats = self._fit_negative(failed, i)
         stats = {
             "candidates": len(candidates),
             "kept": len(kept),
             "tau": tau,
             "log_ratio_kept": ratio_kept,
             "log_ratio_rejected": ratio_rejected,
-            "negative_loss": negative_loss,
-            "negative_epochs": negative_epochs,
+            **negative_stats,
             "generator_loss": generator_loss,
         }
         return Round(kept, rewards, stats, {"negative": self.negative} if self.negative is not None else {})
@@ -408,8 +440,8 @@ class Banel:
         self.filters = filtered.filters
         self.failures = [Sequences(f["tokens"], f["lengths"]) for f in state["failures"]]
 
-    def _fit_negative(self, failed: Sequences, i: int) -> tuple[float | None, int]:
-        """Fit p_phi by maximum likelihood on the failures (this round's or all so far): last loss, epochs run."""
+    def _fit_negative(self, failed: Sequences, i: int) -> dict[str, Any]:
+        """Fit p_phi by maximum likelihood on the failures (this round's or all so far); its diagnostics."""
         cfg = self.config
         data = failed if cfg.negative_data == "round" else Sequences.cat(self.failures)
         if cfg.negative_init == "continue" and self.negative is not None:
@@ -419,9 +451,40 @@ class Banel:
             negative = self.prior.clone()
             if cfg.negative_init == "scratch":
                 negative.reinitialise(derive_seed(self.seed, i, "negative_init"))
-        stop = {"holdout": cfg.negative_holdout, "patience": cfg.negative_patience} if cfg.negative_holdout else {}
-        losses = negative.fit(
-            data, cfg.negative_epochs, derive_seed(self.seed, i, "negative"), cfg.negative_fit, **stop
-        )
-        self.negative = negative
-        return (losses[-1] if losses else None), len(losses)
+        seed = derive_seed(self.seed, i, "negative")
+        held = max(1, round(cfg.negative_holdout * len(data))) if cfg.negative_holdout and len(data) > 1 else 0
+        if not held:
+            losses = negative.fit(data, cfg.negative_epochs, seed, cfg.negative_fit)
+            self.negative = negative
+            return {"negative_loss": losses[-1] if losses else None}
+        # Early stopping on held-out failures: p_phi moves from its start only as far as unseen failures
+        # confirm. Overfitted, it gives every region absent from the m failures a large ratio (Issue 22).
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(derive_seed(seed, "holdout")))
+        train, heldout = data[order[held:]], data[order[:held]]
+
+        tokens = negative.token_counts(heldout).double().clamp(min=1)
+        start_lp = negative.log_prob(heldout)
+        start_nll = best_nll = float(-start_lp.sum() / tokens.sum())
+        best_state, best_epochs, epochs, losses, waited, lowest = None, 0, 0, [], 0, start_nll
+        while epochs < cfg.negative_epochs and not (cfg.negative_patience and waited >= cfg.negative_patience):
+            block = min(cfg.negative_check_every, cfg.negative_epochs - epochs)
+            losses = negative.fit(train, block, derive_seed(seed, epochs), cfg.negative_fit)
+            epochs += block
+            lp = negative.log_prob(heldout)
+            nll = float(-lp.sum() / tokens.sum())
+            gain = (lp - start_lp) / tokens  # per held-out sequence, nats/token: > 0 where p_phi explains it better
+            se = float(gain.std() / math.sqrt(len(gain))) if len(gain) > 1 else math.inf
+            waited, lowest = (0, nll) if nll < lowest else (waited + 1, lowest)
+            if nll < best_nll and float(gain.mean()) > cfg.negative_evidence * se:
+                best_nll, best_epochs, best_state = nll, epochs, copy.deepcopy(negative.state_dict())
+        if best_state is not None:
+            negative.load_state_dict(best_state)
+        # no epoch beat the starting weights: from the base, that is the prior itself, and a filter by
+        # p_theta / p_theta^kappa carries no evidence, so the next round draws from the generator unfiltered
+        self.negative = negative if best_state is not None or cfg.negative_init == "continue" else None
+        return {
+            "negative_loss": losses[-1] if losses else None,
+            "negative_heldout_nll": [start_nll, best_nll],
+            "negative_epochs_kept": best_epochs,
+            "negative_epochs_run": epochs,
+        }

@@ -131,6 +131,7 @@ def context(config: RunConfig, task: Task) -> Context:
         m=config.m,
         seed=config.seed,
         feasible=capability.feasibility(task, config.feasible_only),
+        check=capability.feasibility(task, True) if isinstance(task, capability.Feasibility) else None,
         train_on_successes=config.train_on_successes,
         support=capability.support(task),
     )

@@ -33,6 +33,9 @@ class Context:
     feasible: Feasible | None = None
     """The task's free check when the run has `feasible_only` (the oracle already answers 0, unpaid, for what
     it rules out; a method may also use it to avoid drawing such samples), else None."""
+    check: Feasible | None = None
+    """The task's free check whenever it has one, feasible_only or not: a method may rank with it (what it
+    then asks for is paid as usual); None for a task without one."""
     train_on_successes: bool = False
     """Learn from reward-1 samples too; off in the paper's protocol (successes are recorded, never trained on)."""
     support: Sequences | None = None

@@ -19,7 +19,7 @@ from torch import nn
 
 from banel.config import check
 from banel.models.protocol import FitConfig
-from banel.sequences import Sequences, derive_seed
+from banel.sequences import Sequences
 
 SCORE_BATCH = {"cpu": 1024}  # sequences per forward pass when scoring: bounded memory, near-peak CPU throughput
 SCORE_BATCH_ACCELERATOR = 4096  # elsewhere: larger launches; ~3 GB of activations at 28x28, so 15 runs share a GPU
@@ -336,20 +336,8 @@ class TransformerModel:
         return lengths.clone()
 
     # -- training -------------------------------------------------------------------------------
-    def fit(
-        self,
-        x: Sequences,
-        epochs: int,
-        seed: int,
-        config: FitConfig | None = None,
-        holdout: float = 0.0,
-        patience: int = 3,
-    ) -> list[float]:
-        """AdamW maximum likelihood on x for `epochs` passes; returns mean NLL per token per epoch.
-
-        With `holdout` > 0 that fraction of x is held out and training stops once its NLL per token has not
-        improved for `patience` epochs, keeping the best epoch's weights (`epochs` is then a maximum).
-        """
+    def fit(self, x: Sequences, epochs: int, seed: int, config: FitConfig | None = None) -> list[float]:
+        """AdamW maximum likelihood on x for `epochs` passes; returns mean NLL per token per epoch."""
         config = config or FitConfig()
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
@@ -365,22 +353,12 @@ class TransformerModel:
         inputs, targets, mask = self._teacher_forcing(x)
         steps = min(inputs.shape[1], self.config.max_len)
         inputs, targets, mask = inputs[:, :steps], targets[:, :steps], mask[:, :steps]
-        train = torch.arange(len(x), device=self.device)
-        held: torch.Tensor | None = None
-        if not 0 <= holdout < 1 or patience < 1:
-            raise ValueError(f"holdout must be in [0, 1) and patience >= 1, got {holdout} and {patience}")
-        if holdout:
-            split = torch.randperm(len(x), generator=torch.Generator().manual_seed(derive_seed(seed, "holdout")))
-            n_held = int(len(x) * holdout)
-            if n_held >= 1 and len(x) - n_held >= 1:
-                held, train = split[:n_held].to(self.device), split[n_held:].to(self.device)
-        best, best_state, waited = math.inf, None, 0
         losses = []
         net.train()
         for _ in range(epochs):
-            order = train[torch.randperm(len(train), generator=gen).to(self.device)]
+            order = torch.randperm(len(x), generator=gen).to(self.device)
             total = torch.zeros((), dtype=torch.float64, device=self.device)
-            for i in range(0, len(train), config.batch_size):
+            for i in range(0, len(x), config.batch_size):
                 rows = order[i : i + config.batch_size]
                 logits = net(inputs[rows])
                 nll = F.cross_entropy(logits.reshape(-1, net.n_out), targets[rows].reshape(-1), reduction="none")
@@ -393,35 +371,9 @@ class TransformerModel:
                     nn.utils.clip_grad_norm_(params, config.grad_clip)
                 opt.step()
                 total += loss.detach().double() * tokens  # summed on the device: no host sync per step
-            losses.append(float(total) / max(int(mask[train].sum()), 1))
-            if held is not None:
-                score = self._heldout_nll(inputs[held], targets[held], mask[held])
-                if score < best:
-                    best, waited = score, 0
-                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                else:
-                    waited += 1
-                    if waited >= patience:
-                        break
-                net.train()
-        if best_state is not None:
-            net.load_state_dict(best_state)
+            losses.append(float(total) / max(int(mask.sum()), 1))
         net.eval()
         return losses
-
-    @torch.inference_mode()
-    def _heldout_nll(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> float:
-        """Mean NLL per token of held-out rows (eval mode)."""
-        self.net.eval()
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        batch = self._score_batch()
-        for i in range(0, len(inputs), batch):
-            logits = self.net(inputs[i : i + batch])
-            nll = F.cross_entropy(
-                logits.reshape(-1, self.net.n_out), targets[i : i + batch].reshape(-1), reduction="none"
-            )
-            total += (nll.double() * mask[i : i + batch].reshape(-1)).sum()
-        return float(total) / max(int(mask.sum()), 1)
 
     # -- state ----------------------------------------------------------------------------------
     def clone(self) -> TransformerModel:
