@@ -219,3 +219,19 @@ def test_a_negative_model_that_does_not_beat_the_prior_on_held_out_failures_is_d
     assert rounds[1].stats["candidates"] == rounds[1].stats["kept"] == 50
     assert all(torch.equal(a, b) for a, b in zip(method.generator.net.state_dict().values(),
                                                     task.prior().net.state_dict().values(), strict=True))  # fmt: skip
+
+
+def test_with_nothing_feasible_the_free_check_steps_aside_instead_of_stopping_the_run(cache):
+    from banel.algorithm import Banel
+    from banel.methods.protocol import Context
+
+    task = zoo.constrained({}, cache)
+    never = lambda x: torch.zeros(len(x), dtype=torch.bool)  # noqa: E731
+    options = BanelConfig(negative_epochs=2, generator_epochs=1)
+    method = Banel(task.prior(), options, Context(m=20, seed=1, check=never))
+    rounds = [method.round(task.reward, i) for i in range(2)]
+    assert [len(r.samples) for r in rounds] == [20, 20]  # the paper's draw and cut
+    with pytest.raises(RuntimeError, match="no feasible candidate"):  # feasible_only cannot pay for anything
+        strict = Banel(task.prior(), options, Context(m=20, seed=1, feasible=never, check=never))
+        for i in range(2):
+            strict.round(task.reward, i)

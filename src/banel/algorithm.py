@@ -353,18 +353,27 @@ class Banel:
         new_filter, tau = None, None
         ratio_kept: list[float] = []
         ratio_rejected: list[float] = []
+        check = self.feasible  # the free check this round (feasible_only's, or the task's under free_check)
         if self.negative is None:
             candidates = kept = proposal.sample(m, derive_seed(self.seed, i, "sample"))
-            if self.feasible is not None:
-                kept = candidates[self.feasible(candidates)]
+            ok = check(candidates) if check is not None else None
+            if ok is not None and not ok.any() and self.context.feasible is None:
+                log.warning("round %d: no candidate passes the free check; keeping them all this round", i)
+                ok = None  # free_check only ranks: with nothing feasible, the paper's unfiltered draw
+            if ok is not None:
+                kept = candidates[ok]
         else:
             candidates = proposal.sample(m * cfg.filter_factor, derive_seed(self.seed, i, "sample"))
             numerator = self.prior if cfg.numerator == "base" else self.distilled
             scores = ratio_scores(candidates, numerator, self.negative, cfg.kappa, cfg.length_normalise)
-            if self.feasible is not None:
-                scores = scores.masked_fill(~self.feasible(candidates), -math.inf)
+            ok = check(candidates) if check is not None else None
+            if ok is not None and not ok.any() and self.context.feasible is None:
+                log.warning("round %d: no candidate passes the free check; ranking without it this round", i)
+                check, ok = None, None
+            if ok is not None:
+                scores = scores.masked_fill(~ok, -math.inf)
             idx, tau = select(scores, m, cfg.selection, derive_seed(self.seed, i, "select"))
-            if self.feasible is not None:
+            if check is not None:
                 idx = idx[torch.isfinite(scores[idx])]  # fewer than m feasible candidates: evaluate fewer
                 if len(idx) < m:
                     log.warning("round %d: only %d of %d candidates are feasible", i, len(idx), len(candidates))
@@ -375,7 +384,7 @@ class Banel:
             rejected = torch.ones(len(candidates), dtype=torch.bool)
             rejected[idx] = False
             ratio_kept, ratio_rejected = _quantiles(scores[idx]), _quantiles(scores[rejected])
-            new_filter = Filter(numerator, self.negative, cfg.kappa, tau, cfg.length_normalise, self.feasible)
+            new_filter = Filter(numerator, self.negative, cfg.kappa, tau, cfg.length_normalise, check)
 
         # NaN marks a sample the oracle could not evaluate (error after retries, not charged): it is
         # neither a failure nor a success, so it is dropped from p_phi's data and from distillation

@@ -15,7 +15,8 @@ banel.zoo:grammar`, nothing special-cased in the run):
   falls in a 1/`modulus` slice. Nothing is learnable beyond "stay typical", so any drift can only hurt.
 
 Every sample space is small enough to list (at most 8^8 = 16.8M strings), so each task finds its success set
-once by brute force (cached under CACHE/zoo/) and gives exact success rates. The priors are banel's
+once, testing every pair of half-strings with a cheap bound before the exact reward (0.1-3 s; cached under
+CACHE/zoo/), and gives exact success rates. The priors are banel's
 transformer pre-trained in seconds on `prior.samples` draws of the data from a fixed seed; the defaults are
 shipped (banel/assets/priors) so the base rates below are the same on every machine (measured 2026-12-02):
 
