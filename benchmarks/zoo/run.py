@@ -35,6 +35,8 @@ from banel.report.table import PRIOR_FILE, collect, groups, shared_prior, write_
 from banel.sweep import compare, parse_seeds
 
 TASKS = ("grammar", "classifier", "constrained", "typical")
+BUILT_IN = ("toy1d", "toy2d", "digits", "addition")
+"""Built-in tasks the recipe also takes (`--tasks toy1d,toy2d`), each with its own task defaults."""
 BASELINES = ("rnd", "count", "temperature", "base")
 SETTINGS: dict[str, Any] = {"m": 100, "nre_budget": 1000, "eval": {"every": 1}}
 SMOKE: dict[str, Any] = {"m": 20, "nre_budget": 40, "eval": {"drift_samples": 50, "metric_samples": 100}}
@@ -43,7 +45,8 @@ SMOKE: dict[str, Any] = {"m": 20, "nre_budget": 40, "eval": {"drift_samples": 50
 def run_task(task: str, out: Path, methods: list[str], seeds: list[int], settings: dict[str, Any]) -> None:
     """One comparison on one zoo task (its table.md and compare.png written by banel.report)."""
     began = time.time()
-    compare(f"banel.zoo:{task}", methods, seeds, settings, out=out, jobs=1, threads=1)
+    spec = task if task in BUILT_IN else f"banel.zoo:{task}"
+    compare(spec, methods, seeds, settings, out=out, jobs=1, threads=1)
     print(f"{task}: {', '.join(methods)} x {len(seeds)} seeds in {time.time() - began:.0f} s -> {out}", flush=True)
 
 
@@ -85,7 +88,7 @@ def summarise(out: Path) -> str:
         "| infeasible: final [prior] | KL to prior |",
         "|---" * (13 + len(BASELINES)) + "|",
     ]
-    for task in TASKS:
+    for task in (*TASKS, *BUILT_IN):
         folder = out / task
         if not folder.is_dir():
             continue
@@ -195,9 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     tasks = [t for t in args.tasks.split(",") if t]
-    unknown = sorted(set(tasks) - set(TASKS))
+    unknown = sorted(set(tasks) - set(TASKS) - set(BUILT_IN))
     if unknown:
-        p.error(f"unknown task(s) {', '.join(unknown)}; the zoo has {', '.join(TASKS)}")
+        p.error(
+            f"unknown task(s) {', '.join(unknown)}; the zoo has {', '.join(TASKS)}, built in: {', '.join(BUILT_IN)}"
+        )
     settings = json.loads(json.dumps(SMOKE if args.smoke else SETTINGS))
     extra = parse_overrides(args.set)
     seeds = parse_seeds("0-1" if args.smoke else args.seeds)

@@ -43,10 +43,11 @@ import torch
 
 from banel.cache import atomic_write_text, pretrained
 from banel.config import check, config_hash
-from banel.models.protocol import FitConfig, GenerativeModel
+from banel.models.protocol import GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences, derive_seed
 from banel.tasks import task_factory
+from banel.tasks.toy import PriorTraining
 
 VERSION = 1  # bump when the data, the reward or the prior's training change what a cached file means
 HALF_CHUNK = 256  # left halves per step when listing a sample space (x 4096 right halves)
@@ -55,28 +56,13 @@ SCORE_CHUNK = 1 << 16  # sequences per exact log-prob call
 
 
 @dataclass(frozen=True)
-class ZooPrior:
-    """How a zoo prior is pre-trained (the same for every run seed)."""
+class ZooPrior(PriorTraining):
+    """How a zoo prior is pre-trained (the same for every run seed): the toys' settings, smaller and shorter."""
 
-    samples: int = 20_000
-    """Draws of the task's data distribution."""
     epochs: int = 4
-    """Passes over them."""
-    seed: int = 0
-    """Seed of the data, the initial weights and the batch order."""
+    """Passes over the task's data draws."""
     d_model: int = 32
     """Transformer width."""
-    n_layer: int = 2
-    """Transformer depth."""
-    n_head: int = 4
-    """Attention heads."""
-    fit: FitConfig = field(default_factory=lambda: FitConfig(lr=3e-3, batch_size=256))
-    """Optimiser settings."""
-
-    def __post_init__(self) -> None:
-        for name in ("samples", "epochs", "d_model", "n_layer", "n_head"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(self.d_model % self.n_head == 0, "d_model", f"({self.d_model}) must be divisible by n_head")
 
 
 # -- shared machinery ---------------------------------------------------------------------------------------
