@@ -272,3 +272,16 @@ def test_feasible_only_posterior_is_the_filter_formula_restricted_to_feasible_se
     saved = FilteredModel(prior, [], feasible=_not_starting_with_1)
     saved.load_state_dict(banel.generator.state_dict())
     torch.testing.assert_close(FilteredModel(prior, saved.filters, support).log_prob(support).exp(), got)
+
+
+def test_negative_patience_stops_p_phi_early_and_says_how_many_epochs_ran() -> None:
+    from banel.models.transformer import TransformerConfig, TransformerModel
+
+    prior = TransformerModel(TransformerConfig(vocab_size=4, max_len=6, end_token=False), seed=0)
+    reward = lambda x: torch.zeros(len(x), dtype=torch.float64)  # noqa: E731: failures only
+    ran = {}
+    for patience in (0, 1):
+        cfg = BanelConfig(negative_epochs=40, negative_holdout=0.3, negative_check_every=2, negative_patience=patience)
+        record = Banel(prior, cfg, Context(m=60, seed=0)).round(BudgetedOracle(reward, 60), 0)
+        ran[patience] = record.stats["negative_epochs_run"]
+    assert ran[0] == 40 and ran[1] < 40

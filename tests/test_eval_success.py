@@ -52,3 +52,27 @@ def test_the_prior_estimate_draws_until_its_successes_or_its_cap():
     with pytest.raises(ValueError, match="successes >= 1"):
         prior_estimate(task, prior, successes=0)
     assert EvalConfig().reestimate_samples == 0  # 0: as many as eval.samples
+
+
+def test_a_target_subset_is_the_scaled_sum_over_its_rows_and_only_cheapens_curve_points(cache) -> None:
+    import math
+
+    import numpy as np
+
+    from banel.config import EvalConfig
+    from banel.eval.success import success_rate
+    from banel.tasks import make_task
+    from banel.tasks.mnist import log_success_rate
+
+    task = make_task("digits", {"targets": 300}, cache)
+    prior = task.prior("cpu")
+    full = task.exact_success_rate(prior)
+    assert task.subset_success_rate(prior, 300, seed=1) == full  # the whole set: the exact rate
+    rows = np.sort(np.random.default_rng(7).choice(300, 50, replace=False))
+    by_hand = math.exp(log_success_rate(prior, task.targets[rows])) * 300 / 50
+    assert task.subset_success_rate(prior, 50, seed=7) == pytest.approx(by_hand, rel=1e-12)
+    config = EvalConfig(exact_subset=50)
+    point = success_rate(task, prior, config, seed=0, curve_seed=7)
+    assert not point.exact and point.approximation == "targets 50" and point.rate == pytest.approx(by_hand)
+    reported = success_rate(task, prior, config, seed=0)  # no curve_seed: a reported rate, always in full
+    assert reported.exact and reported.rate == full and reported.approximation == ""
