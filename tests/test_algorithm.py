@@ -278,7 +278,10 @@ def test_negative_patience_stops_p_phi_early_and_says_how_many_epochs_ran() -> N
     from banel.models.transformer import TransformerConfig, TransformerModel
 
     prior = TransformerModel(TransformerConfig(vocab_size=4, max_len=6, end_token=False), seed=0)
-    reward = lambda x: torch.zeros(len(x), dtype=torch.float64)  # noqa: E731: failures only
+
+    def reward(x):  # failures only
+        return torch.zeros(len(x), dtype=torch.float64)
+
     ran = {}
     for patience in (0, 1):
         cfg = BanelConfig(negative_epochs=40, negative_holdout=0.3, negative_check_every=2, negative_patience=patience)
