@@ -21,7 +21,7 @@ from banel.config import check
 from banel.models.protocol import FitConfig
 from banel.sequences import Sequences
 
-SCORE_BATCH = {"cpu": 1024}  # sequences per forward pass when scoring: bounded memory, near-peak CPU throughput
+SCORE_BATCH = 1024  # sequences per forward pass when scoring on the CPU: bounded memory, near-peak throughput
 SCORE_BATCH_ACCELERATOR = 4096  # elsewhere: larger launches; ~3 GB of activations at 28x28, so 15 runs share a GPU
 END_CHECK_EVERY = 8  # decoding steps between checks that every sequence has ended (each check syncs a GPU)
 
@@ -262,14 +262,23 @@ class TransformerModel:
         inputs = torch.cat([torch.full((n, 1), net.begin, dtype=torch.long, device=self.device), tokens], 1)
         return inputs, targets, mask
 
-    def _nll_terms(self, x: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-position NLL (n, t) and its mask (n, t) for a batch on this device, t = min(w + 1, max_len)."""
+    def _scored_terms(self, x: Sequences) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher-forcing inputs, targets and mask cut to the t = min(w + 1, max_len) positions a forward pass
+        scores: each (n, t)."""
         inputs, targets, mask = self._teacher_forcing(x)
         steps = min(inputs.shape[1], self.config.max_len)
-        n, net = len(x), self.net
-        logits = net(inputs[:, :steps])
-        nll = F.cross_entropy(logits.reshape(-1, net.n_out), targets[:, :steps].reshape(-1), reduction="none")
-        return nll.view(n, steps), mask[:, :steps]
+        return inputs[:, :steps], targets[:, :steps], mask[:, :steps]
+
+    def _position_nll(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-position NLL (n, t) of targets given inputs, both (n, t)."""
+        logits = self.net(inputs)
+        nll = F.cross_entropy(logits.reshape(-1, self.net.n_out), targets.reshape(-1), reduction="none")
+        return nll.view(targets.shape)
+
+    def _nll_terms(self, x: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-position NLL (n, t) and its mask (n, t) for a batch on this device, t = min(w + 1, max_len)."""
+        inputs, targets, mask = self._scored_terms(x)
+        return self._position_nll(inputs, targets), mask
 
     def nll(self, x: Sequences, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Mean NLL per scored token, a scalar with gradients (dropout on in its forward pass, as in `fit`).
@@ -316,7 +325,7 @@ class TransformerModel:
         return torch.cat(out).cpu() if out else torch.zeros(0, dtype=torch.float64)
 
     def _score_batch(self) -> int:
-        return SCORE_BATCH.get(self.device.type, SCORE_BATCH_ACCELERATOR)
+        return SCORE_BATCH if self.device.type == "cpu" else SCORE_BATCH_ACCELERATOR
 
     def log_prob_grad(self, x: Sequences) -> torch.Tensor:
         """log p(x) per sequence with gradients to the weights (one forward pass, eval mode): (n,) float32."""
@@ -349,10 +358,7 @@ class TransformerModel:
         # run's trajectory, and was no faster for these model sizes (benchmarks/README.md).
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         gen = torch.Generator().manual_seed(seed)
-        # Inputs, targets and masks of the whole set once; each step only gathers its rows.
-        inputs, targets, mask = self._teacher_forcing(x)
-        steps = min(inputs.shape[1], self.config.max_len)
-        inputs, targets, mask = inputs[:, :steps], targets[:, :steps], mask[:, :steps]
+        inputs, targets, mask = self._scored_terms(x)  # of the whole set once; each step gathers its rows
         losses = []
         net.train()
         for _ in range(epochs):
@@ -360,9 +366,7 @@ class TransformerModel:
             total = torch.zeros((), dtype=torch.float64, device=self.device)
             for i in range(0, len(x), config.batch_size):
                 rows = order[i : i + config.batch_size]
-                logits = net(inputs[rows])
-                nll = F.cross_entropy(logits.reshape(-1, net.n_out), targets[rows].reshape(-1), reduction="none")
-                batch_mask = mask[rows].reshape(-1)
+                nll, batch_mask = self._position_nll(inputs[rows], targets[rows]), mask[rows]
                 tokens = batch_mask.sum()
                 loss = (nll * batch_mask).sum() / tokens
                 opt.zero_grad(set_to_none=True)
