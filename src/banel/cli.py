@@ -425,7 +425,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     total = len(methods) * len(seeds)
     print(
         f"banel compare: {', '.join(methods)} on {args.task}, seeds {seeds}, {args.backend} x {args.jobs}, "
-        f"{args.threads} torch thread{'s' if args.threads > 1 else ''} per run -> {out}"
+        f"{_threads()} per run -> {out}"
     )
     finished = 0
 

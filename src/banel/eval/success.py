@@ -12,7 +12,7 @@ samples that measure it:
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from scipy.stats import binomtest
@@ -39,7 +39,7 @@ class SuccessRate:
     n: int = 0
     successes: int = 0
     approximation: str = ""
-    """How an intermediate evaluation was cheapened ('targets 5000/50000', 'bf16'); empty for a full one."""
+    """How an intermediate evaluation was cheapened ('targets 5000', 'bf16'); empty for a full one."""
 
     def as_dict(self) -> dict:
         """Plain dict for JSON."""
@@ -69,23 +69,22 @@ def success_rate(
     (`exact_subset`) and bfloat16 autocast (`bf16_curves`).
     """
     if curve_seed is None or not (config.exact_subset or config.bf16_curves):
-        exact = exact_success_rate(task, model)
-        if exact is not None:
-            return SuccessRate(exact, exact, exact, True)
-        return monte_carlo(task, model, config.samples, seed, config.confidence)
-    notes = []
+        return _full_rate(task, model, config, seed)
     with _bf16(model) if config.bf16_curves else contextlib.nullcontext():
-        if config.bf16_curves:
-            notes.append("bf16")
-        estimate = subset_success_rate(task, model, config.exact_subset, curve_seed) if config.exact_subset else None
-        if estimate is not None:
-            notes.insert(0, f"targets {config.exact_subset}")
-            return SuccessRate(estimate, estimate, estimate, False, approximation=", ".join(notes))
-        exact = exact_success_rate(task, model)
-        if exact is not None:
-            return SuccessRate(exact, exact, exact, False, approximation=", ".join(notes))
-        rate = monte_carlo(task, model, config.samples, seed, config.confidence)
-    return SuccessRate(rate.rate, rate.low, rate.high, False, rate.n, rate.successes, ", ".join(notes))
+        subset = subset_success_rate(task, model, config.exact_subset, curve_seed) if config.exact_subset else None
+        rate = _full_rate(task, model, config, seed) if subset is None else SuccessRate(subset, subset, subset, True)
+    notes = ([f"targets {config.exact_subset}"] if subset is not None else []) + (
+        ["bf16"] if config.bf16_curves else []
+    )
+    return replace(rate, exact=False, approximation=", ".join(notes))
+
+
+def _full_rate(task: Task, model: GenerativeModel, config: EvalConfig, seed: int) -> SuccessRate:
+    """The exact rate, or the Monte-Carlo estimate of a task without one."""
+    exact = exact_success_rate(task, model)
+    if exact is not None:
+        return SuccessRate(exact, exact, exact, True)
+    return monte_carlo(task, model, config.samples, seed, config.confidence)
 
 
 def _bf16(model: GenerativeModel) -> contextlib.AbstractContextManager:
