@@ -284,12 +284,7 @@ def run_timing(folder: Path, every: int) -> dict[str, Any]:
 def plot_fig2(work: Path, path: Path) -> Path | None:
     """Fig. 2: prior samples beside BaNEL's final and best generators' samples (the BaNEL run with the highest
     best rate); None until a BaNEL run has finished."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from banel.report.images import tile
+    from banel.report.images import save_panels
 
     finished = [f for f in sorted((work / "banel").glob("seed*")) if (f / "summary.json").is_file()]
     if not finished:
@@ -310,19 +305,8 @@ def plot_fig2(work: Path, path: Path) -> Path | None:
         panels.append(
             (np.load(best)["posterior_samples"], f"best, round {s['best_round']} ({s['best_success_rate']:.2e})")
         )
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.5), squeeze=False)
-    for ax, (images, title) in zip(axes[0], panels, strict=True):
-        ax.imshow(tile(images), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"MNIST 0 → 6: BaNEL {folder.name} (exact success rates)", fontsize=10)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    title = f"MNIST 0 → 6: BaNEL {folder.name} (exact success rates)"
+    return save_panels(panels, path, title, height=4.5, dpi=110)
 
 
 def write_tables(work: Path, out: Path) -> list[str]:

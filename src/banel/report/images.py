@@ -46,16 +46,26 @@ def plot_samples(run_dir: str | Path, path: str | Path | None = None) -> Path | 
     panels = [(prior, f"prior (success rate {rows[0]['success_rate']['rate']:.2e})")]
     if i >= 0 and post_file.is_file():
         panels.append((np.load(post_file)["posterior_samples"], f"posterior, round {i} ({rate:.2e})"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.3), squeeze=False)
-    for ax, (images, title) in zip(axes[0], panels, strict=True):
+    return save_panels(panels, Path(path or run_dir / "samples.png"))
+
+
+def save_panels(
+    panels: list[tuple[np.ndarray, str]], path: Path, title: str | None = None, height: float = 4.3, dpi: int = 120
+) -> Path:
+    """One row of tiled image grids (images (n, H, W), caption) saved to path, written whole or not at all."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), height), squeeze=False)
+    for ax, (images, caption) in zip(axes[0], panels, strict=True):
         ax.imshow(tile(images), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(caption, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path or run_dir / "samples.png")
-    fig.savefig(path, dpi=120)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
+    tmp.replace(path)  # a reader (or a run cut at its limit) never sees half a file
     return path
 
 
