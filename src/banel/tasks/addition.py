@@ -25,7 +25,7 @@ from scipy.stats import binomtest
 
 from banel import shipped as references
 from banel.cache import atomic_torch_save, cache_dir, config_hash, safe_torch_load
-from banel.config import check
+from banel.config import check, choice
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences, derive_seed
@@ -148,15 +148,24 @@ def decode(x: Sequences, chars: str) -> list[str]:
     return ["".join(chars[t] for t in row) for row in x.to_lists()]
 
 
+def written_sum(a: str, b: str, answer_order: str = "normal") -> str:
+    """The answer the target is trained to write after `a+b=`: the sum, least significant digit first if reversed."""
+    c = true_sum(a, b)
+    return c[::-1] if answer_order == "reversed" else c
+
+
 # -- greedy answers --------------------------------------------------------------------------------------
-def target_answers(target: TransformerModel, queries: list[tuple[str, str]]) -> list[str]:
-    """The target's greedy answer to each query `a+b=` as a string (non-digit tokens kept as written)."""
-    return decode(target.greedy(encode([f"{a}+{b}=" for a, b in queries], TARGET_INDEX)), TARGET_CHARS)
+def target_answers(
+    target: TransformerModel, queries: list[tuple[str, str]], answer_order: str = "normal"
+) -> list[str]:
+    """The target's greedy answer to each query `a+b=` in normal digit order (non-digit tokens kept as written)."""
+    written = decode(target.greedy(encode([f"{a}+{b}=" for a, b in queries], TARGET_INDEX)), TARGET_CHARS)
+    return [w[::-1] for w in written] if answer_order == "reversed" else written
 
 
-def exact_match(target: TransformerModel, problems: list[tuple[str, str]]) -> float:
+def exact_match(target: TransformerModel, problems: list[tuple[str, str]], answer_order: str = "normal") -> float:
     """Fraction of problems the target answers exactly right by greedy decoding."""
-    answers = target_answers(target, problems)
+    answers = target_answers(target, problems, answer_order)
     return float(np.mean([ans == true_sum(a, b) for ans, (a, b) in zip(answers, problems, strict=True)]))
 
 
@@ -199,11 +208,20 @@ class TargetTraining:
     """Stop training at the first accuracy check where the attacker prior's exact success rate on queries
     without leading zeros (the target's own mistakes) is at or below this: a target in the sparse regime on
     any machine, where float rounding makes the mistakes of a fixed number of steps differ. 0: train to the
-    end of the schedule. Needs enumerable queries (max_digits <= 2)."""
+    end of the schedule. Exact with enumerable queries (max_digits <= 2), else Monte-Carlo (calibrate_samples)."""
+    calibrate_samples: int = 0
+    """Attacker draws (a fixed set, seeded by the attacker's seed) on which calibrate_rate is checked by Monte
+    Carlo, once the curriculum has reached max_digits; 0: the exact rate (max_digits <= 2)."""
+    answer_order: str = "normal"
+    """The order the target writes the sum in: "normal" (most significant digit first, as the paper) or
+    "reversed" (least significant first: each digit then depends only on digits already read and the carry,
+    which small transformers learn far faster; the reward compares the reversed answer with the true sum)."""
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layer", "n_head", "steps", "batch_size", "eval_every", "eval_problems"):
             check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        check(self.calibrate_samples >= 0, "calibrate_samples", f"must be >= 0, got {self.calibrate_samples}")
+        choice("answer_order", self.answer_order, ("normal", "reversed"))
         check(0 <= self.calibrate_rate < 1, "calibrate_rate", f"must be in [0, 1), got {self.calibrate_rate}")
         check(0 < self.min_lr <= self.lr, "min_lr", f"must be in (0, lr={self.lr}], got {self.min_lr}")
         check(self.start_digits >= 1, "start_digits", f"must be >= 1, got {self.start_digits}")
@@ -262,9 +280,11 @@ class AdditionOptions:
     def __post_init__(self) -> None:
         check(1 <= self.max_digits <= 18, "max_digits", f"must be in 1..18, got {self.max_digits}")
         check(
-            not self.target.calibrate_rate or count_well_formed(self.max_digits, False) <= EXACT_MAX_QUERIES,
+            not self.target.calibrate_rate
+            or self.target.calibrate_samples
+            or count_well_formed(self.max_digits, False) <= EXACT_MAX_QUERIES,
             "target.calibrate_rate",
-            f"needs max_digits <= 2 (enumerable queries), got max_digits={self.max_digits}",
+            f"needs max_digits <= 2 (enumerable queries) or target.calibrate_samples > 0, got max_digits={self.max_digits}",
         )
         check(
             self.target.start_digits <= self.max_digits,
@@ -311,7 +331,8 @@ def _target_batch(options: AdditionOptions, digits: int, step: int) -> tuple[Seq
     """Problems `a+b=c` of training batch `step` (n) and the (n, w + 1) positions trained on: answer and end token."""
     rng = np.random.default_rng(derive_seed(options.target.seed, "batch", step))
     problems = random_problems(options.target.batch_size, digits, rng)
-    x = encode([f"{a}+{b}={true_sum(a, b)}" for a, b in problems], TARGET_INDEX)
+    order = options.target.answer_order
+    x = encode([f"{a}+{b}={written_sum(a, b, order)}" for a, b in problems], TARGET_INDEX)
     answer_start = torch.tensor([len(a) + len(b) + 2 for a, b in problems])  # after `a+b=`
     columns = torch.arange(x.tokens.shape[1] + 1)
     return x, (columns >= answer_start.unsqueeze(1)) & (columns <= x.lengths.unsqueeze(1))
@@ -361,7 +382,7 @@ def train_target(
         state["step"] = step + 1
         if state["step"] % t.eval_every == 0 or state["step"] == t.steps:
             row = _evaluate_target(model, options, state, float(loss.detach()))
-            if t.calibrate_rate and prior_rate is not None:
+            if t.calibrate_rate and prior_rate is not None and state["digits"] == options.max_digits:
                 row["prior_rate"] = prior_rate(model)
                 if row["prior_rate"] <= t.calibrate_rate:
                     state["calibrated"] = True
@@ -388,8 +409,8 @@ def _evaluate_target(
     rng = np.random.default_rng(derive_seed(t.seed, "eval", state["step"]))
     d = state["digits"]
     top = list(zip(*(random_operands(t.eval_problems, np.full(t.eval_problems, d), rng) for _ in "ab"), strict=True))
-    acc_top = exact_match(model, top)
-    acc_all = exact_match(model, random_problems(t.eval_problems, options.max_digits, rng))
+    acc_top = exact_match(model, top, t.answer_order)
+    acc_all = exact_match(model, random_problems(t.eval_problems, options.max_digits, rng), t.answer_order)
     row = {"step": state["step"], "digits": d, "loss": loss, "acc_top_length": acc_top, "acc_all": acc_all}
     log.info(
         "target step %d digits %d loss %.4f acc@%d %.3f acc(all) %.3f",
@@ -426,6 +447,9 @@ class AdditionTask:
         """The settings the target's checkpoint (cached or shipped) is keyed by (its training settings only)."""
         o = self.options
         what: dict[str, Any] = {"version": VERSION, "max_digits": o.max_digits, "target": asdict(o.target)}
+        for name, default in (("calibrate_samples", 0), ("answer_order", "normal")):
+            if what["target"][name] == default:
+                del what["target"][name]  # keeps the keys of targets cached before the option existed
         if not o.target.calibrate_rate:
             del what["target"]["calibrate_rate"]  # keeps the keys of targets cached before the option existed
         else:
@@ -505,15 +529,23 @@ class AdditionTask:
         return model
 
     def _prior_rate(self, target: TransformerModel) -> float:
-        """The attacker prior's exact success rate against `target` on queries without leading zeros."""
-        problems = well_formed_queries(self.options.max_digits, leading_zeros=False)
-        answers = target_answers(target, problems)
+        """The attacker prior's success rate against `target`: exact on queries without leading zeros, or
+        (target.calibrate_samples > 0) the fraction of a fixed set of attacker draws that win."""
+        o = self.options
+        order = o.target.answer_order
+        if o.target.calibrate_samples:
+            x = self.prior().sample(o.target.calibrate_samples, derive_seed(o.attacker.seed, "calibrate"))
+            parsed = [p for s in self.decode(x) if (p := parse_query(s, o.max_digits, o.leading_zeros))]
+            answers = target_answers(target, parsed, order)
+            return sum(c != true_sum(a, b) for (a, b), c in zip(parsed, answers, strict=True)) / len(x)
+        problems = well_formed_queries(o.max_digits, leading_zeros=False)
+        answers = target_answers(target, problems, order)
         wins = [f"{a}+{b}=" for (a, b), c in zip(problems, answers, strict=True) if c != true_sum(a, b)]
         return total_probability(self.prior(), wins)
 
     def answers(self, queries: list[tuple[str, str]]) -> list[str]:
-        """The target's greedy answers to well-formed queries (test doubles override this)."""
-        return target_answers(self.target(), queries)
+        """The target's greedy answers to well-formed queries in normal digit order (test doubles override this)."""
+        return target_answers(self.target(), queries, self.options.target.answer_order)
 
     # -- Task protocol ---------------------------------------------------------------------------------
     def reward(self, x: Sequences) -> torch.Tensor:
@@ -553,8 +585,8 @@ class AdditionTask:
         for d in range(1, o.max_digits + 1):
             lengths = np.full(max(problems // 5, 1), d)
             ops = [random_operands(len(lengths), lengths, rng) for _ in "ab"]
-            per_length[d] = exact_match(model, list(zip(*ops, strict=True)))
-        overall = exact_match(model, random_problems(problems, o.max_digits, rng))
+            per_length[d] = exact_match(model, list(zip(*ops, strict=True)), o.target.answer_order)
+        overall = exact_match(model, random_problems(problems, o.max_digits, rng), o.target.answer_order)
         report: dict[str, Any] = {
             "target_path": str(reference or self.target_path()),
             "target_step": state["step"],
@@ -568,7 +600,7 @@ class AdditionTask:
             "accuracy_problems": problems,
         }
         if o.max_digits <= 2:
-            report["accuracy_exact"] = exact_match(model, all_problems(o.max_digits))
+            report["accuracy_exact"] = exact_match(model, all_problems(o.max_digits), o.target.answer_order)
         attacker = self.prior()
         report["attacker_path"] = str(self.shipped_attacker() or self.attacker_path())
         if state["done"] or o.unfinished_target:
