@@ -98,6 +98,10 @@ class SeqDesignOptions:
     """Transformer blocks."""
     prior_seed: int = 0
     """Seed of the pre-training data, the initial weights and the batch order."""
+    free_measurement: bool = True
+    """Declare a free copy of the reward (GroundTruth), so runs report success rates and a comparison has
+    exact-style columns. False: the task is what a real assay is, every reward a paid evaluation, and runs
+    are judged on the evidence they paid for alone (the costly-oracle path)."""
 
     def __post_init__(self) -> None:
         positive = ("length", "prior_samples", "prior_epochs", "prior_width", "prior_layers")
@@ -228,6 +232,8 @@ class SeqDesignTask:
         self.cache = cache
         self.land = landscape(options)
         self._prior: dict[str, TransformerModel] = {}
+        if not options.free_measurement:
+            self.free_reward = None  # a real assay: no free copy of the reward exists
 
     # -- the required core -----------------------------------------------------------------------------
     def prior(self, device: str) -> GenerativeModel:
@@ -237,14 +243,23 @@ class SeqDesignTask:
         return self._prior[device]
 
     def reward(self, x: Sequences) -> torch.Tensor:
-        """(n,) float64 of 0/1: 1 where the sequence is feasible and its energy is below the threshold."""
+        """(n,) float64 of 0/1: 1 where the sequence is feasible and its energy is below the threshold (the
+        assay: banel calls it through its budgeted, ledgered oracle only)."""
+        return self.binds(x)
+
+    # -- capabilities ----------------------------------------------------------------------------------
+    def free_reward(self, x: Sequences) -> torch.Tensor:
+        """The same values at no cost, for measurement only: a synthetic landscape can be queried freely."""
+        return self.binds(x)
+
+    def binds(self, x: Sequences) -> torch.Tensor:
+        """(n,) float64 of 0/1: feasible and energy below the threshold."""
         tokens, ok = self._feasible_tokens(x)
         hit = np.zeros(len(x), dtype=bool)
         if ok.any():
             hit[ok] = energy(self.land, tokens[ok]) < self.options.threshold
         return torch.as_tensor(hit, dtype=torch.float64)
 
-    # -- capabilities ----------------------------------------------------------------------------------
     def feasible(self, x: Sequences) -> torch.Tensor:
         """(n,) bool: False for the wrong length, an unknown token, a long homopolymer run or a sequon."""
         return torch.as_tensor(self._feasible_tokens(x)[1])
@@ -255,8 +270,10 @@ class SeqDesignTask:
 
     def describe(self) -> dict[str, Any]:
         """The options, the alphabet and the hotspot positions they imply."""
+        # free_measurement changes what banel may measure, not what the assay answers: one ledger for both
+        options = {k: v for k, v in asdict(self.options).items() if k != "free_measurement"}
         return {
-            **asdict(self.options),
+            **options,
             "alphabet": ALPHABET,
             "hotspot_positions": self.land.hotspots.tolist(),
             "version": VERSION,
@@ -345,7 +362,7 @@ def calibrate(task: SeqDesignTask, samples: int, seed: int, target_rate: float |
     x = Sequences.cat(chunks)
     feasible = task.feasible(x).numpy()
     e = task.energies(x)
-    k = int(task.reward(x).sum())
+    k = int(task.binds(x).sum())
     ci = binomtest(k, samples).proportion_ci(confidence_level=0.95, method="exact")
     natural = sample_natural(task.land, samples, np.random.default_rng(derive_seed(seed, "natural")))
     report: dict[str, Any] = {

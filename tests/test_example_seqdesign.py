@@ -77,9 +77,9 @@ class HalfRewards(WinsWhereItIsInfeasible):
 def test_check_task_fails_clearly_on_a_broken_task(at_root, cache):
     task = make_task(EXAMPLE, SMALL, cache)
     with pytest.raises(TaskCheckFailed, match="feasible.. rules out got reward 1"):
-        check_task(WinsWhereItIsInfeasible(task), samples=500)
+        check_task(WinsWhereItIsInfeasible(task), samples=500, reward_samples=500)
     with pytest.raises(TaskCheckFailed, match=r"task 'broken': reward: .*returned 0.5 .*expected 0 or 1"):
-        check_task(HalfRewards(task), samples=500)
+        check_task(HalfRewards(task), samples=500, reward_samples=500)
     with pytest.raises(TaskCheckFailed, match="lacks prior, reward"):
         check_task(type("NoCore", (), {"name": "x"})())
 

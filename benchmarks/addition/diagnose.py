@@ -41,7 +41,7 @@ def main() -> None:
     task = make_task("addition", mode["task"], None)
     prior = task.prior()
     x = prior.sample(mode["m"], derive_seed(args.seed, "diag", "round"))
-    failures = x[task.reward(x) == 0]
+    failures = x[task.free_reward(x) == 0]
     out = {"kappa": args.kappa, "filter_factor": args.filter_factor, "failures": len(failures)}
     for epochs in (1, 5, mode["negative_epochs"]):
         neg = prior.clone()
@@ -53,7 +53,7 @@ def main() -> None:
         texts = task.decode(fresh)
         in_train = set(task.decode(failures))
         top_texts = [texts[i] for i in top.tolist()]
-        r_top = task.reward(fresh[top])
+        r_top = task.free_reward(fresh[top])
         out[f"epochs_{epochs}"] = {
             "phi_nll_train": nll(neg, failures),
             "phi_nll_fresh": nll(neg, fresh),
@@ -65,7 +65,7 @@ def main() -> None:
             "top_share_seen_in_training": sum(t in in_train for t in top_texts) / len(top_texts),
             "fresh_share_seen_in_training": sum(t in in_train for t in texts) / len(texts),
             "top_success_rate": float(r_top.mean()),
-            "fresh_success_rate": float(task.reward(fresh).mean()),
+            "fresh_success_rate": float(task.free_reward(fresh).mean()),
             "top_failure_modes": {k: v for k, v in failure_modes(top_texts, 2).items() if "hist" not in k},
             "top_examples": top_texts[:15],
         }

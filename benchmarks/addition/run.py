@@ -166,7 +166,7 @@ def single_round(task, mode: dict, seed: int) -> tuple[dict, list[str], list[str
     prior = task.prior("cpu")
     t0 = time.time()
     x = prior.sample(mode["single_n"], derive_seed(seed, "single", "draw"))
-    r = task.reward(x)
+    r = task.free_reward(x)
     failures = x[r == 0]
     negative = prior.clone()
     negative.fit(
@@ -188,10 +188,10 @@ def single_round(task, mode: dict, seed: int) -> tuple[dict, list[str], list[str
         kept.append(acc)
         have, drawn, chunk = have + len(acc), drawn + len(c), chunk + 1
     accepted = Sequences.cat(kept)[torch.arange(mode["single_eval"])]
-    k = int(task.reward(accepted).sum())
+    k = int(task.free_reward(accepted).sum())
     n = len(accepted)
     base_eval = prior.sample(n, derive_seed(seed, "single", "base"))
-    kb = int(task.reward(base_eval).sum())
+    kb = int(task.free_reward(base_eval).sum())
     stats = {
         "nre": mode["single_n"],
         "failures_kept": len(failures),

@@ -72,7 +72,7 @@ def main() -> None:
     }
     print(json.dumps(out, indent=1), flush=True)
     x = prior.sample(args.m, derive_seed(args.seed, "diag", "round"))
-    failures = x[task.reward(x) == 0]
+    failures = x[task.free_reward(x) == 0]
     w = torch.softmax(lp_t, 0)  # where the prior's success mass sits among the targets
     lp_fresh = prior.log_prob(fresh)
     negs = {}

@@ -53,9 +53,9 @@ def one(task_name: str, seed: int, m: int, blocks: list[int], cfg: BanelConfig) 
     lp_success = prior.log_prob(successes)
     rate = float(torch.logsumexp(lp_success, 0).exp())
     drawn = prior.sample(m, derive_seed(seed, "round0"))
-    failures = drawn[task.reward(drawn) == 0]
+    failures = drawn[task.free_reward(drawn) == 0]
     heldout = prior.sample(HELDOUT, derive_seed(seed, "heldout"))
-    heldout = heldout[task.reward(heldout) == 0]
+    heldout = heldout[task.free_reward(heldout) == 0]
     candidates = prior.sample(CANDIDATES, derive_seed(seed, "candidates"))
     lp_candidates = prior.log_prob(candidates) / prior.token_counts(candidates).double()
     infeasible = ~task.feasible(candidates) if isinstance(task, Feasibility) else None
@@ -90,7 +90,7 @@ def one(task_name: str, seed: int, m: int, blocks: list[int], cfg: BanelConfig) 
     scores = ratio_scores(pool, prior, negative, cfg.kappa, cfg.length_normalise)
     kept = pool[kept_mask(scores, cfg.filter_factor)]
     generator = prior.clone()
-    generator.fit(kept[task.reward(kept) == 0], cfg.generator_epochs, derive_seed(seed, "distil"), cfg.generator_fit)
+    generator.fit(kept[task.free_reward(kept) == 0], cfg.generator_epochs, derive_seed(seed, "distil"), cfg.generator_fit)
     distilled = {
         "rate_over_prior": task.exact_success_rate(generator) / rate,
         "kl_to_prior": sample_kl(generator, prior, 2000, derive_seed(seed, "kl")),

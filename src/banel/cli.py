@@ -342,11 +342,12 @@ def _execute(args: argparse.Namespace, out: Path, config: RunConfig, task: Any) 
                 bar.update(row["round"])  # a resumed run starts after its checkpointed rounds
             sr = row["success_rate"]["rate"] if row.get("success_rate") else None
             best = row.get("selected_best_rate")
-            bar.set_postfix(
-                nre=row["nre_used"],
-                best="-" if best is None else f"{best:.2e}",
-                rate="-" if sr is None else f"{sr:.2e}",
-            )
+            shown = {"nre": row["nre_used"], "found": row.get("successes_found", 0)}
+            if sr is not None:  # ground truth: the generator's rate; otherwise paid evidence and drift only
+                shown |= {"best": "-" if best is None else f"{best:.2e}", "rate": f"{sr:.2e}"}
+            elif row.get("kl_to_prior") is not None:
+                shown["kl"] = f"{row['kl_to_prior']:.2f}"
+            bar.set_postfix(shown)
             bar.update(1)
 
     ledger = Path(config.oracle.ledger or out / rundir.LEDGER)
@@ -394,6 +395,17 @@ def _in_words(summary: dict[str, Any]) -> str:
         f"paid {summary['nre_used']:,} NREs of the {summary['nre_budget']:,} budget for {summary['queries']:,} "
         f"samples asked" + (f" ({free:,} repeats answered free from the ledger)" if free > 0 else "")
     ]
+    per_k = summary.get("successes_per_1000_nre")
+    low, high = summary.get("paid_success_interval") or (0.0, 1.0)
+    lines.append(
+        f"paid evidence: {summary['successes_found']} distinct successes"
+        + ("" if per_k is None else f", {per_k:.3g} per 1,000 NREs (95% [{1000 * low:.3g}, {1000 * high:.3g}])")
+        + f"; kept (keep.rule={summary['kept_rule']}): round {summary['kept_round']}'s generator"
+        + ("" if summary.get("kept_success_rate") is None else f", true rate {summary['kept_success_rate']:.3e}")
+    )
+    if summary.get("best_success_rate") is None:
+        lines.append("no free measurement (the task has no exact rate or free reward): no success rate, no best")
+        return "\n".join(lines)
     low, high = summary["best_success_interval"]
     how = (
         "exact"
@@ -432,9 +444,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     def on_done(summary: dict[str, Any]) -> None:
         nonlocal finished
         finished += 1
+        best = summary.get("best_success_rate")
         print(
             f"[{finished}/{total}] {summary['method']} seed {summary['seed']}: "
-            f"best {summary['best_success_rate']:.3e} "
+            + ("" if best is None else f"best {best:.3e}, ")
+            + f"{summary['successes_found']} successes found "
             f"({summary['nre_used']} NREs, {summary['wall_seconds']:.0f} s)",
             flush=True,
         )
@@ -552,6 +566,9 @@ _SHOWN = (
     "improvement",
     "queries",
     "successes_found",
+    "successes_per_1000_nre",
+    "kept_round",
+    "kept_success_rate",
     "wall_seconds",
 )
 

@@ -51,12 +51,13 @@ def choice(name: str, value: object, allowed: tuple) -> None:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """How the generator's success rate is measured (never charged to the NRE budget)."""
+    """How the generator is measured between rounds: its success rate where the task has free measurement
+    (an exact rate or a free reward; the costly reward is never called), its drift and metrics always."""
 
     every: int = 1
     """Evaluate after every this many rounds (and always after the first and the last)."""
     samples: int = 10_000
-    """Monte-Carlo samples per estimate, for tasks without an exact success rate."""
+    """Monte-Carlo samples per estimate, scored by the task's free reward, for tasks without an exact rate."""
     confidence: float = 0.95
     """Confidence level of the Clopper-Pearson interval."""
     drift_samples: int = 1000
@@ -126,6 +127,24 @@ class OracleConfig:
 
 
 @dataclass(frozen=True)
+class KeepConfig:
+    """Which generator a run keeps as generator-kept.pt, by a rule that sees no ground truth (docs/stopping.md)."""
+
+    rule: Literal["final", "drift", "paid"] = "final"
+    """final: the last generator. drift: the newest generator whose KL from the prior (eval.drift_samples
+    model samples) is at most drift_budget. paid: the generator whose next round of paid samples had the
+    highest success fraction ((k + 1) / (n + 2)), as drift until the first paid success."""
+    drift_budget: float = 9.2
+    """Nats per sequence the drift rule lets a generator move from the prior. The prior conditioned on success
+    is log(1 / rate) nats from it, so 9.2 is that distance for a prior rate of 1e-4: a generator further away
+    than the ideal posterior of a 1e-4 prior has moved on noise."""
+
+    def __post_init__(self) -> None:
+        choice("rule", self.rule, ("final", "drift", "paid"))
+        check(self.drift_budget >= 0, "drift_budget", f"must be >= 0 nats, got {self.drift_budget}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One run: a method on a task with a seed and an NRE budget, and the settings every method reads."""
 
@@ -151,6 +170,8 @@ class RunConfig:
     """Success-rate evaluation."""
     oracle: OracleConfig = field(default_factory=OracleConfig)
     """Reward evaluation: ledger, de-duplication, executor, timeouts and retries."""
+    keep: KeepConfig = field(default_factory=KeepConfig)
+    """The generator kept without ground truth (generator-kept.pt)."""
     task_options: dict[str, Any] = field(default_factory=dict)
     """The task's own settings (`banel run TASK --help` lists them)."""
     options: Any = None
@@ -166,6 +187,11 @@ class RunConfig:
             self.device in ("cpu", "mps") or self.device.startswith("cuda"),
             "device",
             f"must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {self.device!r}",
+        )
+        check(
+            self.keep.rule not in ("drift", "paid") or self.eval.drift_samples > 0,
+            "keep.rule",
+            f"{self.keep.rule!r} reads the drift from the prior: it needs eval.drift_samples > 0",
         )
 
     @property

@@ -26,9 +26,14 @@ LEDGER = "ledger.sqlite"
 SNAPSHOTS = "snapshots"
 """The task's arrays per round (densities, sample images)."""
 GENERATOR_BEST = "generator-best.pt"
-"""The generator of the round with the highest evaluated success rate: {method, round, success_rate, model}."""
+"""The generator of the round with the highest evaluated success rate: {method, round, success_rate, model}.
+Only for tasks with free measurement (ground truth): without it no run knows its best round."""
 GENERATOR_FINAL = "generator-final.pt"
 """The generator after the last round, in the same format."""
+GENERATOR_KEPT = "generator-kept.pt"
+"""The generator the run's keep.rule picked without ground truth, in the same format."""
+GENERATOR_PREVIOUS = "generator-previous.pt"
+"""The previous round's generator, while a rule may still pick it (keep.rule=paid); removed at the end."""
 
 
 def read_history(out: str | Path) -> list[dict[str, Any]]:

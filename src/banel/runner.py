@@ -1,15 +1,18 @@
 """A run: one method on one task with one seed, recorded in a run folder. The only round loop of banel.
 
 `Run.execute` steps the method while the oracle can pay for a round of `m` samples: `method.round(oracle, i)`,
-then successes, the success rate of `method.generator` (when due), history, snapshot and an atomic
-checkpoint of the run and the method. So every method gets the budget, evaluation, best/final generators,
-history and resume from the same code, and a method never sees the budget loop.
+then successes and the paid evidence, the generator's drift, metrics and (for a task with free measurement)
+success rate when due, the generator the keep rule picks, history, snapshot and an atomic checkpoint of the
+run and the method. The task's costly `reward` is reached through the oracle only. So every method gets the
+budget, evaluation, kept/final/best generators, history and resume from the same code, and a method never
+sees the budget loop.
 
 The folder (names in `banel.rundir`) holds `config.json` (everything needed to reproduce the run),
 `history.jsonl` (one row per round, fsynced as the round ends), `successes.jsonl`, `snapshots/`,
-`checkpoint.pt`, `ledger.sqlite` (every paid evaluation), `generator-best.pt` and `generator-final.pt`, and at
-the end `summary.json`. A killed run continues with `resume_run` (`banel resume RUN_DIR`) from its last
-finished round, re-using the ledger rows it paid for in the interrupted one.
+`checkpoint.pt`, `ledger.sqlite` (every paid evaluation), `generator-kept.pt` (keep.rule's pick),
+`generator-final.pt`, `generator-best.pt` (ground-truth tasks only), and at the end `summary.json`. A killed
+run continues with `resume_run` (`banel resume RUN_DIR`) from its last finished round, re-using the ledger
+rows it paid for in the interrupted one.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from banel.cache import (
 )
 from banel.config import MOVED, RUN_SETTINGS, RunConfig, from_dict, to_dict
 from banel.eval.drift import Drift, drift, heldout_samples
+from banel.eval.evidence import kept_round, paid_evidence
 from banel.eval.success import SuccessRate, evaluation_seed, reestimate, success_rate
 from banel.methods import BUILTIN as BUILTIN_METHODS
 from banel.methods import Method, MethodSpec, resolve_method
@@ -54,7 +58,7 @@ from banel.tasks.protocol import Task
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 3  # 2: the run's loop, method state from Method.state_dict; 3: selection-free best
+CHECKPOINT_VERSION = 4  # 2: the run's loop, method state from Method.state_dict; 3: selection-free best; 4: kept
 FIRST_CANDIDATE_ROUND = 1
 """Rounds before this are never a run's best: round -1 is the prior, and after round 0 BaNEL's generator is
 still the prior (it has no negative model yet), so choosing them would report the prior as the method."""
@@ -188,6 +192,12 @@ class Run:
         self.last_drift: Drift | None = None
         self.base_metrics: dict[str, float] = {}
         self.last_metrics: dict[str, float] = {}
+        self.kept_round: int | None = None
+        """The round whose generator is generator-kept.pt (-1: the prior), by config.keep.rule."""
+        self._rows: list[dict[str, Any]] = []
+        """The oracle-free columns of the history rows so far: what the keep rule reads."""
+        self._negative: GenerativeModel | None = None
+        """Last round's negative model, to score this round's failures (held out from it)."""
         self._heldout = Sequences.empty()
         self.started = time.time()
 
@@ -199,26 +209,30 @@ class Run:
         saved = {"run": config_dict(self.config), "task": capability.describe(self.task), "run_id": self.run_id}
         atomic_write_text(json.dumps(saved, indent=2, default=str), self.out / rundir.CONFIG)
         self.base = self.last = self._success_rate(self.prior, "base")
-        log.info("%s: base success rate %.3e", self.task.name, self.base.rate)
+        if self.base is not None:
+            log.info("%s: base success rate %.3e", self.task.name, self.base.rate)
         self._heldout = self._heldout_samples()
         self.base_drift = self.last_drift = self._drift(self.prior, -1)
         self.base_metrics = self.last_metrics = self._metrics(self.prior, -1)
         self._save_snapshot(-1, {"prior": self.prior})
-        self._append(
-            rundir.HISTORY,
-            {
-                "round": -1,
-                "nre_used": 0,
-                "nre_left": self.oracle.budget,
-                "queries": 0,
-                "success_rate": self.base.as_dict(),
-                "selected_best_rate": None,
-                **(self.base_drift.as_dict() if self.base_drift else {}),
-                **({"metrics": self.base_metrics} if self.base_metrics else {}),
-                "successes_found": 0,
-                "wall_seconds": 0.0,
-            },
-        )
+        row = {
+            "round": -1,
+            "nre_used": 0,
+            "nre_left": self.oracle.budget,
+            "queries": 0,
+            "success_rate": self.base.as_dict() if self.base else None,
+            "selected_best_rate": None,
+            **(self.base_drift.as_dict() if self.base_drift else {}),
+            **({"metrics": self.base_metrics} if self.base_metrics else {}),
+            "successes": 0,
+            "evaluated": 0,
+            "successes_found": 0,
+            "kept_round": -1,
+            "wall_seconds": 0.0,
+        }
+        self._remember(row)
+        self._keep(-1, self.prior)
+        self._append(rundir.HISTORY, row)
 
     def execute(self) -> dict[str, Any]:
         """Step rounds while the oracle can pay for m samples, then write summary.json and return it."""
@@ -236,8 +250,10 @@ class Run:
         due = i % self.config.eval.every == 0 or last
         rate = None
         if due:
-            rate = self.last = self._success_rate(model, i, curve=not last)
-            if i >= FIRST_CANDIDATE_ROUND and (self.best_round_rate is None or rate.rate > self.best_round_rate.rate):
+            rate = self._success_rate(model, i, curve=not last)
+            self.last = rate or self.last
+            best_so_far = self.best_round_rate
+            if rate and i >= FIRST_CANDIDATE_ROUND and (best_so_far is None or rate.rate > best_so_far.rate):
                 self.best_round, self.best_round_rate = i, rate
                 self._save_generator(rundir.GENERATOR_BEST, model, i, rate)
             self.last_drift = self._drift(model, i)
@@ -249,14 +265,19 @@ class Run:
             "queries": self.oracle.queries,
             **record.stats,
             "successes": int((rewards == 1).sum()),
+            "evaluated": int((~rewards.isnan()).sum()),
             "evaluation_errors": int(rewards.isnan().sum()),
             "successes_found": len(self.success_keys),
+            **paid_evidence(len(self.success_keys), self.oracle.used, self.config.eval.confidence),
+            "negative_heldout_gain": self._negative_gain(record),
             "success_rate": rate.as_dict() if rate else None,
             "selected_best_rate": self.best_round_rate.rate if self.best_round_rate else None,
             **(self.last_drift.as_dict() if due and self.last_drift else {}),
             **({"metrics": self.last_metrics} if due and self.last_metrics else {}),
             "wall_seconds": round(time.time() - self.started, 3),
         }
+        self._remember(row)
+        row["kept_round"] = self._keep(i, model)
         self._append(rundir.HISTORY, row)
         self._save_snapshot(i, {"prior": self.prior, "posterior": model, **record.models})
         self.round_index += 1
@@ -270,15 +291,24 @@ class Run:
 
         The best round is chosen on the evaluation samples, so its rate there is biased upward (the maximum
         of noisy estimates); the reported best is its generator measured again on samples of another stream.
+        A task without free measurement has no best round: its summary has the paid evidence, the final
+        generator and the kept one, and every rate field is None.
         """
-        assert self.base is not None and self.last is not None
         final_round = self.round_index - 1
         self._save_generator(rundir.GENERATOR_FINAL, self.method.generator, final_round, self.last)
-        if self.best_round_rate is None:  # no round after round 0 was evaluated: the final model is the best
+        if self.config.keep.rule == "final":
+            self._save_generator(rundir.GENERATOR_KEPT, self.method.generator, final_round, None)
+        (self.out / rundir.GENERATOR_PREVIOUS).unlink(missing_ok=True)
+        if self.base is not None and self.best_round_rate is None:  # no round after round 0 was evaluated
             self.best_round, self.best_round_rate = final_round, self.last
             self._save_generator(rundir.GENERATOR_BEST, self.method.generator, final_round, self.last)
-        best = self._reestimate_best()
-        base = self.base.rate
+        best = self._reestimate_best() if self.base is not None else None
+        base = self.base.rate if self.base else None
+        kept = next((r for r in self._rows if r["round"] == self.kept_round), {})
+        kept_rate = kept.get("success_rate") if self.kept_round is not None and self.kept_round >= 0 else None
+        if self.kept_round == -1 and self.base is not None:
+            kept_rate = self.base.as_dict()
+        last = self.last if self.base is not None else None
         summary = {
             "task": self.task.name,
             "method": self.spec.name,
@@ -288,19 +318,24 @@ class Run:
             "queries": self.oracle.queries,
             "evaluation_errors": self.oracle.errors,
             "rounds": self.round_index,
+            "ground_truth": self.base is not None,
             "base_success_rate": base,
-            "base_success_interval": [self.base.low, self.base.high],
-            "final_success_rate": self.last.rate,
-            "final_success_interval": [self.last.low, self.last.high],
-            "best_success_rate": best.rate,
-            "best_success_interval": [best.low, best.high],
-            "best_success_samples": best.n,
-            "best_success_successes": best.successes,
+            "base_success_interval": [self.base.low, self.base.high] if self.base else None,
+            "final_success_rate": last.rate if last else None,
+            "final_success_interval": [last.low, last.high] if last else None,
+            "best_success_rate": best.rate if best else None,
+            "best_success_interval": [best.low, best.high] if best else None,
+            "best_success_samples": best.n if best else None,
+            "best_success_successes": best.successes if best else None,
             "best_round": self.best_round,
-            "selected_best_rate": self.best_round_rate.rate,
-            "improvement": best.rate / base if base > 0 else None,
-            "success_rate_exact": best.exact,
+            "selected_best_rate": self.best_round_rate.rate if self.best_round_rate else None,
+            "improvement": best.rate / base if best and base else None,
+            "success_rate_exact": best.exact if best else None,
+            "kept_rule": self.config.keep.rule,
+            "kept_round": self.kept_round,
+            "kept_success_rate": kept_rate["rate"] if kept_rate else None,
             "successes_found": len(self.success_keys),
+            **paid_evidence(len(self.success_keys), self.oracle.used, self.config.eval.confidence),
             "trained_on_successes": self.config.train_on_successes,
             "prior_nll": self.base_drift.drift_nll if self.base_drift else None,
             "drift_nll": self.last_drift.drift_nll if self.last_drift else None,
@@ -315,13 +350,52 @@ class Run:
             self.ledger.close()
         return summary
 
-    def _reestimate_best(self) -> SuccessRate:
+    def _reestimate_best(self) -> SuccessRate | None:
         """The saved best generator's success rate on fresh samples (an exact rate needs no second look)."""
         assert self.best_round_rate is not None
         if self.best_round_rate.exact:
             return self.best_round_rate
         model = saved_generator(self.out / rundir.GENERATOR_BEST, self.spec, self.prior, self.config, self.context)
         return reestimate(self.task, model, self.config.eval, self.config.seed)
+
+    # -- paid evidence and the kept generator ------------------------------------------------------------
+    def _remember(self, row: dict[str, Any]) -> None:
+        """Keep the columns of a history row that the keep rule reads (and the truth, for the summary)."""
+        keys = ("round", "kl_to_prior", "successes", "evaluated", "success_rate")
+        self._rows.append({k: row[k] for k in keys if k in row})
+
+    def _keep(self, i: int, model: GenerativeModel) -> int:
+        """Apply config.keep.rule to the rows so far; save generator-kept.pt when its choice moves."""
+        rule = self.config.keep
+        chosen = kept_round(self._rows, rule.rule, rule.drift_budget)
+        if rule.rule == "final":  # saved once, as the final generator is, in `finish`
+            self.kept_round = chosen
+            return chosen
+        if chosen != self.kept_round:
+            if chosen == i:
+                self._save_generator(rundir.GENERATOR_KEPT, model, i, None)
+            elif chosen == -1:
+                self._save_generator(rundir.GENERATOR_KEPT, self.prior, -1, None)
+            elif chosen == i - 1 and (self.out / rundir.GENERATOR_PREVIOUS).is_file():
+                os.replace(self.out / rundir.GENERATOR_PREVIOUS, self.out / rundir.GENERATOR_KEPT)
+            else:  # the rules in banel.eval.evidence never do this
+                raise RuntimeError(f"keep rule {rule.rule!r} chose round {chosen}, whose generator is gone")
+            self.kept_round = chosen
+        if rule.rule == "paid" and i >= 0:  # the next round's paid samples may make this generator the pick
+            self._save_generator(rundir.GENERATOR_PREVIOUS, model, i, None)
+        return chosen
+
+    def _negative_gain(self, record: Round) -> float | None:
+        """Mean log p_phi(x) - log p_theta(x) per token over this round's failures, p_phi being last round's
+        negative model (which never saw them): > 0 where the failure evidence generalises beyond its data."""
+        previous, self._negative = self._negative, record.models.get("negative")
+        if self._negative is not None:
+            self._negative = self._negative.clone()  # a method may train its model further next round
+        failed = record.samples[record.rewards == 0]
+        if previous is None or not len(failed):
+            return None
+        gain = (previous.log_prob(failed) - self.prior.log_prob(failed)) / self.prior.token_counts(failed).double()
+        return float(gain.mean())
 
     # -- checkpoints and resume ------------------------------------------------------------------------
     def checkpoint(self) -> None:
@@ -330,6 +404,8 @@ class Run:
             "round_index": self.round_index,
             "success_keys": sorted(k.decode() for k in self.success_keys),
             "base": self.base.as_dict() if self.base else None,
+            "kept_round": self.kept_round,
+            "negative": self._negative.state_dict() if self._negative is not None else None,
             "last": self.last.as_dict() if self.last else None,
             "best_round": self.best_round,
             "best_round_rate": self.best_round_rate.as_dict() if self.best_round_rate else None,
@@ -384,6 +460,10 @@ class Run:
             Drift(**state[k]) if state.get(k) else None for k in ("base_drift", "last_drift")
         )
         self.base_metrics, self.last_metrics = state["base_metrics"], state["last_metrics"]
+        self.kept_round = state["kept_round"]
+        if state["negative"] is not None:
+            self._negative = self.prior.clone()
+            self._negative.load_state_dict(state["negative"])
         self._heldout = self._heldout_samples()
         self.oracle.load_state_dict(state["oracle"])
         self.oracle.round = self.round_index
@@ -393,6 +473,8 @@ class Run:
         # drop what a killed round wrote after the checkpoint: it is redone, identically
         self._keep_rows(rundir.HISTORY, self.round_index)
         self._keep_rows(rundir.SUCCESSES, self.round_index)
+        for row in rundir.read_history(self.out):
+            self._remember(row)
         self.method.load_state_dict(ckpt["method"])
 
     def _keep_rows(self, name: str, before_round: int) -> None:
@@ -410,7 +492,7 @@ class Run:
         atomic_write_text("".join(kept), path)
 
     # -- measurements ---------------------------------------------------------------------------------
-    def _success_rate(self, model: GenerativeModel, i: int | str, curve: bool = False) -> SuccessRate:
+    def _success_rate(self, model: GenerativeModel, i: int | str, curve: bool = False) -> SuccessRate | None:
         """The rate after round i; `curve`: an intermediate point, which eval may ask to cheapen."""
         # One subset of targets for the whole run, so the points of its curve are comparable.
         curve_seed = derive_seed(self.config.seed, "exact-subset") if curve else None
@@ -455,8 +537,9 @@ class Run:
         if arrays:
             np.savez_compressed(self.out / rundir.SNAPSHOTS / f"round_{i + 1:03d}.npz", **arrays)
 
-    def _save_generator(self, name: str, model: GenerativeModel, i: int, rate: SuccessRate) -> None:
-        state = {"method": self.spec.name, "round": i, "success_rate": rate.as_dict(), "model": model.state_dict()}
+    def _save_generator(self, name: str, model: GenerativeModel, i: int, rate: SuccessRate | None) -> None:
+        rate_dict = rate.as_dict() if rate else None
+        state = {"method": self.spec.name, "round": i, "success_rate": rate_dict, "model": model.state_dict()}
         atomic_torch_save(state, self.out / name)
 
 
@@ -544,12 +627,19 @@ def read_config(out: str | Path, factory: TaskFactory | None = None) -> tuple[Ru
 def load_generator(
     out: str | Path, which: str = "best", cache: str | Path | None = None, device: str = "cpu"
 ) -> GenerativeModel:
-    """The best or final generator saved in a run folder, rebuilt on the run's prior (any method)."""
-    if which not in ("best", "final"):
-        raise ValueError(f"which must be 'best' or 'final', got {which!r}")
-    path = Path(out) / (rundir.GENERATOR_BEST if which == "best" else rundir.GENERATOR_FINAL)
+    """The best, final or kept generator saved in a run folder, rebuilt on the run's prior (any method)."""
+    files = {"best": rundir.GENERATOR_BEST, "final": rundir.GENERATOR_FINAL, "kept": rundir.GENERATOR_KEPT}
+    if which not in files:
+        raise ValueError(f"which must be one of {', '.join(map(repr, files))}, got {which!r}")
+    path = Path(out) / files[which]
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (the run saves it when it evaluates / finishes)")
+        why = (
+            "only a task with free measurement (an exact rate or a free reward) has a best round; "
+            "load 'kept' or 'final'"
+            if which == "best" and (Path(out) / rundir.GENERATOR_FINAL).is_file()
+            else "the run saves it when it evaluates / finishes"
+        )
+        raise FileNotFoundError(f"{path} does not exist ({why})")
     config, _ = read_config(out)
     config = dataclasses.replace(config, device=device)
     task = make_task(config.task, config.task_options, cache)

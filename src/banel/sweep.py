@@ -237,9 +237,12 @@ def sweep(
     return sorted({*done, *(Path(spec.out) for spec in todo)})
 
 
-def write_prior_estimate(out: Path, task: Task, config: RunConfig, successes: int, max_samples: int) -> SuccessRate:
+def write_prior_estimate(
+    out: Path, task: Task, config: RunConfig, successes: int, max_samples: int
+) -> SuccessRate | None:
     """The comparison's shared prior estimate, from OUT/prior.json if it was made for these settings, else
-    measured now and written there."""
+    measured now and written there; None (and no file) for a task without free measurement, whose
+    comparison is in paid evidence alone (the costly reward is never called to estimate the prior)."""
     path = out / PRIOR_FILE
     key = {
         "task": config.task,
@@ -255,6 +258,8 @@ def write_prior_estimate(out: Path, task: Task, config: RunConfig, successes: in
             return SuccessRate(**saved["estimate"])
     started = time.time()
     estimate = prior_estimate(task, task.prior(config.device), successes, max_samples, config.eval.confidence)
+    if estimate is None:
+        return None
     log.info(
         "prior estimate %.3e (%d/%d) in %.0f s", estimate.rate, estimate.successes, estimate.n, time.time() - started
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from banel.sequences import Sequences
 from banel.tasks import protocol as capability
 from banel.tasks import task_factory
 from banel.tasks.protocol import Task
+
+log = logging.getLogger(__name__)
 
 
 def enumerate_sequences(vocab_size: int, max_len: int, end_token: bool = True) -> Sequences:
@@ -100,6 +104,22 @@ def constant_reward(value: float) -> Callable[[Sequences], torch.Tensor]:
     return reward
 
 
+def count_call(path: str | Path, samples: int) -> None:
+    """Append `samples` as one line to the count file (a single O_APPEND write: atomic across processes)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{samples}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def counted_calls(path: str | Path) -> tuple[int, int]:
+    """(calls, samples scored) recorded in a count file by `count_call`; (0, 0) when it does not exist."""
+    path = Path(path)
+    lines = path.read_text().split() if path.is_file() else []
+    return len(lines), sum(map(int, lines))
+
+
 # -- a tiny task ----------------------------------------------------------------------------------------
 
 TINY_VOCAB, TINY_LENGTH = 4, 3
@@ -119,6 +139,12 @@ class TinyOptions:
     """Seconds each reward call sleeps (a slow oracle, for kill-and-resume tests)."""
     exact: bool = True
     """Exact success rates; false: Monte-Carlo estimates, as for a task that cannot enumerate its successes."""
+    free_reward: bool = True
+    """Declare a free copy of the reward (GroundTruth); with exact=false too, the task has no free
+    measurement at all, as a user's lab: its runs are judged on paid evidence alone."""
+    count_file: str = ""
+    """Append one line per call of the costly `reward` to this file, holding how many samples it scored (O_APPEND,
+    so every process of a sweep or a resumed run adds to one count); free_reward is never counted."""
 
     def __post_init__(self) -> None:
         choice("kind", self.kind, ("transformer", "categorical"))
@@ -133,6 +159,8 @@ class TinyTask:
     def __init__(self, options: TinyOptions | None = None) -> None:
         self.options = options or TinyOptions()
         self._prior: GenerativeModel | None = None
+        if not self.options.free_reward:
+            self.free_reward = None  # no GroundTruth: nothing may measure a model for free
 
     def prior(self, device: str = "cpu") -> GenerativeModel:
         """The same prior object every call."""
@@ -147,9 +175,20 @@ class TinyTask:
         return self._prior
 
     def reward(self, x: Sequences) -> torch.Tensor:
-        """1 for [3, 3, 3]."""
+        """1 for [3, 3, 3]: the costly call (slept for options.delay, counted in options.count_file)."""
+        if self.options.count_file:
+            count_call(self.options.count_file, len(x))
         if self.options.delay:
             time.sleep(self.options.delay)
+        return self.free_reward_values(x)
+
+    def free_reward(self, x: Sequences) -> torch.Tensor:
+        """The same values at no cost (GroundTruth; None when options.free_reward is off)."""
+        return self.free_reward_values(x)
+
+    @staticmethod
+    def free_reward_values(x: Sequences) -> torch.Tensor:
+        """1.0 for [3, 3, 3], 0.0 otherwise."""
         return torch.tensor([float(r == [3, 3, 3]) for r in x.to_lists()], dtype=torch.float64)
 
     def exact_success_rate(self, model: GenerativeModel) -> float | None:
@@ -164,6 +203,7 @@ class TinyTask:
 
     def describe(self) -> dict[str, Any]:
         """Settings for config.json."""
+        # count_file and free_reward change how the reward is watched and measured, not what it answers
         return {"kind": self.options.kind, "seed": self.options.seed, "feasible": self.options.feasible}
 
 
@@ -300,11 +340,15 @@ class TaskCheckFailed(AssertionError):
     """A task does not keep the contract of banel.tasks.protocol; the message says which part."""
 
 
-def check_task(task: Any, samples: int = 2000, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+def check_task(
+    task: Any, samples: int = 2000, seed: int = 0, device: str = "cpu", reward_samples: int = 0
+) -> dict[str, Any]:
     """Check a task against the contract (core and every capability it claims); returns what was measured.
 
     Raises TaskCheckFailed naming the first broken promise. Run it on your own task before spending NREs:
-    `check_task(make_task("my_pkg.task:make"))`.
+    `check_task(make_task("my_pkg.task:make"))`. It never calls the costly `reward` unless `reward_samples`
+    > 0: then that many prior samples are real evaluations, paid outside any budget or ledger (the report
+    says how many). Where the task declares a free reward, that is checked on `samples` samples instead.
     """
 
     def fail(what: str) -> TaskCheckFailed:
@@ -315,6 +359,8 @@ def check_task(task: Any, samples: int = 2000, seed: int = 0, device: str = "cpu
         raise fail(f"lacks {', '.join(missing)}: a task needs name, prior(device) and reward(x)")
     if not isinstance(task.name, str) or not task.name:
         raise fail(f"name must be a non-empty string, got {task.name!r}")
+    if reward_samples < 0 or reward_samples > samples:
+        raise ValueError(f"reward_samples must be in 0..samples ({samples}), got {reward_samples}")
     prior = task.prior(device)
     if not isinstance(prior, GenerativeModel):
         raise fail(f"prior() returned a {type(prior).__name__}, not a GenerativeModel (banel.models.protocol)")
@@ -327,23 +373,28 @@ def check_task(task: Any, samples: int = 2000, seed: int = 0, device: str = "cpu
     again = task.prior(device).log_prob(x)
     if not torch.equal(again, lp):
         raise fail("prior() must give the same weights on every call (pre-train once, cache, load)")
-    try:
-        rewards = validate_rewards(task.reward(x), x)
-        empty = validate_rewards(task.reward(x[:0]), x[:0])
-    except ValueError as err:
-        raise fail(f"reward: {err}") from None
-    if empty.shape != (0,):
-        raise fail("reward of an empty batch must be an empty tensor")
-    if not torch.equal(validate_rewards(task.reward(x), x), rewards):
-        raise fail("reward must be deterministic: the same samples got different rewards")
-    report: dict[str, Any] = {"samples": samples, "successes": int(rewards.sum()), "capabilities": []}
-    report["prior_success_rate"] = float(rewards.mean())
+    report: dict[str, Any] = {"samples": samples, "capabilities": [], "reward_evaluations": 0}
+    free = capability.free_reward(task)
+    rewards = _checked_rewards(free, x, "free_reward", fail) if free is not None else None
+    if free is not None:
+        report["capabilities"].append("GroundTruth")
+    if reward_samples:
+        log.warning("check_task: calling the task's reward on %d samples: real, costly evaluations", reward_samples)
+        # each sample once (its determinism would cost a second payment): values, shape, the empty batch
+        paid = _checked_rewards(task.reward, x[:reward_samples], "reward", fail, again=False)
+        report["reward_evaluations"] = reward_samples
+        if rewards is not None and not torch.equal(paid, rewards[:reward_samples]):
+            raise fail("free_reward must give the values reward gives: they disagree on the same samples")
+        report["reward_successes"] = int(paid.sum())
+    if rewards is not None:
+        report["successes"] = int(rewards.sum())
+        report["prior_success_rate"] = float(rewards.mean())
     if isinstance(task, capability.Feasibility):
         report["capabilities"].append("Feasibility")
         ok = task.feasible(x)
         if ok.shape != (samples,) or ok.dtype != torch.bool:
             raise fail(f"feasible must return an (n,) bool tensor, got {ok.dtype} of shape {tuple(ok.shape)}")
-        if bool((rewards[~ok.cpu()] != 0).any()):
+        if rewards is not None and bool((rewards[~ok.cpu()] != 0).any()):
             raise fail("a sample that feasible() rules out got reward 1: the free check must only rule out failures")
         report["infeasible_fraction"] = float((~ok).double().mean())
     if isinstance(task, capability.ExactSuccess):
@@ -352,12 +403,13 @@ def check_task(task: Any, samples: int = 2000, seed: int = 0, device: str = "cpu
             report["capabilities"].append("ExactSuccess")
             if not 0 <= exact <= 1 + 1e-9:
                 raise fail(f"exact_success_rate(prior) = {exact} is not a probability")
-            p_value = binomtest(int(rewards.sum()), samples, min(max(exact, 0.0), 1.0)).pvalue
-            if p_value < 1e-6:
-                raise fail(
-                    f"exact_success_rate(prior) = {exact:.4g} but {int(rewards.sum())}/{samples} prior samples won "
-                    f"(binomial p = {p_value:.1e}): the exact rate and the reward disagree"
-                )
+            if rewards is not None:
+                p_value = binomtest(int(rewards.sum()), samples, min(max(exact, 0.0), 1.0)).pvalue
+                if p_value < 1e-6:
+                    raise fail(
+                        f"exact_success_rate(prior) = {exact:.4g} but {int(rewards.sum())}/{samples} prior samples "
+                        f"won (binomial p = {p_value:.1e}): the exact rate and the reward disagree"
+                    )
             report["exact_success_rate"] = exact
     if isinstance(task, capability.Enumerable):
         report["capabilities"].append("Enumerable")
@@ -388,3 +440,24 @@ def check_task(task: Any, samples: int = 2000, seed: int = 0, device: str = "cpu
         report["capabilities"].append("Snapshot")
         task.snapshot({"prior": prior})
     return report
+
+
+def _checked_rewards(
+    reward: Callable[[Sequences], torch.Tensor],
+    x: Sequences,
+    name: str,
+    fail: Callable[[str], TaskCheckFailed],
+    again: bool = True,
+) -> torch.Tensor:
+    """reward(x), checked: 0/1 of the right shape, an empty tensor for an empty batch, and (again) the same
+    values when asked a second time."""
+    try:
+        values = validate_rewards(reward(x), x)
+        empty = validate_rewards(reward(x[:0]), x[:0])
+    except ValueError as err:
+        raise fail(f"{name}: {err}") from None
+    if empty.shape != (0,):
+        raise fail(f"{name} of an empty batch must be an empty tensor")
+    if again and not torch.equal(validate_rewards(reward(x), x), values):
+        raise fail(f"{name} must be deterministic: the same samples got different rewards")
+    return values

@@ -189,6 +189,11 @@ class ZooTask:
         return torch.as_tensor(r, dtype=torch.float64)
 
     # -- capabilities ---------------------------------------------------------------------------------
+
+    def free_reward(self, x: Sequences) -> torch.Tensor:
+        """The reward at no cost (GroundTruth): the zoo's success sets are ours."""
+        return self.reward(x)
+
     def exact_success_rate(self, model: GenerativeModel) -> float:
         """Sum of the model's probabilities over the listed success set."""
         s = self.successes()

@@ -1,5 +1,9 @@
 """The success rate rho(p) = sum_x p(x) r(x) of a model: exact, or Monte Carlo with a Clopper-Pearson interval.
 
+Only tasks that declare free measurement have one: an exact rate (`ExactSuccess`) or a free copy of the reward
+(`GroundTruth.free_reward`). The costly `reward` is never called here; for a task with neither, every function
+below returns None and a run is judged on its paid evidence alone (`banel.eval.evidence`).
+
 Three estimates, with disjoint random streams (`derive_seed(seed, STREAM, ...)`), so none is selected on the
 samples that measure it:
 - `success_rate` at each evaluation of a run (stream "eval"): the numbers a run's best round is chosen on;
@@ -20,7 +24,7 @@ from scipy.stats import binomtest
 from banel.config import EvalConfig
 from banel.models.protocol import GenerativeModel
 from banel.sequences import derive_seed
-from banel.tasks.protocol import Task, exact_success_rate, subset_success_rate
+from banel.tasks.protocol import Task, exact_success_rate, free_reward, subset_success_rate
 
 STREAM_EVAL = "eval"
 STREAM_REESTIMATE = "reestimate"
@@ -52,17 +56,21 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return float(ci.low), float(ci.high)
 
 
-def monte_carlo(task: Task, model: GenerativeModel, n: int, seed: int, confidence: float) -> SuccessRate:
-    """The share of n fresh model samples with reward 1 (uncharged: the task's reward, not the oracle)."""
-    k = int(task.reward(model.sample(n, seed)).sum())
+def monte_carlo(task: Task, model: GenerativeModel, n: int, seed: int, confidence: float) -> SuccessRate | None:
+    """The share of n fresh model samples with reward 1 by the task's free reward; None for a task without one."""
+    reward = free_reward(task)
+    if reward is None:
+        return None
+    k = int(reward(model.sample(n, seed)).sum())
     low, high = clopper_pearson(k, n, confidence)
     return SuccessRate(k / n, low, high, False, n, k)
 
 
 def success_rate(
     task: Task, model: GenerativeModel, config: EvalConfig, seed: int, curve_seed: int | None = None
-) -> SuccessRate:
-    """Exact success rate if the task can compute it, else an estimate from config.samples uncharged draws.
+) -> SuccessRate | None:
+    """Exact success rate if the task can compute it, else an estimate from config.samples draws scored by the
+    task's free reward, else None (no free measurement).
 
     With `curve_seed` (an intermediate evaluation, not one that is reported as a best or final rate), the
     cheaper evaluation the config asks for: a fixed subset of the targets chosen by curve_seed
@@ -73,14 +81,16 @@ def success_rate(
     with _bf16(model) if config.bf16_curves else contextlib.nullcontext():
         subset = subset_success_rate(task, model, config.exact_subset, curve_seed) if config.exact_subset else None
         rate = _full_rate(task, model, config, seed) if subset is None else SuccessRate(subset, subset, subset, True)
+    if rate is None:
+        return None
     notes = ([f"targets {config.exact_subset}"] if subset is not None else []) + (
         ["bf16"] if config.bf16_curves else []
     )
     return replace(rate, exact=False, approximation=", ".join(notes))
 
 
-def _full_rate(task: Task, model: GenerativeModel, config: EvalConfig, seed: int) -> SuccessRate:
-    """The exact rate, or the Monte-Carlo estimate of a task without one."""
+def _full_rate(task: Task, model: GenerativeModel, config: EvalConfig, seed: int) -> SuccessRate | None:
+    """The exact rate, or the Monte-Carlo estimate of a task without one (None: no free measurement)."""
     exact = exact_success_rate(task, model)
     if exact is not None:
         return SuccessRate(exact, exact, exact, True)
@@ -98,7 +108,7 @@ def evaluation_seed(seed: int, round_index: int | str) -> int:
     return derive_seed(seed, STREAM_EVAL, round_index)
 
 
-def reestimate(task: Task, model: GenerativeModel, config: EvalConfig, seed: int) -> SuccessRate:
+def reestimate(task: Task, model: GenerativeModel, config: EvalConfig, seed: int) -> SuccessRate | None:
     """The selected generator measured again on samples of its own stream, never seen by the selection."""
     exact = exact_success_rate(task, model)
     if exact is not None:
@@ -114,9 +124,10 @@ def prior_estimate(
     max_samples: int = 1_000_000,
     confidence: float = 0.95,
     seed: int = 0,
-) -> SuccessRate:
-    """The prior's success rate for a whole comparison: exact where possible, else Monte-Carlo draws until
-    `successes` successes or `max_samples` draws, whichever comes first.
+) -> SuccessRate | None:
+    """The prior's success rate for a whole comparison: exact where possible, else Monte-Carlo draws (scored by
+    the free reward) until `successes` successes or `max_samples` draws, whichever comes first; None for a
+    task without free measurement.
 
     Stopping at a fixed number of successes gives a relative precision that does not depend on the rate
     (about 1/sqrt(k): 10% at 100); the Clopper-Pearson interval is reported with it.
@@ -128,10 +139,13 @@ def prior_estimate(
     exact = exact_success_rate(task, prior)
     if exact is not None:
         return SuccessRate(exact, exact, exact, True)
+    reward = free_reward(task)
+    if reward is None:
+        return None
     n = k = chunk = 0
     while k < successes and n < max_samples:
         size = min(PRIOR_CHUNK, max_samples - n)
-        k += int(task.reward(prior.sample(size, derive_seed(seed, STREAM_PRIOR, chunk))).sum())
+        k += int(reward(prior.sample(size, derive_seed(seed, STREAM_PRIOR, chunk))).sum())
         n, chunk = n + size, chunk + 1
     low, high = clopper_pearson(k, n, confidence)
     return SuccessRate(k / n, low, high, False, n, k)

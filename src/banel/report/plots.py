@@ -20,6 +20,8 @@ def plot_success(run_dir: str | Path, path: str | Path | None = None) -> Path:
     re-estimate when the run has finished."""
     run_dir = Path(run_dir)
     rows = [r for r in read_history(run_dir) if r.get("success_rate")]
+    if not rows:
+        return plot_paid(run_dir, path)
     nre = np.array([r["nre_used"] for r in rows])
     rate = np.array([r["success_rate"]["rate"] for r in rows])
     low = np.array([r["success_rate"]["low"] for r in rows])
@@ -51,6 +53,35 @@ def plot_success(run_dir: str | Path, path: str | Path | None = None) -> Path:
     ax.set_ylabel("success rate")
     ax.set_title(f"{config['task']} · {config['method']} · seed {config['seed']}")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path or run_dir / "success.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_paid(run_dir: str | Path, path: str | Path | None = None) -> Path:
+    """A run without free measurement: distinct successes found against NREs paid, with the generator's KL
+    from the prior (free) on a second axis and the kept round marked."""
+    run_dir = Path(run_dir)
+    rows = read_history(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())["run"]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.step([r["nre_used"] for r in rows], [r.get("successes_found", 0) for r in rows], where="post", color="C0",
+            label="distinct successes found (paid)")  # fmt: skip
+    ax.set_xlabel("reward evaluations paid (NREs)")
+    ax.set_ylabel("successes found", color="C0")
+    drift = [r for r in rows if r.get("kl_to_prior") is not None]
+    if drift:
+        ax2 = ax.twinx()
+        ax2.plot([r["nre_used"] for r in drift], [r["kl_to_prior"] for r in drift], "o-", ms=3, color="C1")
+        ax2.set_ylabel("KL(generator || prior), nats (free)", color="C1")
+    kept = rows[-1].get("kept_round") if rows else None
+    at = next((r["nre_used"] for r in rows if r["round"] == kept), None)
+    if at is not None:
+        ax.axvline(at, color="C3", ls=":", label=f"kept generator (round {kept})")
+    ax.set_title(f"{config['task']} · {config['method']} · seed {config['seed']} (no free measurement)")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     path = Path(path or run_dir / "success.png")
     fig.savefig(path, dpi=120)

@@ -25,6 +25,7 @@ from scipy import stats
 
 from banel.config import RUN_SETTINGS
 from banel.eval.success import SuccessRate
+from banel.report.paid import paid_lines, paid_row
 from banel.report.stats import (
     ALPHA,
     CONFIDENCE,
@@ -453,7 +454,7 @@ def _verdicts(rows: list[dict[str, Any]], prior: SuccessRate) -> list[str]:
     return out
 
 
-def plot_compare(records: list[RunRecord], prior: SuccessRate, path: str | Path) -> Path:
+def plot_compare(records: list[RunRecord], prior: SuccessRate | None, path: str | Path) -> Path:
     """Per evaluation: the generator's success rate, and the distinct successes found, against NREs paid;
     median and min-max band over seeds per row, the shared prior with its interval."""
     import matplotlib
@@ -478,9 +479,13 @@ def plot_compare(records: list[RunRecord], prior: SuccessRate, path: str | Path)
                       label=f"{group.label} ({len(curves)})")  # fmt: skip
             if len(curves) > 1:
                 axis.fill_between(grid, stacked.min(0), stacked.max(0), step="post", color=color, alpha=0.2, lw=0)
-    ax.axhline(prior.rate, color="grey", lw=0.8, ls=":", label="prior (shared estimate)")
-    if not prior.exact:
-        ax.axhspan(max(prior.low, 1e-300), prior.high, color="grey", alpha=0.15, lw=0)
+    if prior is None:
+        ax.text(0.5, 0.5, "no free measurement:\nsee the paid evidence", transform=ax.transAxes, ha="center",
+                fontsize=9, color="grey")  # fmt: skip
+    else:
+        ax.axhline(prior.rate, color="grey", lw=0.8, ls=":", label="prior (shared estimate)")
+        if not prior.exact:
+            ax.axhspan(max(prior.low, 1e-300), prior.high, color="grey", alpha=0.15, lw=0)
     task = records[0].summary["task"] if records else ""
     ax.set_yscale("log")
     ax.set_title(f"{task}: the generator's success rate at each evaluation\n(median, min-max over seeds)", fontsize=9)
@@ -519,8 +524,26 @@ def write_report(folder: str | Path) -> list[Path]:
     records = collect(folder)
     if not records:
         raise ValueError(f"no finished runs (summary.json) under {folder}")
+    paid = [paid_row(g.label, [r.summary for r in g.runs]) for g in groups(records)]
+    task = records[0].summary["task"]
+    if any(r.summary.get("best_success_rate") is None for r in records):
+        # no free measurement: the paid evidence is the whole comparison
+        md = folder / "table.md"
+        md.write_text("\n".join(paid_lines(paid, task)) + "\n")
+        csv_path = _write_csv([{k: v for k, v in r.items()} for r in paid], folder / "table.csv")
+        return [md, csv_path, plot_compare(records, None, folder / "compare.png")]
     prior, source = shared_prior(folder, records)
     rows = table_rows(records, prior)
     prior_metrics = records[0].summary.get("prior_metrics") or {}
-    md, csv_path = write_table(rows, folder, records[0].summary["task"], prior, source, prior_metrics)
+    md, csv_path = write_table(rows, folder, task, prior, source, prior_metrics)
+    with open(md, "a") as f:  # the same comparison in the currency every task has
+        f.write("\n" + "\n".join(paid_lines(paid, task)) + "\n")
     return [md, csv_path, plot_compare(records, prior, folder / "compare.png")]
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["method"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -155,9 +155,7 @@ def written_sum(a: str, b: str, answer_order: str = "normal") -> str:
 
 
 # -- greedy answers --------------------------------------------------------------------------------------
-def target_answers(
-    target: TransformerModel, queries: list[tuple[str, str]], answer_order: str = "normal"
-) -> list[str]:
+def target_answers(target: TransformerModel, queries: list[tuple[str, str]], answer_order: str = "normal") -> list[str]:
     """The target's greedy answer to each query `a+b=` in normal digit order (non-digit tokens kept as written)."""
     written = decode(target.greedy(encode([f"{a}+{b}=" for a, b in queries], TARGET_INDEX)), TARGET_CHARS)
     return [w[::-1] for w in written] if answer_order == "reversed" else written
@@ -284,7 +282,8 @@ class AdditionOptions:
             or self.target.calibrate_samples
             or count_well_formed(self.max_digits, False) <= EXACT_MAX_QUERIES,
             "target.calibrate_rate",
-            f"needs max_digits <= 2 (enumerable queries) or target.calibrate_samples > 0, got max_digits={self.max_digits}",
+            f"needs max_digits <= 2 (enumerable queries) or target.calibrate_samples > 0, "
+            f"got max_digits={self.max_digits}",
         )
         check(
             self.target.start_digits <= self.max_digits,
@@ -560,6 +559,10 @@ class AdditionTask:
         r = [0.0 if p is None else float(self._answers[s] != true_sum(*p)) for s, p in zip(texts, parsed, strict=True)]
         return torch.tensor(r, dtype=torch.float64)
 
+    def free_reward(self, x: Sequences) -> torch.Tensor:
+        """The reward at no cost (GroundTruth): the target is our own model, free to query."""
+        return self.reward(x)
+
     def feasible(self, x: Sequences) -> torch.Tensor:
         """(n,) bool: True where the string is a well-formed query (in this variant), the only ones that can win."""
         o = self.options
@@ -606,7 +609,7 @@ class AdditionTask:
         if state["done"] or o.unfinished_target:
             self._target = model
             x = attacker.sample(samples, derive_seed(seed, "prepare", "base"))
-            k = int(self.reward(x).sum())
+            k = int(self.free_reward(x).sum())
             ci = binomtest(k, samples).proportion_ci(confidence_level=0.95, method="exact")  # Clopper-Pearson
             low, high = float(ci.low), float(ci.high)
             report["base_success"] = {"rate": k / samples, "low": low, "high": high, "n": samples, "k": k}

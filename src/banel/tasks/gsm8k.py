@@ -193,6 +193,10 @@ class GSM8K:
         """1 where the last final-answer marker is followed by the reference answer."""
         return torch.tensor([float(extract_answer(t) == self.answer) for t in self.decode(x)], dtype=torch.float64)
 
+    def free_reward(self, x: Sequences) -> torch.Tensor:
+        """The reward at no cost (GroundTruth): a string match against the reference answer."""
+        return self.reward(x)
+
     def feasible(self, x: Sequences) -> torch.Tensor:
         """False where the answer states no final answer after a marker (its reward is 0 by definition)."""
         return torch.tensor([extract_answer(t) is not None for t in self.decode(x)], dtype=torch.bool)
@@ -223,7 +227,7 @@ def base_rates(
             out.append(json.loads(path.read_text()))
             continue
         x = task.prior("cpu").sample(samples, derive_seed(seed, "gsm8k-base", q))
-        k = int(task.reward(x).sum())
+        k = int(task.free_reward(x).sum())
         ci = binomtest(k, samples).proportion_ci(method="exact")
         record = {
             "question": q,

@@ -471,6 +471,10 @@ class ImageTask:
             r[torch.as_tensor(hits)] = 1.0
         return r
 
+    def free_reward(self, x: Sequences) -> torch.Tensor:
+        """The reward at no cost (GroundTruth): a hash lookup in the target set."""
+        return self.reward(x)
+
     def log10_success_rate(self, model: GenerativeModel) -> float:
         """log10 of the exact success rate (finite even where the rate underflows float64)."""
         return log_success_rate(model, self.targets) / math.log(10)

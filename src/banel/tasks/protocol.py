@@ -33,7 +33,8 @@ class Task(Protocol):
         ...
 
     def reward(self, x: Sequences) -> torch.Tensor:
-        """The ground-truth reward of a batch: (n,) of 0/1. Methods only reach it through the run's oracle."""
+        """The costly reward of a batch: (n,) of 0/1. banel calls it only through the run's budgeted, ledgered
+        oracle, and never to measure a model (that is `GroundTruth.free_reward`)."""
         ...
 
 
@@ -43,6 +44,20 @@ class ExactSuccess(Protocol):
 
     def exact_success_rate(self, model: GenerativeModel) -> float | None:
         """Sum of p(x) over every x with r(x) = 1; None where these settings cannot enumerate it."""
+        ...
+
+
+class GroundTruth(Protocol):
+    """Free measurement: a copy of the reward that costs nothing, for measuring models only.
+
+    Benchmarks have one (their reward is a function we can call as often as we like); a user's lab or paid
+    grader does not, and a task without it gets no free reward call at all: its runs are judged on the
+    evidence the budget paid for. banel calls it for success-rate estimates and nothing else; methods never
+    see it. A task may set `free_reward = None` (class or instance) to switch it off.
+    """
+
+    def free_reward(self, x: Sequences) -> torch.Tensor:
+        """The reward of a batch, (n,) of 0/1, at no cost: the same values `reward` would give."""
         ...
 
 
@@ -132,6 +147,12 @@ def decode(task: object, x: Sequences) -> list[str]:
 def describe(task: Task) -> dict[str, Any]:
     """The task's settings for config.json, or just its name."""
     return {"name": task.name, **task.describe()} if isinstance(task, Describe) else {"name": task.name}
+
+
+def free_reward(task: object) -> Callable[[Sequences], torch.Tensor] | None:
+    """The task's free copy of its reward (`GroundTruth`), or None: then nothing may measure a model for free."""
+    reward = getattr(task, "free_reward", None)
+    return reward if callable(reward) else None
 
 
 def exact_success_rate(task: object, model: GenerativeModel) -> float | None:

@@ -185,6 +185,10 @@ class GridTask:
             r[ok] = self.reward_at(self.cell_centres(cells[ok]))
         return torch.as_tensor(r, dtype=torch.float64)
 
+    def free_reward(self, x: Sequences) -> torch.Tensor:
+        """The reward at no cost (GroundTruth): a region test on the grid."""
+        return self.reward(x)
+
     def exact_success_rate(self, model: GenerativeModel) -> float:
         """Sum of the model's probabilities over the success cells."""
         return float(torch.logsumexp(model.log_prob(self.encode(self.success_cells)), 0).exp())
