@@ -84,6 +84,10 @@ class BanelConfig:
     paper's algorithm, which sees the check only under feasible_only."""
     generator_epochs: int = 15
     """Epochs of distillation of the filtered posterior into the generator per round."""
+    generator_decay: float = 1.0
+    """A decaying update schedule (the paper's Section 6 remedy for not knowing when to stop): round i
+    distils for max(1, round(generator_epochs * generator_decay**i)) epochs, so later rounds, fitted on ever
+    fewer fresh failures' worth of evidence, move the generator less. 1: every round alike (the paper)."""
     reset_generator: bool = True
     """Reset the generator to the base weights before each distillation (Appendix B.2)."""
     distil_samples: int = 0
@@ -110,6 +114,7 @@ class BanelConfig:
         check(self.negative_evidence >= 0, "negative_evidence", f"must be >= 0, got {self.negative_evidence}")
         check(self.filter_factor >= 1, "filter_factor", f"must be an integer >= 1, got {self.filter_factor}")
         check(self.kappa >= 0, "kappa", f"must be >= 0, got {self.kappa}")
+        check(0 < self.generator_decay <= 1, "generator_decay", f"must be in (0, 1], got {self.generator_decay}")
         choice("numerator", self.numerator, ("base", "generator"))
         choice("negative_init", self.negative_init, ("base", "scratch", "continue"))
         choice("negative_data", self.negative_data, ("round", "all"))
@@ -331,6 +336,7 @@ class Banel:
         self.negative: GenerativeModel | None = None
         self.filters: list[Filter] = []
         self.failures: list[Sequences] = []
+        self._custom_distiller = distiller
         self.distil = distiller or mle_distiller(self.config.generator_epochs, self.config.generator_fit)
         self._filtered: FilteredModel | None = None
 
@@ -410,7 +416,11 @@ class Banel:
                     distil_on = Sequences.cat([distil_on, extra])
                 if cfg.reset_generator:
                     self.distilled = self.prior.clone()
-                losses = self.distil(self.distilled, distil_on, new_filter, derive_seed(self.seed, i, "distil"))
+                distil = self.distil
+                if cfg.generator_decay < 1 and self._custom_distiller is None:  # item 14 of docs/algorithms/banel.md
+                    epochs = max(1, round(cfg.generator_epochs * cfg.generator_decay**i))
+                    distil = mle_distiller(epochs, cfg.generator_fit)
+                losses = distil(self.distilled, distil_on, new_filter, derive_seed(self.seed, i, "distil"))
                 generator_loss = losses[-1] if losses else None
 
         self.failures.append(failed.to("cpu"))  # on the CPU, as a checkpoint restores them
