@@ -176,10 +176,10 @@ class TinyTask:
 
     def reward(self, x: Sequences) -> torch.Tensor:
         """1 for [3, 3, 3]: the costly call (slept for options.delay, counted in options.count_file)."""
-        if self.options.count_file:
-            count_call(self.options.count_file, len(x))
         if self.options.delay:
             time.sleep(self.options.delay)
+        if self.options.count_file:  # as the answer is made: a call killed in its sleep answered nothing
+            count_call(self.options.count_file, len(x))
         return self.free_reward_values(x)
 
     def free_reward(self, x: Sequences) -> torch.Tensor:
