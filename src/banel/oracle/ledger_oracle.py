@@ -5,7 +5,8 @@ request checked against the budget before anything is evaluated — and adds:
 
 - every paid evaluation is a ledger row committed before its reward is returned;
 - with `dedupe` (default) a sample already answered in the ledger for the same oracle (this run, or any
-  run sharing the ledger file) and repeats inside a batch are answered without paying: `used` counts
+  run sharing the ledger file) and repeats inside a batch are answered without paying, and a sample another
+  run is evaluating at the same time is waited for, not paid again (`Ledger.claim`): `used` counts
   NREs spent, `queries` samples asked. A run still stops after `query_limit` samples asked (default: the
   NRE budget), so by default de-duplication saves money without changing what a method does: same
   rounds, same rewards, fewer NREs. Raise `oracle.query_limit` to spend the savings on more rounds;
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +47,8 @@ from banel.oracle.ledger import Ledger, Request, Settlement
 from banel.sequences import Sequences
 
 log = logging.getLogger(__name__)
+
+WAIT_S, MAX_WAIT_S = 0.02, 1.0  # first and longest pause before asking again for samples another run holds
 
 
 class OracleFailing(RuntimeError):
@@ -187,12 +192,6 @@ class LedgerOracle(BudgetedOracle):
         todo = list(range(n))
         if self._replaying():
             todo = self._take_replayed(todo, hashes, rewards)
-        if self.config.dedupe and todo:
-            known = self.ledger.answers(self.oracle_id, (hashes[i] for i in todo))
-            for i in todo:
-                if hashes[i] in known:
-                    rewards[i] = known[hashes[i]]
-            todo = [i for i in todo if hashes[i] not in known]
         # with dedupe, a repeat inside the batch is paid once and copied
         groups: dict[Any, list[int]] = defaultdict(list)
         for i in todo:
@@ -200,7 +199,10 @@ class LedgerOracle(BudgetedOracle):
         payers = [members[0] for members in groups.values()]
         self.answered += n - len(payers)
         try:
-            self._pay(x, payers, hashes, rewards, self._take_lost(payers, hashes))
+            if self.config.dedupe:
+                self._pay_once(x, payers, hashes, rewards)
+            else:
+                self._pay_each(x, payers, hashes, rewards)
         finally:
             self.used = self.ledger.charged(self.run_id)
         for members in groups.values():
@@ -231,22 +233,64 @@ class LedgerOracle(BudgetedOracle):
                 reused[i] = queue.popleft()
         return reused
 
-    def _pay(
-        self, x: Sequences, payers: list[int], hashes: list[str], rewards: torch.Tensor, reused: dict[int, int]
-    ) -> None:
-        """Reserve, send, evaluate (isolating failures, with retries) and settle the samples at `payers`."""
+    def _requests(self, x: Sequences, payers: list[int], hashes: list[str]) -> list[Request]:
+        sub = x[payers]
+        texts = self.decode(sub) if self.decode else [",".join(map(str, t)) for t in sub.to_lists()]
+        return [Request(t, ",".join(map(str, k)), hashes[i]) for t, k, i in zip(texts, sub.to_lists(), payers)]
+
+    def _pay_each(self, x: Sequences, payers: list[int], hashes: list[str], rewards: torch.Tensor) -> None:
+        """Without dedupe: a new row for every sample, or a replayed round's lost row, sent again under it."""
+        if not payers:
+            return
+        reused, requests = self._take_lost(payers, hashes), self._requests(x, payers, hashes)
+        new = [j for j, i in enumerate(payers) if i not in reused]
+        new_ids = iter(
+            self.ledger.reserve(
+                self.run_id, self.oracle_id, self.round, self.method, self.seed, [requests[j] for j in new], self.budget
+            )
+        )
+        self.ledger.reopen(list(reused.values()))
+        row_ids = [reused[i] if i in reused else next(new_ids) for i in payers]
+        self._pay(x, payers, rewards, row_ids, [r.sample for r in requests])
+
+    def _pay_once(self, x: Sequences, payers: list[int], hashes: list[str], rewards: torch.Tensor) -> None:
+        """With dedupe: each distinct sample paid once in the whole ledger, whichever run asks for it.
+
+        The ledger answers a sample some run was paid for, and hands over the ones no live process holds (a
+        replayed round's lost rows among them: sent again under the same row); a sample another live process
+        holds is asked again once the rest is paid, until its holder settled it (an answer, or an error that
+        leaves it to us) or is gone."""
+        self._take_lost(payers, hashes)  # only to use up the replay's credit: the ledger finds lost rows itself
+        requests = dict(zip(payers, self._requests(x, payers, hashes))) if payers else {}
+        waiting, pause = payers, WAIT_S
+        while waiting:
+            claims = self.ledger.claim(
+                self.run_id, self.oracle_id, self.round, self.method, self.seed, [requests[i] for i in waiting], self.budget
+            )
+            paying = [(i, c.row_id) for i, c in zip(waiting, claims) if c.kind == "pay"]
+            for i, c in zip(waiting, claims):
+                if c.kind == "answer":
+                    rewards[i] = c.reward
+                    self.answered += 1
+            self._pay(x, [i for i, _ in paying], rewards, [r for _, r in paying], [requests[i].sample for i, _ in paying])
+            before, waiting = len(waiting), [i for i, c in zip(waiting, claims) if c.kind == "wait"]
+            if waiting:
+                if getattr(multiprocessing.current_process(), "_inheriting", False):
+                    # a spawned pool worker importing a script without a main guard runs the script's oracle
+                    # call: waiting there for the parent's samples would keep the pool from ever starting
+                    raise RuntimeError("a process-pool worker is bootstrapping: not waiting for its parent's samples")
+                if len(waiting) < before:
+                    pause = WAIT_S
+                log.debug("%d samples are being evaluated by another run; asking again in %.2f s", len(waiting), pause)
+                time.sleep(pause)
+                pause = min(2 * pause, MAX_WAIT_S)
+
+    def _pay(self, x: Sequences, payers: list[int], rewards: torch.Tensor, row_ids: list[int], texts: list[str]) -> None:
+        """Send, evaluate (isolating failures, with retries) and settle the samples at `payers` under their rows."""
         if not payers:
             return
         sub = x[payers]
-        texts = self.decode(sub) if self.decode else [",".join(map(str, t)) for t in sub.to_lists()]
-        tokens = [",".join(map(str, t)) for t in sub.to_lists()]
-        new = [j for j, i in enumerate(payers) if i not in reused]
-        requests = [Request(texts[j], tokens[j], hashes[payers[j]]) for j in new]
-        new_ids = iter(
-            self.ledger.reserve(self.run_id, self.oracle_id, self.round, self.method, self.seed, requests, self.budget)
-        )
-        self.ledger.reopen(list(reused.values()))
-        payment = _Payment(self, [reused[i] if i in reused else next(new_ids) for i in payers], texts)
+        payment = _Payment(self, row_ids, texts)
         workers = getattr(self.executor, "workers", 1) or 1
         calls = [list(range(len(payers)))[s] for s in split(len(payers), self.config.chunk_size, workers)]
         retries_from = len(calls)
