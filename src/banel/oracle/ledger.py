@@ -192,11 +192,17 @@ class Ledger:
     # -- writing ------------------------------------------------------------------------------------
     def recover(self, run_id: str) -> tuple[int, int]:
         """Settle this run's pending rows left by dead processes on this host: (lost, released) as in `interrupt`."""
-        rows = self._db.execute(
-            "SELECT id, host, pid FROM evaluations WHERE run_id = ? AND status = 'pending'", (run_id,)
-        ).fetchall()
-        dead = [r["id"] for r in rows if r["host"] == self._host and not _alive(r["pid"])]
-        return self.interrupt(dead, "the evaluating process died before the reward was recorded")
+        # one transaction: a row that another run takes over between the look and the change stays its
+        # (pending, its process alive), instead of being marked lost under it and taken over a second time
+        with self._transaction():
+            rows = self._db.execute(
+                "SELECT id, host, pid FROM evaluations WHERE run_id = ? AND status = 'pending'", (run_id,)
+            ).fetchall()
+            dead = [r["id"] for r in rows if r["host"] == self._host and not _alive(r["pid"])]
+            counts = self._interrupt(dead, "the evaluating process died before the reward was recorded") if dead else (0, 0)
+        if dead:
+            self._copy_to_main()
+        return counts
 
     def reserve(
         self,
@@ -388,17 +394,21 @@ class Ledger:
         done the work; no reward), those never sent are deleted. Returns (lost, released)."""
         if not row_ids:
             return 0, 0
-        now = time.time()
         with self._transaction():
-            lost = self._db.executemany(
-                "UPDATE evaluations SET status = 'lost', error = ?, ended = ?"
-                " WHERE id = ? AND status = 'pending' AND charged = 1",
-                [(why, now, i) for i in row_ids],
-            ).rowcount
-            released = self._db.executemany(
-                "DELETE FROM evaluations WHERE id = ? AND status = 'pending' AND charged = 0", [(i,) for i in row_ids]
-            ).rowcount
+            counts = self._interrupt(row_ids, why)
         self._copy_to_main()
+        return counts
+
+    def _interrupt(self, row_ids: Sequence[int], why: str) -> tuple[int, int]:
+        now = time.time()
+        lost = self._db.executemany(
+            "UPDATE evaluations SET status = 'lost', error = ?, ended = ?"
+            " WHERE id = ? AND status = 'pending' AND charged = 1",
+            [(why, now, i) for i in row_ids],
+        ).rowcount
+        released = self._db.executemany(
+            "DELETE FROM evaluations WHERE id = ? AND status = 'pending' AND charged = 0", [(i,) for i in row_ids]
+        ).rowcount
         return lost, released
 
     def checkpoint(self, wait: float = CHECKPOINT_WAIT_S) -> bool:
