@@ -94,6 +94,9 @@ class OracleConfig:
 
     ledger: str = ""
     """SQLite ledger file; empty: ledger.sqlite in the run folder. Runs sharing a file share answers."""
+    network_filesystem: bool = False
+    """Allow the ledger on a network filesystem (NFS, SMB, Lustre, FUSE...), locked for one process at a time:
+    SQLite's WAL does not work across machines there, so by default such a ledger is refused."""
     dedupe: bool = True
     """Answer an exact repeat of a sample already in the ledger (same task) from it, at no NRE cost."""
     executor: Literal["inline", "thread", "process", "ray"] = "inline"

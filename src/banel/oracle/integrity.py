@@ -103,7 +103,7 @@ def check_run(out: str | Path) -> Report:
     path, run_id, settings = run_ledger(out)
     report = Report()
     try:
-        ledger = Ledger(path)
+        ledger = Ledger(path, network_filesystem=settings.get("oracle", {}).get("network_filesystem", False))
         verdict = ledger.integrity()
     except sqlite3.DatabaseError as err:
         report.problem(f"{path}: SQLite cannot read it ({err})")
@@ -172,9 +172,9 @@ def export_rows(out: str | Path, fmt: str, file: IO[str] | None = None) -> int:
     `file` (default stdout); returns how many."""
     if fmt not in ("csv", "jsonl"):
         raise ValueError(f"--format must be csv or jsonl, got {fmt!r}")
-    path, run_id, _ = run_ledger(out)
+    path, run_id, settings = run_ledger(out)
     file = file or sys.stdout
-    with Ledger(path) as ledger:
+    with Ledger(path, network_filesystem=settings.get("oracle", {}).get("network_filesystem", False)) as ledger:
         rows, names = ledger.rows(run_id), ledger.columns()
     if fmt == "jsonl":
         for row in rows:

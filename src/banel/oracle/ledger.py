@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -76,6 +77,13 @@ HOLDER_INDEX = (
 )
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL")
+MOUNTS = Path("/proc/mounts")  # where the filesystem type of the ledger's folder is read (Linux)
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs", "lustre", "gpfs"}
+    | {"beegfs", "orangefs", "pvfs2", "davfs", "coda", "fuse"}
+)
+"""Filesystem types (as /proc/mounts names them) on which SQLite's WAL shared memory does not work between
+machines; so does every FUSE type (`fuse.sshfs`, `fuse.s3fs`, `fuse.gcsfuse`, ...) but `fuseblk` (a local disk)."""
 BUSY_S = 60.0  # how long a writer waits for another connection's transaction before failing
 CHECKPOINT_WAIT_S = 2.0  # how long a round-boundary checkpoint waits for readers of older rows to finish
 LEASE_S = 60.0
@@ -135,15 +143,27 @@ class Ledger:
     process only, with the main file complete at round boundaries, and is faster.
     """
 
-    def __init__(self, path: str | Path, synchronous: str = "FULL", lease: float = LEASE_S) -> None:
+    def __init__(
+        self, path: str | Path, synchronous: str = "FULL", lease: float = LEASE_S, network_filesystem: bool = False
+    ) -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"ledger synchronous must be one of {', '.join(SYNCHRONOUS)}; got {synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lease = lease
+        self.network = network_type(self.path)
+        if self.network and not network_filesystem:
+            raise NetworkFilesystem(
+                f"the ledger {self.path} is on a network filesystem ({self.network}): SQLite's WAL, which the ledger "
+                "relies on, does not work across machines there, so runs sharing it could pay twice or damage it. "
+                "Put the ledger on a local disk (--set oracle.ledger=/local/path/ledger.sqlite), or set "
+                "oracle.network_filesystem=true to let one process at a time use it there (docs/oracle.md)"
+            )
         # autocommit mode: every transaction below is explicit, so none is left open by accident
         self._db = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
+        if self.network:  # WAL without shared memory, for one connection only: what SQLite allows there
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
         self._until_unlocked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._synchronous, self._durable = synchronous, synchronous == "FULL"
@@ -335,8 +355,9 @@ class Ledger:
         return lease > now
 
     def _beat(self) -> None:
-        """Renew this process's leases from now on (a thread, started once per ledger)."""
-        if self._heartbeat is None:
+        """Renew this process's leases from now on (a thread, started once per ledger; none when the ledger is
+        locked for this connection alone: no one else can read the leases)."""
+        if self._heartbeat is None and not self.network:
             self._heartbeat = Heartbeat(self.path, self._host, self._pid, self.lease)
 
     def send(self, row_ids: Sequence[int]) -> None:
@@ -558,6 +579,36 @@ class Ledger:
         else:
             cur = self._db.execute("SELECT * FROM evaluations WHERE run_id = ? ORDER BY id", (run_id,))
         return [dict(r) for r in cur]
+
+
+class NetworkFilesystem(ValueError):
+    """The ledger's folder is on a network filesystem and oracle.network_filesystem is not set."""
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding path: that of the longest mount point above it in /proc/mounts;
+    None where that file cannot be read (not Linux: then nothing is checked)."""
+    try:
+        mounts = MOUNTS.read_text()
+    except OSError:
+        return None
+    target, best, kind = str(path.resolve()), -1, None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])  # \040 is a space
+        if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) > best:
+            best, kind = len(mount), fields[2]
+    return kind
+
+
+def network_type(path: Path) -> str | None:
+    """The network filesystem type holding path, or None (a local one, or unknown)."""
+    kind = filesystem_type(path)
+    if kind is None or kind == "fuseblk":
+        return None
+    return kind if kind in NETWORK_FILESYSTEMS or kind.startswith("fuse.") else None
 
 
 class Heartbeat:

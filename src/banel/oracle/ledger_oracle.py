@@ -136,7 +136,8 @@ class LedgerOracle(BudgetedOracle):
         if oracle_id is None:
             fn = reward_fn if hasattr(reward_fn, "__qualname__") else type(reward_fn)
             oracle_id = f"{fn.__module__}:{fn.__qualname__}"
-        oracle = cls(reward_fn, budget, Ledger(path), run_id, oracle_id, config, decode=decode)
+        ledger = Ledger(path, network_filesystem=config.network_filesystem)
+        oracle = cls(reward_fn, budget, ledger, run_id, oracle_id, config, decode=decode)
         oracle._owns_ledger = True
         return oracle
 
