@@ -17,8 +17,9 @@ request checked against the budget before anything is evaluated — and adds:
   itself (the lone first sample tells a failing oracle from a bad sample at once, see below); a single
   sample whose call failed, or whose own reward is malformed (NaN, not 0/1), is retried `retries` times, then
   recorded as an error row that is not charged;
-- after `max_consecutive_failures` failed calls in a row the oracle raises `OracleFailing`: the run stops
-  where it is and stays resumable, instead of finishing on nothing;
+- after `max_consecutive_failures` failed calls in a row the oracle raises `OracleFailing`, and after
+  `max_out_of_contract` samples in a row answered with neither 0 nor 1 (a score, NaN) `OutOfContract`: the run
+  stops where it is and stays resumable, instead of finishing on nothing;
 - **a sample whose evaluation failed comes back as NaN**: it is neither a success nor a failure, and
   methods must drop it (`rewards.isnan()`); BaNEL does;
 - `used` is read back from the ledger (charged rows of this run), so it survives crashes and resumes;
@@ -53,6 +54,10 @@ WAIT_S, MAX_WAIT_S = 0.02, 1.0  # first and longest pause before asking again fo
 
 class OracleFailing(RuntimeError):
     """Raised after `oracle.max_consecutive_failures` oracle calls in a row failed: the oracle is down."""
+
+
+class OutOfContract(OracleFailing):
+    """Raised after `oracle.max_out_of_contract` samples in a row were answered with neither 0 nor 1."""
 
 
 def read_chunk(value: object, n: int) -> torch.Tensor:
@@ -101,6 +106,7 @@ class LedgerOracle(BudgetedOracle):
         self.errors = 0
         self.answered = 0  # samples answered without paying: from the ledger or a repeat in the batch
         self.failed_calls = 0  # oracle calls failed in a row (any call with a reward resets it)
+        self.out_of_contract = 0  # samples in a row whose first answer was neither 0 nor 1 (a 0 or 1 resets it)
         self._owns_ledger = False
         self.lost, self.released = ledger.recover(run_id)
         if self.lost or self.released:
@@ -400,6 +406,15 @@ class _Payment:
             except ValueError as bad:
                 failure = str(bad)
         outcomes: list[Settlement] = []
+        limit, breach = self.oracle.config.max_out_of_contract, None  # the sample that reached the limit
+        if failure is None:
+            for j, v in zip(members, values, strict=True):
+                if v in (0.0, 1.0):
+                    self.oracle.out_of_contract = 0
+                elif self.strikes[j] == 0:
+                    self.oracle.out_of_contract += 1
+                    if limit and self.oracle.out_of_contract >= limit and breach is None:
+                        breach = (self.texts[j], v)
         if failure is not None and len(members) > 1:  # split it: find the sample(s) to blame
             outcomes = [Settlement(self.row_ids[j], None, failure, self.attempts[j], final=False) for j in members]
             self.ledger.settle(outcomes)
@@ -427,6 +442,11 @@ class _Payment:
                 else:
                     self.given_up.append(o.error)
                 self.open.discard(j)
+        if breach is not None:  # not errors of some samples but a reward that breaks the contract: stop
+            raise OutOfContract(
+                f"the oracle answered {breach[1]:.6g} for sample {breach[0]!r}; banel expects 0 or 1 ({limit} samples "
+                "in a row answered out of contract: a score or a probability instead of a reward?)"
+            )
         # a sample failing again on its own says nothing new about the oracle: only first tries count
         got_one = any(o.error is None for o in outcomes)
         self.oracle._count_call(got_one, c >= self.retries_from, failure or outcomes[0].error)
