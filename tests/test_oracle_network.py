@@ -6,7 +6,6 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-import torch
 
 import banel.oracle.ledger as ledger_module
 from banel.config import OracleConfig
@@ -80,5 +79,6 @@ def test_banel_run_with_a_ledger_on_a_network_filesystem_is_one_line(nfs, tmp_pa
     args = ["run", "banel.testing:tiny", "--out", str(tmp_path / "run"), "--budget", "20", "--quiet", "--no-plot"]
     assert main([*args, "--set", "m=10", "--set", f"oracle.ledger={path}", "--threads", "1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"banel: error: the ledger {path} is on a network filesystem (nfs4): ") and err.count("\n") == 1
-    torch.set_num_threads(1)
+    assert (
+        err.startswith(f"banel: error: the ledger {path} is on a network filesystem (nfs4): ") and err.count("\n") == 1
+    )

@@ -20,7 +20,7 @@ import torch
 from _tiny import child_env, read_rows
 from banel.config import OracleConfig
 from banel.oracle import BudgetExceeded, Ledger, LedgerOracle
-from banel.oracle.ledger import Request
+from banel.oracle.ledger import Request, Settlement
 from banel.sequences import Sequences
 
 LEDGER_ARGS = ("run", "stress", 0, "m", 0)
@@ -55,7 +55,7 @@ def test_a_sample_held_by_a_live_process_is_waited_for_and_answered_from_its_row
 
     def settle_later() -> None:
         time.sleep(0.3)
-        holder.settle([holder_settlement(row)])
+        holder.settle([Settlement(row, 1.0, None, 1)])
 
     thread = threading.Thread(target=settle_later)
     thread.start()
@@ -69,12 +69,6 @@ def test_a_sample_held_by_a_live_process_is_waited_for_and_answered_from_its_row
         ("A", "1", "ok", 1),
         ("B", "2", "ok", 1),
     ]
-
-
-def holder_settlement(row: int):
-    from banel.oracle.ledger import Settlement
-
-    return Settlement(row, 1.0, None, 1)
 
 
 def test_a_dead_holders_sent_row_is_sent_again_under_it_and_its_reservation_becomes_ours(tmp_path):
@@ -127,7 +121,10 @@ def test_samples_waited_for_count_against_the_budget_until_answered(tmp_path):
     holder = Ledger(path)
     holder.reserve("A", "stress", 0, "m", 0, [request(1)], budget=10)
     me = Ledger(path)
-    with pytest.raises(BudgetExceeded, match=r"^request of 2 evaluations exceeds the 1 NREs left of 1 \(1 of them being evaluated by another run"):
+    with pytest.raises(
+        BudgetExceeded,
+        match=r"^request of 2 evaluations exceeds the 1 NREs left of 1 \(1 of them being evaluated by another run",
+    ):
         me.claim("B", *LEDGER_ARGS[1:], [request(1), request(2)], 1)
     assert [r["run_id"] for r in me.rows()] == ["A"]  # nothing reserved by the refused request
 

@@ -47,4 +47,6 @@ def test_the_failure_mode_table_is_valid_markdown():
 def test_every_committed_markdown_file_has_valid_tables():
     files = [p for p in ROOT.rglob("*.md") if not {".git", ".venv", "node_modules"} & set(p.parts)]
     assert len(files) > 20  # benchmarks' tables, docs, the README
-    assert {str(p.relative_to(ROOT)): table_problems(p.read_text()) for p in files if table_problems(p.read_text())} == {}
+    assert {
+        str(p.relative_to(ROOT)): table_problems(p.read_text()) for p in files if table_problems(p.read_text())
+    } == {}

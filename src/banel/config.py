@@ -125,7 +125,14 @@ class OracleConfig:
 
     def __post_init__(self) -> None:
         choice("executor", self.executor, ("inline", "thread", "process", "ray"))
-        for name in ("workers", "chunk_size", "retries", "query_limit", "max_consecutive_failures", "max_out_of_contract"):
+        for name in (
+            "workers",
+            "chunk_size",
+            "retries",
+            "query_limit",
+            "max_consecutive_failures",
+            "max_out_of_contract",
+        ):
             check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
         if self.executor != "ray":
             check(self.workers >= 1, "workers", f"must be >= 1 for executor {self.executor!r}, got {self.workers}")

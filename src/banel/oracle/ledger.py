@@ -72,9 +72,7 @@ CREATE INDEX IF NOT EXISTS evaluations_answer ON evaluations (oracle, hash, stat
 CREATE INDEX IF NOT EXISTS evaluations_run ON evaluations (run_id, round);
 """
 # after the lease column exists (ledgers made before issue 27 get it by ALTER TABLE)
-HOLDER_INDEX = (
-    "CREATE INDEX IF NOT EXISTS evaluations_holder ON evaluations (host, pid) WHERE status = 'pending'"
-)
+HOLDER_INDEX = "CREATE INDEX IF NOT EXISTS evaluations_holder ON evaluations (host, pid) WHERE status = 'pending'"
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL")
 MOUNTS = Path("/proc/mounts")  # where the filesystem type of the ledger's folder is read (Linux)
@@ -219,7 +217,9 @@ class Ledger:
                 "SELECT id, host, pid FROM evaluations WHERE run_id = ? AND status = 'pending'", (run_id,)
             ).fetchall()
             dead = [r["id"] for r in rows if r["host"] == self._host and not _alive(r["pid"])]
-            counts = self._interrupt(dead, "the evaluating process died before the reward was recorded") if dead else (0, 0)
+            counts = (
+                self._interrupt(dead, "the evaluating process died before the reward was recorded") if dead else (0, 0)
+            )
         if dead:
             self._copy_to_main()
         return counts
@@ -300,7 +300,11 @@ class Ledger:
         if committed + new + waits > budget:
             raise BudgetExceeded(
                 f"request of {new + waits} evaluations exceeds the {budget - committed} NREs left of {budget}"
-                + (f" ({waits} of them being evaluated by another run, which may leave them to this one)" if waits else "")
+                + (
+                    f" ({waits} of them being evaluated by another run, which may leave them to this one)"
+                    if waits
+                    else ""
+                )
             )
 
     def _insert(self, run_id: str, oracle: str, round_index: int, method: str, seed: int, r: Request) -> int:

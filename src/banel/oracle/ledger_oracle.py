@@ -243,7 +243,9 @@ class LedgerOracle(BudgetedOracle):
     def _requests(self, x: Sequences, payers: list[int], hashes: list[str]) -> list[Request]:
         sub = x[payers]
         texts = self.decode(sub) if self.decode else [",".join(map(str, t)) for t in sub.to_lists()]
-        return [Request(t, ",".join(map(str, k)), hashes[i]) for t, k, i in zip(texts, sub.to_lists(), payers)]
+        return [
+            Request(t, ",".join(map(str, k)), hashes[i]) for t, k, i in zip(texts, sub.to_lists(), payers, strict=True)
+        ]
 
     def _pay_each(self, x: Sequences, payers: list[int], hashes: list[str], rewards: torch.Tensor) -> None:
         """Without dedupe: a new row for every sample, or a replayed round's lost row, sent again under it."""
@@ -268,19 +270,27 @@ class LedgerOracle(BudgetedOracle):
         holds is asked again once the rest is paid, until its holder settled it (an answer, or an error that
         leaves it to us) or is gone."""
         self._take_lost(payers, hashes)  # only to use up the replay's credit: the ledger finds lost rows itself
-        requests = dict(zip(payers, self._requests(x, payers, hashes))) if payers else {}
+        requests = dict(zip(payers, self._requests(x, payers, hashes), strict=True)) if payers else {}
         waiting, pause = payers, WAIT_S
         while waiting:
             claims = self.ledger.claim(
-                self.run_id, self.oracle_id, self.round, self.method, self.seed, [requests[i] for i in waiting], self.budget
+                self.run_id,
+                self.oracle_id,
+                self.round,
+                self.method,
+                self.seed,
+                [requests[i] for i in waiting],
+                self.budget,
             )
-            paying = [(i, c.row_id) for i, c in zip(waiting, claims) if c.kind == "pay"]
-            for i, c in zip(waiting, claims):
+            paying = [(i, c.row_id) for i, c in zip(waiting, claims, strict=True) if c.kind == "pay"]
+            for i, c in zip(waiting, claims, strict=True):
                 if c.kind == "answer":
                     rewards[i] = c.reward
                     self.answered += 1
-            self._pay(x, [i for i, _ in paying], rewards, [r for _, r in paying], [requests[i].sample for i, _ in paying])
-            before, waiting = len(waiting), [i for i, c in zip(waiting, claims) if c.kind == "wait"]
+            self._pay(
+                x, [i for i, _ in paying], rewards, [r for _, r in paying], [requests[i].sample for i, _ in paying]
+            )
+            before, waiting = len(waiting), [i for i, c in zip(waiting, claims, strict=True) if c.kind == "wait"]
             if waiting:
                 if getattr(multiprocessing.current_process(), "_inheriting", False):
                     # a spawned pool worker importing a script without a main guard runs the script's oracle
@@ -292,7 +302,9 @@ class LedgerOracle(BudgetedOracle):
                 time.sleep(pause)
                 pause = min(2 * pause, MAX_WAIT_S)
 
-    def _pay(self, x: Sequences, payers: list[int], rewards: torch.Tensor, row_ids: list[int], texts: list[str]) -> None:
+    def _pay(
+        self, x: Sequences, payers: list[int], rewards: torch.Tensor, row_ids: list[int], texts: list[str]
+    ) -> None:
         """Send, evaluate (isolating failures, with retries) and settle the samples at `payers` under their rows."""
         if not payers:
             return
