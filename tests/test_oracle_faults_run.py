@@ -74,7 +74,9 @@ CASES = {
         {"executor": "thread", "workers": 4, "chunk_size": 1, "timeout": 0.2, "retries": 0},
         "2",
     ),
-    "garbage": (GarbageOnTokenOne, {"chunk_size": 1, "retries": 1}, "1"),
+    # a quarter of the samples answered out of contract: errors, as long as it never reaches 5 in a row (the
+    # generator learns to favour token 1 here, and does), so the stop is turned off to see the errors recorded
+    "garbage": (GarbageOnTokenOne, {"chunk_size": 1, "retries": 1, "max_out_of_contract": 0}, "1"),
 }
 
 
@@ -169,3 +171,65 @@ def test_a_failing_oracle_stops_the_run_and_resume_continues_once_it_works(tmp_p
     rows = Ledger(out / "ledger.sqlite").rows()
     assert charged_rows(rows) == charged_rows(Ledger(reference / "ledger.sqlite").rows())  # nothing paid twice
     assert paid_before <= {r["id"] for r in rows} and resumed["nre_used"] == len(rows)
+
+
+class Scores:
+    """Whether the reward of `scoring_tiny` answers with a probability instead of 0/1 (module level: the CLI
+    builds the task by import path)."""
+
+    on = False
+    calls = 0
+
+
+@task_factory("the tiny task whose reward answers 0.3 or NaN while Scores.on", {}, TinyOptions)
+def scoring_tiny(options: TinyOptions, cache) -> OptionsTinyTask:
+    """The tiny task; while Scores.on its reward returns 0.3 for samples starting with an even token, NaN else."""
+
+    class Scoring(OptionsTinyTask):
+        def reward(self, x: Sequences) -> torch.Tensor:
+            Scores.calls += 1
+            if Scores.on:
+                return torch.where(x.tokens[:, 0] % 2 == 0, 0.3, math.nan).double()
+            return super().reward(x)
+
+    return Scoring(options)
+
+
+def test_an_oracle_out_of_contract_stops_the_run_in_one_line_and_resume_pays_nothing_twice(tmp_path, capsys):
+    from banel.cli import main
+
+    settings = {k: v for k, v in DOWN_SETTINGS.items() if k != "oracle.max_consecutive_failures"}
+    args = DOWN_ARGS[:6] + [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    reference = tmp_path / "reference"
+    Scores.on = False
+    assert main(["run", "test_oracle_faults_run:scoring_tiny", "--out", str(reference), *args]) == 0
+    out_lines = capsys.readouterr().out.splitlines()
+    assert "paid 40 NREs of the 40 budget for 40 samples asked: 0 answered free from the ledger, 0 evaluation " in (
+        "\n".join(out_lines)
+    )
+
+    out = tmp_path / "run"
+    Scores.on, Scores.calls = True, 0  # a score from the first call on: the run stops in its first round
+    assert main(["run", "test_oracle_faults_run:scoring_tiny", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[-1].startswith("banel: error: the oracle answered ") and err[-1].endswith(
+        "; banel expects 0 or 1 (5 samples in a row answered out of contract: a score or a probability instead "
+        f"of a reward?); the run stopped, continue it with `banel resume {out}` once the oracle works"
+    )
+    assert any(f"answered {v} for sample " in err[-1] for v in ("0.3", "nan"))
+    # calls of 2 samples, each answered out of contract the first time: 3 calls hold the 5 samples in a row
+    assert Scores.calls == 3 and not (out / "summary.json").exists()
+    rows = Ledger(out / "ledger.sqlite").rows()
+    assert [(r["status"], r["charged"]) for r in rows] == []  # nothing paid, nothing recorded as an answer
+
+    Scores.on = False  # the reward fixed
+    assert main(["resume", str(out), "--quiet", "--no-plot", "--threads", "1"]) == 0
+    resumed = json.loads((out / "summary.json").read_text())
+    expected = json.loads((reference / "summary.json").read_text())
+    assert {k: v for k, v in resumed.items() if k != "wall_seconds"} == {
+        k: v for k, v in expected.items() if k != "wall_seconds"
+    }
+    rows = Ledger(out / "ledger.sqlite").rows()
+    assert charged_rows(rows) == charged_rows(Ledger(reference / "ledger.sqlite").rows())  # nothing paid twice
+    assert resumed["nre_used"] == len(rows) == 40 and resumed["evaluation_errors"] == 0

@@ -467,3 +467,37 @@ def test_a_ctrl_c_just_after_a_commit_is_a_keyboard_interrupt_and_the_commit_hol
     with pytest.raises(KeyboardInterrupt):  # not "cannot rollback - no transaction is active"
         ledger.send([row])
     assert ledger.charged("run") == 1
+
+
+def test_an_oracle_answering_scores_stops_after_max_out_of_contract_samples_not_calls(tmp_path):
+    from banel.oracle import OutOfContract
+
+    calls = []
+
+    def scores(x: Sequences) -> torch.Tensor:
+        calls.append(len(x))
+        return torch.full((len(x),), 0.3)
+
+    oracle = make_oracle(tmp_path, scores, budget=100)  # one call per batch: the old breaker counted 1 per batch
+    with pytest.raises(OutOfContract) as err:
+        oracle(batch(*[[i] for i in range(40)]))
+    assert str(err.value) == (
+        "the oracle answered 0.3 for sample '4'; banel expects 0 or 1 (5 samples in a row answered out of contract: "
+        "a score or a probability instead of a reward?)"
+    )
+    assert calls == [40]  # stopped at the first call: its first 5 samples were enough
+    assert oracle.ledger.rows() == [] and oracle.used == 0  # none kept as an answer, nothing charged
+
+
+def test_isolated_out_of_contract_samples_are_errors_and_the_run_goes_on(tmp_path):
+    def nan_every_third(x: Sequences) -> torch.Tensor:
+        r = first_token_odd(x)
+        r[x.tokens[:, 0] % 3 == 0] = math.nan
+        return r
+
+    oracle = make_oracle(tmp_path, nan_every_third, budget=100, retries=0, max_out_of_contract=2)
+    r = oracle(batch(*[[i] for i in range(30)]))
+    assert r.isnan().nonzero().flatten().tolist() == list(range(0, 30, 3))
+    assert (oracle.used, oracle.errors, oracle.out_of_contract) == (20, 10, 0)  # never 2 in a row
+    with pytest.raises(ValueError, match="^max_out_of_contract must be >= 0"):
+        OracleConfig(max_out_of_contract=-1)

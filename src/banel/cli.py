@@ -390,10 +390,11 @@ def _execute(args: argparse.Namespace, out: Path, config: RunConfig, task: Any) 
 
 def _in_words(summary: dict[str, Any]) -> str:
     """What the summary's numbers mean: NREs paid against asked, and which best is reported."""
-    free = summary["queries"] - summary["nre_used"]
+    errors = summary.get("evaluation_errors", 0)
+    free = max(summary["queries"] - summary["nre_used"] - errors, 0)  # errors are asked, not paid
     lines = [
         f"paid {summary['nre_used']:,} NREs of the {summary['nre_budget']:,} budget for {summary['queries']:,} "
-        f"samples asked" + (f" ({free:,} repeats answered free from the ledger)" if free > 0 else "")
+        f"samples asked: {free:,} answered free from the ledger, {errors:,} evaluation errors (not charged)"
     ]
     per_k = summary.get("successes_per_1000_nre")
     low, high = summary.get("paid_success_interval") or (0.0, 1.0)

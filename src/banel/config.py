@@ -95,6 +95,9 @@ class OracleConfig:
 
     ledger: str = ""
     """SQLite ledger file; empty: ledger.sqlite in the run folder. Runs sharing a file share answers."""
+    network_filesystem: bool = False
+    """Allow the ledger on a network filesystem (NFS, SMB, Lustre, FUSE...), locked for one process at a time:
+    SQLite's WAL does not work across machines there, so by default such a ledger is refused."""
     dedupe: bool = True
     """Answer an exact repeat of a sample already in the ledger (same task) from it, at no NRE cost."""
     executor: Literal["inline", "thread", "process", "ray"] = "inline"
@@ -116,10 +119,21 @@ class OracleConfig:
     """Stop the run after this many oracle calls in a row failed (raised, timed out or gave no valid reward;
     retries of a sample that failed alone do not count): the oracle is down, and `banel resume` continues the
     run once it works. 0: never stop."""
+    max_out_of_contract: int = 5
+    """Stop the run after this many samples in a row were answered with a value other than 0 or 1 (a score,
+    NaN; a sample's first answer counts, not its retries): the reward breaks banel's contract, and `banel resume`
+    continues the run once it is fixed. 0: never stop (such samples are uncharged errors)."""
 
     def __post_init__(self) -> None:
         choice("executor", self.executor, ("inline", "thread", "process", "ray"))
-        for name in ("workers", "chunk_size", "retries", "query_limit", "max_consecutive_failures"):
+        for name in (
+            "workers",
+            "chunk_size",
+            "retries",
+            "query_limit",
+            "max_consecutive_failures",
+            "max_out_of_contract",
+        ):
             check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
         if self.executor != "ray":
             check(self.workers >= 1, "workers", f"must be >= 1 for executor {self.executor!r}, got {self.workers}")

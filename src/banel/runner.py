@@ -163,7 +163,9 @@ class Run:
         self.run_id = run_id or uuid.uuid4().hex
         self.ledger: Ledger | None = None
         if oracle is None:
-            self.ledger = Ledger(config.oracle.ledger or self.out / rundir.LEDGER)
+            self.ledger = Ledger(
+                config.oracle.ledger or self.out / rundir.LEDGER, network_filesystem=config.oracle.network_filesystem
+            )
             oracle = LedgerOracle(
                 task.reward,
                 config.nre_budget,

@@ -3,7 +3,7 @@
 from banel.oracle.budget import BudgetedOracle, BudgetExceeded, RewardFn, validate_rewards
 from banel.oracle.integrity import LedgerMismatch
 from banel.oracle.ledger import Ledger
-from banel.oracle.ledger_oracle import LedgerOracle, OracleFailing
+from banel.oracle.ledger_oracle import LedgerOracle, OracleFailing, OutOfContract
 
 __all__ = [
     "BudgetExceeded",
@@ -12,6 +12,7 @@ __all__ = [
     "LedgerMismatch",
     "LedgerOracle",
     "OracleFailing",
+    "OutOfContract",
     "RewardFn",
     "validate_rewards",
 ]

@@ -103,7 +103,7 @@ def check_run(out: str | Path) -> Report:
     path, run_id, settings = run_ledger(out)
     report = Report()
     try:
-        ledger = Ledger(path)
+        ledger = Ledger(path, network_filesystem=settings.get("oracle", {}).get("network_filesystem", False))
         verdict = ledger.integrity()
     except sqlite3.DatabaseError as err:
         report.problem(f"{path}: SQLite cannot read it ({err})")
@@ -146,12 +146,24 @@ def check_run(out: str | Path) -> Report:
             else:
                 report.problem(f"{rundir.CHECKPOINT}: {problem}")
         samples, extra = ledger.paid_twice(run_id)
-        if not samples:
-            report.lines.append("no sample was paid for twice")
-        elif settings.get("oracle", {}).get("dedupe", True):
+        shared, their_rows = ledger.paid_by_other_runs(run_id) if others else (0, 0)
+        dedupe = settings.get("oracle", {}).get("dedupe", True)
+        if not samples and not shared:
+            report.lines.append(
+                "no sample was paid for twice" + (", by this run or by it and another run" if others else "")
+            )
+        if samples and dedupe:
             report.problem(f"{samples} samples were paid for more than once ({extra} extra NREs)")
-        else:
+        elif samples:
             report.lines.append(f"{samples} samples paid for more than once ({extra} NREs): oracle.dedupe is off")
+        across = (
+            f"{shared} samples this run was charged for were charged to other runs of the same oracle too "
+            f"({their_rows} rows)"
+        )
+        if shared and dedupe:  # runs sharing a ledger with dedupe pay for a sample once between them (issue 27)
+            report.problem(across)
+        elif shared:
+            report.lines.append(f"{across}: oracle.dedupe is off")
     return report
 
 
@@ -160,9 +172,9 @@ def export_rows(out: str | Path, fmt: str, file: IO[str] | None = None) -> int:
     `file` (default stdout); returns how many."""
     if fmt not in ("csv", "jsonl"):
         raise ValueError(f"--format must be csv or jsonl, got {fmt!r}")
-    path, run_id, _ = run_ledger(out)
+    path, run_id, settings = run_ledger(out)
     file = file or sys.stdout
-    with Ledger(path) as ledger:
+    with Ledger(path, network_filesystem=settings.get("oracle", {}).get("network_filesystem", False)) as ledger:
         rows, names = ledger.rows(run_id), ledger.columns()
     if fmt == "jsonl":
         for row in rows:

@@ -12,6 +12,14 @@ Row life cycle, each step one committed transaction:
   in flight, sent without an answer, into `lost` (charged: the oracle may have done the work) and delete the
   rows never sent. A resumed run re-sends a lost row's sample under the same row, without charging it again.
 
+With de-duplication, `claim` replaces `reserve`: in the same IMMEDIATE transaction it looks at every row of the
+same oracle and sample, whichever run wrote it, so runs sharing the file (other processes, other run ids) pay
+for a sample once. A sample with an `ok` row is answered from it; one held by a live pending row of another
+process is waited for; one whose holder is gone (its process dead on this host, or its lease not renewed for
+`lease` seconds) is taken over: a charged row (sent, or `lost`) is sent again under the same row, still charged
+once to the run that sent it, an uncharged one becomes the claimer's reservation. A process renews the lease
+of its pending rows from a thread (`Heartbeat`) while it holds any.
+
 Every settlement is copied into the main file at once (a passive WAL checkpoint) and `checkpoint` copies all
 at a round boundary, so `ledger.sqlite` alone holds every settled row: a deleted or damaged `-wal`, or the
 main file copied without it, loses at most a settlement a kill interrupted, and rows in flight then look
@@ -21,9 +29,12 @@ compared with on resume (`banel.oracle.integrity`).
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from banel.oracle.budget import BudgetExceeded
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -52,15 +65,31 @@ CREATE TABLE IF NOT EXISTS evaluations (
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,
     started REAL NOT NULL,
-    ended REAL
+    ended REAL,
+    lease REAL
 );
 CREATE INDEX IF NOT EXISTS evaluations_answer ON evaluations (oracle, hash, status);
 CREATE INDEX IF NOT EXISTS evaluations_run ON evaluations (run_id, round);
 """
+# after the lease column exists (ledgers made before issue 27 get it by ALTER TABLE)
+HOLDER_INDEX = "CREATE INDEX IF NOT EXISTS evaluations_holder ON evaluations (host, pid) WHERE status = 'pending'"
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL")
+MOUNTS = Path("/proc/mounts")  # where the filesystem type of the ledger's folder is read (Linux)
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs", "lustre", "gpfs"}
+    | {"beegfs", "orangefs", "pvfs2", "davfs", "coda", "fuse"}
+)
+"""Filesystem types (as /proc/mounts names them) on which SQLite's WAL shared memory does not work between
+machines; so does every FUSE type (`fuse.sshfs`, `fuse.s3fs`, `fuse.gcsfuse`, ...) but `fuseblk` (a local disk)."""
 BUSY_S = 60.0  # how long a writer waits for another connection's transaction before failing
 CHECKPOINT_WAIT_S = 2.0  # how long a round-boundary checkpoint waits for readers of older rows to finish
+LEASE_S = 60.0
+"""How long a pending row holds its sample against other runs without its process renewing the lease (every
+LEASE_S / 4 seconds, from a thread). A dead holder on this host loses its hold at once (its pid is checked), so
+the lease matters only for holders another host or container wrote, a re-used pid, or a process stalled for a
+minute: long enough that a busy machine never takes a live run's sample, short enough that a crash delays the
+other runs by a minute at most."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +114,17 @@ class Settlement:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What a run may do about one sample (`Ledger.claim`): `pay` under row `row_id` (new, or taken over from a
+    holder that is gone), take the `answer` an ok row holds, or `wait` for the live process that holds it
+    (`new` only inside `claim`)."""
+
+    kind: str
+    row_id: int | None = None
+    reward: float | None = None
+
+
+@dataclass(frozen=True)
 class Tally:
     """A run's rows (of the rounds before some round, or of all): charged NREs, row count, the last round."""
 
@@ -101,19 +141,41 @@ class Ledger:
     process only, with the main file complete at round boundaries, and is faster.
     """
 
-    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: str | Path, synchronous: str = "FULL", lease: float = LEASE_S, network_filesystem: bool = False
+    ) -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"ledger synchronous must be one of {', '.join(SYNCHRONOUS)}; got {synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lease = lease
+        self.network = network_type(self.path)
+        if self.network and not network_filesystem:
+            raise NetworkFilesystem(
+                f"the ledger {self.path} is on a network filesystem ({self.network}): SQLite's WAL, which the ledger "
+                "relies on, does not work across machines there, so runs sharing it could pay twice or damage it. "
+                "Put the ledger on a local disk (--set oracle.ledger=/local/path/ledger.sqlite), or set "
+                "oracle.network_filesystem=true to let one process at a time use it there (docs/oracle.md)"
+            )
         # autocommit mode: every transaction below is explicit, so none is left open by accident
         self._db = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
+        if self.network:  # WAL without shared memory, for one connection only: what SQLite allows there
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
         self._until_unlocked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._synchronous, self._durable = synchronous, synchronous == "FULL"
         self._until_unlocked(lambda: self._db.executescript(SCHEMA))
+        if "lease" not in self.columns():
+            self._until_unlocked(lambda: self._add_lease_column())
+        self._until_unlocked(lambda: self._db.execute(HOLDER_INDEX))
         self._host, self._pid = socket.gethostname(), os.getpid()
+        self._heartbeat: Heartbeat | None = None
+
+    def _add_lease_column(self) -> None:
+        with self._transaction():  # another process may have added it since we looked
+            if "lease" not in self.columns():
+                self._db.execute("ALTER TABLE evaluations ADD COLUMN lease REAL")
 
     @staticmethod
     def _until_unlocked(statement: Callable[[], object], seconds: float = 60.0) -> None:
@@ -133,7 +195,10 @@ class Ledger:
                 time.sleep(0.01)
 
     def close(self) -> None:
-        """Close the connection (committed rows are already on disk)."""
+        """Stop renewing leases and close the connection (committed rows are already on disk)."""
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
         self._db.close()
 
     def __enter__(self) -> Ledger:
@@ -145,11 +210,19 @@ class Ledger:
     # -- writing ------------------------------------------------------------------------------------
     def recover(self, run_id: str) -> tuple[int, int]:
         """Settle this run's pending rows left by dead processes on this host: (lost, released) as in `interrupt`."""
-        rows = self._db.execute(
-            "SELECT id, host, pid FROM evaluations WHERE run_id = ? AND status = 'pending'", (run_id,)
-        ).fetchall()
-        dead = [r["id"] for r in rows if r["host"] == self._host and not _alive(r["pid"])]
-        return self.interrupt(dead, "the evaluating process died before the reward was recorded")
+        # one transaction: a row that another run takes over between the look and the change stays its
+        # (pending, its process alive), instead of being marked lost under it and taken over a second time
+        with self._transaction():
+            rows = self._db.execute(
+                "SELECT id, host, pid FROM evaluations WHERE run_id = ? AND status = 'pending'", (run_id,)
+            ).fetchall()
+            dead = [r["id"] for r in rows if r["host"] == self._host and not _alive(r["pid"])]
+            counts = (
+                self._interrupt(dead, "the evaluating process died before the reward was recorded") if dead else (0, 0)
+            )
+        if dead:
+            self._copy_to_main()
+        return counts
 
     def reserve(
         self,
@@ -168,35 +241,128 @@ class Ledger:
         """
         if not requests:
             return []
-        now = time.time()
+        self._beat()
         with self._transaction():  # a write lock before the count: no other writer can overspend
-            committed = self._committed(run_id)
-            if committed + len(requests) > budget:
-                raise BudgetExceeded(
-                    f"request of {len(requests)} evaluations exceeds the {budget - committed} NREs left of {budget}"
-                )
-            ids = []
+            self._check_budget(run_id, len(requests), 0, budget)
+            return [self._insert(run_id, oracle, round_index, method, seed, r) for r in requests]
+
+    def claim(
+        self,
+        run_id: str,
+        oracle: str,
+        round_index: int,
+        method: str,
+        seed: int,
+        requests: Sequence[Request],
+        budget: int,
+    ) -> list[Claim]:
+        """Per request (distinct samples), in one transaction: `answer` from an ok row of the oracle (any run),
+        `wait` while a live process holds a pending row of it, else `pay` under a row that is now this
+        process's: a row taken over from a holder that is gone (a charged one stays charged to its run, once),
+        or a new pending row, uncharged, counted against the budget. Raises BudgetExceeded, changing nothing,
+        unless the new rows and the samples waited for (each might still have to be paid) fit."""
+        if not requests:
+            return []
+        self._beat()
+        now = time.time()
+        with self._transaction():
+            claims: list[Claim | None] = []
             for r in requests:
-                cur = self._db.execute(
-                    "INSERT INTO evaluations (run_id, oracle, round, method, seed, sample, tokens, hash,"
-                    " status, charged, host, pid, started)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
-                    (
-                        run_id,
-                        oracle,
-                        round_index,
-                        method,
-                        seed,
-                        r.sample,
-                        r.tokens,
-                        r.hash,
-                        self._host,
-                        self._pid,
-                        now,
-                    ),
+                rows = self._db.execute(
+                    "SELECT id, run_id, status, charged, reward, host, pid, lease, started FROM evaluations"
+                    " WHERE oracle = ? AND hash = ? AND status IN ('ok', 'pending', 'lost') ORDER BY id",
+                    (oracle, r.hash),
+                ).fetchall()
+                ok = [row for row in rows if row["status"] == "ok"]
+                if ok:
+                    claims.append(Claim("answer", reward=float(ok[0]["reward"])))
+                elif any(row["status"] == "pending" and self._holds(row, now) for row in rows):
+                    claims.append(Claim("wait"))
+                else:  # every holder is gone: a charged row is sent again (this run's first), else a new row
+                    charged = sorted((row["run_id"] != run_id, row["id"]) for row in rows if row["charged"])
+                    if charged:
+                        self._take_over(charged[0][1], now)
+                        claims.append(Claim("pay", row_id=charged[0][1]))
+                    else:  # a reservation never sent (or none): this run's, counted against its budget below
+                        claims.append(Claim("new", row_id=rows[0]["id"] if rows else None))
+            new = [i for i, c in enumerate(claims) if c.kind == "new"]
+            waits = sum(c.kind == "wait" for c in claims)
+            self._check_budget(run_id, len(new), waits, budget)
+            for i in new:
+                row_id, fields = claims[i].row_id, (run_id, oracle, round_index, method, seed, requests[i])
+                # a reservation left by a process that is gone becomes ours rather than being deleted, so that
+                # the holder, if it was only stalled, still records what it sends under the row
+                claims[i] = Claim("pay", self._insert(*fields) if row_id is None else self._reassign(row_id, *fields))
+        return claims
+
+    def _check_budget(self, run_id: str, new: int, waits: int, budget: int) -> None:
+        committed = self._committed(run_id)
+        if committed + new + waits > budget:
+            raise BudgetExceeded(
+                f"request of {new + waits} evaluations exceeds the {budget - committed} NREs left of {budget}"
+                + (
+                    f" ({waits} of them being evaluated by another run, which may leave them to this one)"
+                    if waits
+                    else ""
                 )
-                ids.append(int(cur.lastrowid))
-        return ids
+            )
+
+    def _insert(self, run_id: str, oracle: str, round_index: int, method: str, seed: int, r: Request) -> int:
+        now = time.time()
+        cur = self._db.execute(
+            "INSERT INTO evaluations (run_id, oracle, round, method, seed, sample, tokens, hash,"
+            " status, charged, host, pid, started, lease)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
+            (
+                run_id,
+                oracle,
+                round_index,
+                method,
+                seed,
+                r.sample,
+                r.tokens,
+                r.hash,
+                self._host,
+                self._pid,
+                now,
+                now + self.lease,
+            ),
+        )
+        return int(cur.lastrowid)
+
+    def _reassign(
+        self, row_id: int, run_id: str, oracle: str, round_index: int, method: str, seed: int, r: Request
+    ) -> int:
+        now = time.time()
+        self._db.execute(
+            "UPDATE evaluations SET run_id = ?, round = ?, method = ?, seed = ?, sample = ?, host = ?, pid = ?,"
+            " started = ?, lease = ? WHERE id = ?",
+            (run_id, round_index, method, seed, r.sample, self._host, self._pid, now, now + self.lease, row_id),
+        )
+        return row_id
+
+    def _take_over(self, row_id: int, now: float) -> None:
+        """A charged row (lost, or pending with its holder gone) becomes this process's pending row."""
+        self._db.execute(
+            "UPDATE evaluations SET status = 'pending', error = NULL, ended = NULL, host = ?, pid = ?, lease = ?"
+            " WHERE id = ?",
+            (self._host, self._pid, now + self.lease, row_id),
+        )
+
+    def _holds(self, row: sqlite3.Row, now: float) -> bool:
+        """Whether a pending row's process still holds it: alive if on this host, its lease renewed if not.
+
+        Both tests apply on this host too: a re-used pid does not renew the lease."""
+        if row["host"] == self._host and not _alive(row["pid"]):
+            return False
+        lease = row["lease"] if row["lease"] is not None else row["started"] + self.lease
+        return lease > now
+
+    def _beat(self) -> None:
+        """Renew this process's leases from now on (a thread, started once per ledger; none when the ledger is
+        locked for this connection alone: no one else can read the leases)."""
+        if self._heartbeat is None and not self.network:
+            self._heartbeat = Heartbeat(self.path, self._host, self._pid, self.lease)
 
     def send(self, row_ids: Sequence[int]) -> None:
         """Charge pending rows whose call is about to be sent (again: a no-op for rows already charged).
@@ -217,10 +383,12 @@ class Ledger:
     def reopen(self, row_ids: Sequence[int]) -> None:
         """Lost rows whose sample a resumed run sends again: pending and still charged (once), owned by this
         process (so that they are lost again, not released, if it dies too)."""
+        self._beat()
+        lease = time.time() + self.lease
         self._write(
-            "UPDATE evaluations SET status = 'pending', error = NULL, ended = NULL, host = ?, pid = ?"
+            "UPDATE evaluations SET status = 'pending', error = NULL, ended = NULL, host = ?, pid = ?, lease = ?"
             " WHERE id = ? AND status = 'lost'",
-            [(self._host, self._pid, i) for i in row_ids],
+            [(self._host, self._pid, lease, i) for i in row_ids],
         )
 
     def settle(self, settlements: Iterable[Settlement]) -> None:
@@ -251,17 +419,21 @@ class Ledger:
         done the work; no reward), those never sent are deleted. Returns (lost, released)."""
         if not row_ids:
             return 0, 0
-        now = time.time()
         with self._transaction():
-            lost = self._db.executemany(
-                "UPDATE evaluations SET status = 'lost', error = ?, ended = ?"
-                " WHERE id = ? AND status = 'pending' AND charged = 1",
-                [(why, now, i) for i in row_ids],
-            ).rowcount
-            released = self._db.executemany(
-                "DELETE FROM evaluations WHERE id = ? AND status = 'pending' AND charged = 0", [(i,) for i in row_ids]
-            ).rowcount
+            counts = self._interrupt(row_ids, why)
         self._copy_to_main()
+        return counts
+
+    def _interrupt(self, row_ids: Sequence[int], why: str) -> tuple[int, int]:
+        now = time.time()
+        lost = self._db.executemany(
+            "UPDATE evaluations SET status = 'lost', error = ?, ended = ?"
+            " WHERE id = ? AND status = 'pending' AND charged = 1",
+            [(why, now, i) for i in row_ids],
+        ).rowcount
+        released = self._db.executemany(
+            "DELETE FROM evaluations WHERE id = ? AND status = 'pending' AND charged = 0", [(i,) for i in row_ids]
+        ).rowcount
         return lost, released
 
     def checkpoint(self, wait: float = CHECKPOINT_WAIT_S) -> bool:
@@ -352,6 +524,16 @@ class Ledger:
         ).fetchone()
         return int(samples), int(extra)
 
+    def paid_by_other_runs(self, run_id: str) -> tuple[int, int]:
+        """(samples a run was charged for that other runs of the same oracle were charged for too, those rows)."""
+        samples, rows = self._db.execute(
+            "SELECT COUNT(DISTINCT a.oracle || ' ' || a.hash), COUNT(DISTINCT b.id) FROM evaluations a"
+            " JOIN evaluations b ON b.oracle = a.oracle AND b.hash = a.hash AND b.run_id != a.run_id"
+            " WHERE a.run_id = ? AND a.charged = 1 AND b.charged = 1",
+            (run_id,),
+        ).fetchone()
+        return int(samples), int(rows)
+
     def other_runs(self, run_id: str) -> int:
         """Rows of other runs sharing this file."""
         return int(self._db.execute("SELECT COUNT(*) FROM evaluations WHERE run_id != ?", (run_id,)).fetchone()[0])
@@ -401,6 +583,67 @@ class Ledger:
         else:
             cur = self._db.execute("SELECT * FROM evaluations WHERE run_id = ? ORDER BY id", (run_id,))
         return [dict(r) for r in cur]
+
+
+class NetworkFilesystem(ValueError):
+    """The ledger's folder is on a network filesystem and oracle.network_filesystem is not set."""
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding path: that of the longest mount point above it in /proc/mounts;
+    None where that file cannot be read (not Linux: then nothing is checked)."""
+    try:
+        mounts = MOUNTS.read_text()
+    except OSError:
+        return None
+    target, best, kind = str(path.resolve()), -1, None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])  # \040 is a space
+        if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) > best:
+            best, kind = len(mount), fields[2]
+    return kind
+
+
+def network_type(path: Path) -> str | None:
+    """The network filesystem type holding path, or None (a local one, or unknown)."""
+    kind = filesystem_type(path)
+    if kind is None or kind == "fuseblk":
+        return None
+    return kind if kind in NETWORK_FILESYSTEMS or kind.startswith("fuse.") else None
+
+
+class Heartbeat:
+    """A daemon thread that renews the lease of this process's pending rows every lease / 4 seconds, on a
+    connection of its own, so that a reward call of a day keeps its samples from other runs."""
+
+    def __init__(self, path: Path, host: str, pid: int, lease: float) -> None:
+        self.path, self.host, self.pid, self.lease = path, host, pid, lease
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="banel-ledger-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self.path, timeout=BUSY_S, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA synchronous=NORMAL")  # a lost renewal only shortens a lease
+            while not self._stopped.wait(self.lease / 4):
+                try:
+                    db.execute(
+                        "UPDATE evaluations SET lease = ? WHERE status = 'pending' AND host = ? AND pid = ?",
+                        (time.time() + self.lease, self.host, self.pid),
+                    )
+                except sqlite3.Error as err:  # the next beat tries again; a lapsed lease costs a re-evaluation
+                    log.warning("could not renew the ledger leases of %s: %s", self.path, err)
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        """Stop renewing (the thread exits at once)."""
+        self._stopped.set()
+        self._thread.join()
 
 
 def _alive(pid: int) -> bool:

@@ -5,7 +5,8 @@ request checked against the budget before anything is evaluated — and adds:
 
 - every paid evaluation is a ledger row committed before its reward is returned;
 - with `dedupe` (default) a sample already answered in the ledger for the same oracle (this run, or any
-  run sharing the ledger file) and repeats inside a batch are answered without paying: `used` counts
+  run sharing the ledger file) and repeats inside a batch are answered without paying, and a sample another
+  run is evaluating at the same time is waited for, not paid again (`Ledger.claim`): `used` counts
   NREs spent, `queries` samples asked. A run still stops after `query_limit` samples asked (default: the
   NRE budget), so by default de-duplication saves money without changing what a method does: same
   rounds, same rewards, fewer NREs. Raise `oracle.query_limit` to spend the savings on more rounds;
@@ -16,8 +17,9 @@ request checked against the budget before anything is evaluated — and adds:
   itself (the lone first sample tells a failing oracle from a bad sample at once, see below); a single
   sample whose call failed, or whose own reward is malformed (NaN, not 0/1), is retried `retries` times, then
   recorded as an error row that is not charged;
-- after `max_consecutive_failures` failed calls in a row the oracle raises `OracleFailing`: the run stops
-  where it is and stays resumable, instead of finishing on nothing;
+- after `max_consecutive_failures` failed calls in a row the oracle raises `OracleFailing`, and after
+  `max_out_of_contract` samples in a row answered with neither 0 nor 1 (a score, NaN) `OutOfContract`: the run
+  stops where it is and stays resumable, instead of finishing on nothing;
 - **a sample whose evaluation failed comes back as NaN**: it is neither a success nor a failure, and
   methods must drop it (`rewards.isnan()`); BaNEL does;
 - `used` is read back from the ledger (charged rows of this run), so it survives crashes and resumes;
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from pathlib import Path
@@ -45,9 +49,15 @@ from banel.sequences import Sequences
 
 log = logging.getLogger(__name__)
 
+WAIT_S, MAX_WAIT_S = 0.02, 1.0  # first and longest pause before asking again for samples another run holds
+
 
 class OracleFailing(RuntimeError):
     """Raised after `oracle.max_consecutive_failures` oracle calls in a row failed: the oracle is down."""
+
+
+class OutOfContract(OracleFailing):
+    """Raised after `oracle.max_out_of_contract` samples in a row were answered with neither 0 nor 1."""
 
 
 def read_chunk(value: object, n: int) -> torch.Tensor:
@@ -96,6 +106,7 @@ class LedgerOracle(BudgetedOracle):
         self.errors = 0
         self.answered = 0  # samples answered without paying: from the ledger or a repeat in the batch
         self.failed_calls = 0  # oracle calls failed in a row (any call with a reward resets it)
+        self.out_of_contract = 0  # samples in a row whose first answer was neither 0 nor 1 (a 0 or 1 resets it)
         self._owns_ledger = False
         self.lost, self.released = ledger.recover(run_id)
         if self.lost or self.released:
@@ -131,7 +142,8 @@ class LedgerOracle(BudgetedOracle):
         if oracle_id is None:
             fn = reward_fn if hasattr(reward_fn, "__qualname__") else type(reward_fn)
             oracle_id = f"{fn.__module__}:{fn.__qualname__}"
-        oracle = cls(reward_fn, budget, Ledger(path), run_id, oracle_id, config, decode=decode)
+        ledger = Ledger(path, network_filesystem=config.network_filesystem)
+        oracle = cls(reward_fn, budget, ledger, run_id, oracle_id, config, decode=decode)
         oracle._owns_ledger = True
         return oracle
 
@@ -187,12 +199,6 @@ class LedgerOracle(BudgetedOracle):
         todo = list(range(n))
         if self._replaying():
             todo = self._take_replayed(todo, hashes, rewards)
-        if self.config.dedupe and todo:
-            known = self.ledger.answers(self.oracle_id, (hashes[i] for i in todo))
-            for i in todo:
-                if hashes[i] in known:
-                    rewards[i] = known[hashes[i]]
-            todo = [i for i in todo if hashes[i] not in known]
         # with dedupe, a repeat inside the batch is paid once and copied
         groups: dict[Any, list[int]] = defaultdict(list)
         for i in todo:
@@ -200,7 +206,10 @@ class LedgerOracle(BudgetedOracle):
         payers = [members[0] for members in groups.values()]
         self.answered += n - len(payers)
         try:
-            self._pay(x, payers, hashes, rewards, self._take_lost(payers, hashes))
+            if self.config.dedupe:
+                self._pay_once(x, payers, hashes, rewards)
+            else:
+                self._pay_each(x, payers, hashes, rewards)
         finally:
             self.used = self.ledger.charged(self.run_id)
         for members in groups.values():
@@ -231,22 +240,76 @@ class LedgerOracle(BudgetedOracle):
                 reused[i] = queue.popleft()
         return reused
 
+    def _requests(self, x: Sequences, payers: list[int], hashes: list[str]) -> list[Request]:
+        sub = x[payers]
+        texts = self.decode(sub) if self.decode else [",".join(map(str, t)) for t in sub.to_lists()]
+        return [
+            Request(t, ",".join(map(str, k)), hashes[i]) for t, k, i in zip(texts, sub.to_lists(), payers, strict=True)
+        ]
+
+    def _pay_each(self, x: Sequences, payers: list[int], hashes: list[str], rewards: torch.Tensor) -> None:
+        """Without dedupe: a new row for every sample, or a replayed round's lost row, sent again under it."""
+        if not payers:
+            return
+        reused, requests = self._take_lost(payers, hashes), self._requests(x, payers, hashes)
+        new = [j for j, i in enumerate(payers) if i not in reused]
+        new_ids = iter(
+            self.ledger.reserve(
+                self.run_id, self.oracle_id, self.round, self.method, self.seed, [requests[j] for j in new], self.budget
+            )
+        )
+        self.ledger.reopen(list(reused.values()))
+        row_ids = [reused[i] if i in reused else next(new_ids) for i in payers]
+        self._pay(x, payers, rewards, row_ids, [r.sample for r in requests])
+
+    def _pay_once(self, x: Sequences, payers: list[int], hashes: list[str], rewards: torch.Tensor) -> None:
+        """With dedupe: each distinct sample paid once in the whole ledger, whichever run asks for it.
+
+        The ledger answers a sample some run was paid for, and hands over the ones no live process holds (a
+        replayed round's lost rows among them: sent again under the same row); a sample another live process
+        holds is asked again once the rest is paid, until its holder settled it (an answer, or an error that
+        leaves it to us) or is gone."""
+        self._take_lost(payers, hashes)  # only to use up the replay's credit: the ledger finds lost rows itself
+        requests = dict(zip(payers, self._requests(x, payers, hashes), strict=True)) if payers else {}
+        waiting, pause = payers, WAIT_S
+        while waiting:
+            claims = self.ledger.claim(
+                self.run_id,
+                self.oracle_id,
+                self.round,
+                self.method,
+                self.seed,
+                [requests[i] for i in waiting],
+                self.budget,
+            )
+            paying = [(i, c.row_id) for i, c in zip(waiting, claims, strict=True) if c.kind == "pay"]
+            for i, c in zip(waiting, claims, strict=True):
+                if c.kind == "answer":
+                    rewards[i] = c.reward
+                    self.answered += 1
+            self._pay(
+                x, [i for i, _ in paying], rewards, [r for _, r in paying], [requests[i].sample for i, _ in paying]
+            )
+            before, waiting = len(waiting), [i for i, c in zip(waiting, claims, strict=True) if c.kind == "wait"]
+            if waiting:
+                if getattr(multiprocessing.current_process(), "_inheriting", False):
+                    # a spawned pool worker importing a script without a main guard runs the script's oracle
+                    # call: waiting there for the parent's samples would keep the pool from ever starting
+                    raise RuntimeError("a process-pool worker is bootstrapping: not waiting for its parent's samples")
+                if len(waiting) < before:
+                    pause = WAIT_S
+                log.debug("%d samples are being evaluated by another run; asking again in %.2f s", len(waiting), pause)
+                time.sleep(pause)
+                pause = min(2 * pause, MAX_WAIT_S)
+
     def _pay(
-        self, x: Sequences, payers: list[int], hashes: list[str], rewards: torch.Tensor, reused: dict[int, int]
+        self, x: Sequences, payers: list[int], rewards: torch.Tensor, row_ids: list[int], texts: list[str]
     ) -> None:
-        """Reserve, send, evaluate (isolating failures, with retries) and settle the samples at `payers`."""
+        """Send, evaluate (isolating failures, with retries) and settle the samples at `payers` under their rows."""
         if not payers:
             return
         sub = x[payers]
-        texts = self.decode(sub) if self.decode else [",".join(map(str, t)) for t in sub.to_lists()]
-        tokens = [",".join(map(str, t)) for t in sub.to_lists()]
-        new = [j for j, i in enumerate(payers) if i not in reused]
-        requests = [Request(texts[j], tokens[j], hashes[payers[j]]) for j in new]
-        new_ids = iter(
-            self.ledger.reserve(self.run_id, self.oracle_id, self.round, self.method, self.seed, requests, self.budget)
-        )
-        self.ledger.reopen(list(reused.values()))
-        payment = _Payment(self, [reused[i] if i in reused else next(new_ids) for i in payers], texts)
+        payment = _Payment(self, row_ids, texts)
         workers = getattr(self.executor, "workers", 1) or 1
         calls = [list(range(len(payers)))[s] for s in split(len(payers), self.config.chunk_size, workers)]
         retries_from = len(calls)
@@ -355,6 +418,15 @@ class _Payment:
             except ValueError as bad:
                 failure = str(bad)
         outcomes: list[Settlement] = []
+        limit, breach = self.oracle.config.max_out_of_contract, None  # the sample that reached the limit
+        if failure is None:
+            for j, v in zip(members, values, strict=True):
+                if v in (0.0, 1.0):
+                    self.oracle.out_of_contract = 0
+                elif self.strikes[j] == 0:
+                    self.oracle.out_of_contract += 1
+                    if limit and self.oracle.out_of_contract >= limit and breach is None:
+                        breach = (self.texts[j], v)
         if failure is not None and len(members) > 1:  # split it: find the sample(s) to blame
             outcomes = [Settlement(self.row_ids[j], None, failure, self.attempts[j], final=False) for j in members]
             self.ledger.settle(outcomes)
@@ -382,6 +454,11 @@ class _Payment:
                 else:
                     self.given_up.append(o.error)
                 self.open.discard(j)
+        if breach is not None:  # not errors of some samples but a reward that breaks the contract: stop
+            raise OutOfContract(
+                f"the oracle answered {breach[1]:.6g} for sample {breach[0]!r}; banel expects 0 or 1 ({limit} samples "
+                "in a row answered out of contract: a score or a probability instead of a reward?)"
+            )
         # a sample failing again on its own says nothing new about the oracle: only first tries count
         got_one = any(o.error is None for o in outcomes)
         self.oracle._count_call(got_one, c >= self.retries_from, failure or outcomes[0].error)

@@ -347,6 +347,12 @@ def _p(p: float | None) -> str:
     return "-" if p is None else f"{p:.3g}"
 
 
+def delimiter_row(header: str) -> str:
+    """The markdown delimiter row under a header row: one cell per header cell (counted, not typed by hand: a
+    count typed by hand once left two cells out, and GitHub then shows the table as raw pipes)."""
+    return "|" + "---|" * (header.strip().strip("|").count("|") + 1)
+
+
 def write_table(
     rows: list[dict[str, Any]], folder: str | Path, task: str, prior: SuccessRate, source: str, prior_metrics: dict
 ) -> tuple[Path, Path]:
@@ -355,6 +361,13 @@ def write_table(
     metrics = [k.removeprefix("metric.") for k in (rows[0] if rows else {}) if k.startswith("metric.")]
     seeds = sorted({r["seeds"] for r in rows})
     prior_text = f"{prior.rate:.3e} (exact)" if prior.exact else f"{prior.rate:.3e} [{prior.low:.2e}, {prior.high:.2e}]"
+    header = (
+        "| Method | Mean | Mean CI | Median | Median CI | Geo. mean | Geo. mean CI | vs prior | Selected | Final mean "
+        + "| "
+        + " | ".join(f"NREs to {k:g}×" for k in FACTORS)
+        + " | NREs | Successes | Drift NLL (Δ) | KL to prior |"
+        + "".join(f" {m} |" for m in metrics)
+    )
     lines = [
         f"Success rates on {task}, {'/'.join(map(str, seeds))} seeds per row. Each run contributes its "
         "selection-free best: the generator of its best round (chosen on the evaluation samples, from round 1 "
@@ -372,12 +385,8 @@ def write_table(
             else ""
         ),
         "",
-        "| Method | Mean | Mean CI | Median | Median CI | Geo. mean | Geo. mean CI | vs prior | Selected | Final mean "
-        + "| "
-        + " | ".join(f"NREs to {k:g}×" for k in FACTORS)
-        + " | NREs | Successes | Drift NLL (Δ) | KL to prior |"
-        + "".join(f" {m} |" for m in metrics),
-        "|" + "---|" * (14 + len(FACTORS) + len(metrics) - 2),
+        header,
+        delimiter_row(header),
     ]
     for r in rows:
         dnll = "-" if r["drift_nll"] is None else f"{r['drift_nll']:.3f} ({r['drift_nll_increase']:+.3f})"
