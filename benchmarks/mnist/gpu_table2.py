@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods", default="banel,rnd,count", help="methods (default banel,rnd,count; add base for a prior row)"
     )
     p.add_argument("--eval-every", type=int, help="exact success rate every this many rounds (default 3; smoke: 1)")
-    p.add_argument("--rounds", type=int, help="rounds of m per run, fewer to fit a time limit (default: the paper's 30)")
+    p.add_argument("--rounds", type=int, help="rounds of m per run, fewer to fit a time limit (default the paper's 30)")
     p.add_argument("--progress-every", type=float, default=30.0, help="seconds between progress lines (default 30)")
     return p
 
