@@ -76,6 +76,7 @@ def test_arguments_are_checked_before_any_work(tmp_path: Path, capsys) -> None:
         (["--smoke", "--data", str(tmp_path / "none")], "cp /work/shared/data/mnist/*-ubyte.gz"),
         (["--smoke", *data, "--jobs", "0"], "--jobs must be >= 1, got 0"),
         (["--smoke", *data, "--eval-every", "0"], "--eval-every must be >= 1"),
+        (["--smoke", *data, "--rounds", "0"], "--rounds must be >= 1, got 0"),
         (["--smoke", *data, "--seeds", "0,0"], "lists a seed twice"),
         (["--smoke", *data, "--methods", "banel,nope"], "unknown method 'nope'"),
         (["--smoke", *data, "--work", str(tmp_path / "w"), "--out", str(tmp_path / "w")], "--out must differ"),

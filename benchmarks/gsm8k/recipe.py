@@ -79,7 +79,10 @@ def main() -> None:
         settings["rnd"] = {"hidden": 32, "layers": 2}
         candidates, args.base_samples, args.low, args.high = candidates or [0, 1], 100, 0.0, 1.0
     for key, value in parse_overrides(args.overrides).items():
-        (task_options if key == "task_options" else settings)[key] = value
+        if key == "task_options":  # --set task_options.max_new_tokens=128: one option, the others kept
+            task_options.update(value)
+        else:
+            settings[key] = value
     options = from_dict(GSM8KOptions, task_options, "task_options.")
     if not candidates:
         rows = load_questions(find_gsm8k(options.data_dir or None, options.split))

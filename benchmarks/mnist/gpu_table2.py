@@ -356,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods", default="banel,rnd,count", help="methods (default banel,rnd,count; add base for a prior row)"
     )
     p.add_argument("--eval-every", type=int, help="exact success rate every this many rounds (default 3; smoke: 1)")
+    p.add_argument("--rounds", type=int, help="rounds of m per run, fewer to fit a time limit (default the paper's 30)")
     p.add_argument("--progress-every", type=float, default=30.0, help="seconds between progress lines (default 30)")
     return p
 
@@ -363,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_for(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     """The runs' settings: the paper's (App. B.2), shrunk in smoke mode, plus device, evaluation and data."""
     settings = merge(PAPER, SMOKE) if args.smoke else dict(PAPER)
+    if args.rounds is not None:
+        settings = merge(settings, {"nre_budget": args.rounds * settings["m"]})
     return merge(
         settings,
         {
@@ -387,6 +390,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     if args.eval_every < 1:
         raise ValueError(f"--eval-every must be >= 1, got {args.eval_every}")
+    if args.rounds is not None and args.rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
     if not args.progress_every > 0:
         raise ValueError(f"--progress-every must be > 0 seconds, got {args.progress_every}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
