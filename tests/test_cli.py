@@ -189,3 +189,28 @@ def test_default_folders_are_named_after_the_task_not_its_factory(tmp_path, monk
     assert "-> runs/compare-tiny" in capsys.readouterr().out
     assert (tmp_path / "runs" / "compare-tiny" / "base" / "seed0" / "summary.json").is_file()
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["compare-tiny", "tiny-banel-seed0"]
+
+
+def test_the_summary_says_which_rate_is_the_fresh_re_estimate(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "banel.testing:tiny", "--budget", "30", "--set", "m=10", "--set", "task_options.exact=false"]
+    assert main([*argv, "--quiet", "--no-plot", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_round"] == 2 and summary["rounds"] == 3  # the final generator is the best one
+    assert summary["rate_sources"] == {
+        "final_success_rate": "round 2's generator on its 10,000 evaluation samples",
+        "selected_best_rate": "round 2's generator on its 10,000 evaluation samples, the maximum it was chosen on "
+        "(biased upward)",
+        "best_success_rate": "round 2's generator re-estimated on 10,000 fresh samples (selection-free: the number "
+        "to report)",
+    }
+    printed = capsys.readouterr().out
+    assert (
+        f"final: round 2's generator, {summary['final_success_rate']:.3e} on its evaluation samples; the same "
+        "generator as the best: the best's fresh re-estimate is the number to report"
+    ) in printed
+    exact = tmp_path / "exact"
+    assert main([*argv[:-2], "--quiet", "--no-plot", "--out", str(exact)]) == 0
+    rates = json.loads((exact / "summary.json").read_text())["rate_sources"]
+    assert rates == {"final_success_rate": "exact", "selected_best_rate": "exact", "best_success_rate": "exact"}
+    assert "\nfinal: " not in capsys.readouterr().out

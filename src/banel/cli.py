@@ -447,6 +447,13 @@ def _in_words(summary: dict[str, Any]) -> str:
         + ("" if summary["success_rate_exact"] else f", 95% [{low:.2e}, {high:.2e}]")
         + f"); its estimate when it was chosen: {summary['selected_best_rate']:.3e}"
     )
+    if not summary["success_rate_exact"]:
+        same = summary["best_round"] == summary["rounds"] - 1
+        lines.append(
+            f"final: round {summary['rounds'] - 1}'s generator, {summary['final_success_rate']:.3e} on its "
+            "evaluation samples"
+            + ("; the same generator as the best: the best's fresh re-estimate is the number to report" if same else "")
+        )
     return "\n".join(lines)
 
 
@@ -598,6 +605,7 @@ _SHOWN = (
     "best_success_interval",
     "best_round",
     "final_success_rate",
+    "rate_sources",
     "improvement",
     "queries",
     "successes_found",
