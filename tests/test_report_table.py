@@ -247,3 +247,29 @@ def test_the_improvement_interval_carries_the_prior_estimates_uncertainty():
     low, high = improvement_interval(np.array([1.0, math.e**2]), prior)
     assert math.log(high) - 1 == pytest.approx(t * math.sqrt(1 + 0.25))
     assert improvement_interval(np.array([1e-3]), prior) == (None, None)
+
+
+def test_the_figure_says_gains_came_from_failures_only_when_something_gained():
+    from banel.report.table import no_success_note
+
+    exact = SuccessRate(1e-3, 1e-3, 1e-3, True)
+    gained = [_record("banel", 0, 5e-3), _record("rnd", 0, 1e-3)]
+    assert no_success_note(gained, exact) == "no run found a success:\nevery gain came from failures alone"
+    flat = [_record("banel", 0, 1e-3), _record("rnd", 0, 5e-4)]
+    assert no_success_note(flat, exact) == "no run found a success"
+    # above the prior's point estimate but inside its interval is no gain
+    estimate = SuccessRate(1e-3, 8e-4, 1.3e-3, False, 100_000, 100)
+    assert no_success_note([_record("banel", 0, 1.2e-3)], estimate) == "no run found a success"
+    assert no_success_note([_record("banel", 0, 1.2e-3)], None) == "no run found a success"  # paid evidence only
+    found = RunRecord(Path("."), {**gained[0].summary, "successes_found": 2}, [])
+    assert no_success_note([found], exact) is None
+
+
+def test_mean_successes_are_printed_with_their_digits(tmp_path):
+    for seed, found in enumerate([0, 0, 1]):
+        _write_run(tmp_path / "rnd" / f"seed{seed}", "rnd", seed, 2e-3)
+        summary = json.loads((tmp_path / "rnd" / f"seed{seed}" / "summary.json").read_text())
+        summary["successes_found"] = found
+        (tmp_path / "rnd" / f"seed{seed}" / "summary.json").write_text(json.dumps(summary))
+    md = write_report(tmp_path)[0].read_text()
+    assert "| 40 | 0.333 | 1.500 (+0.500) |" in md  # NREs, mean successes 1/3 (.1f once printed 1 in 30 as 0.0)

@@ -402,7 +402,7 @@ def write_table(
             f"| {_interval(r['geometric_low'], r['geometric_high'])} "
             f"| {'**better**' if r['better_than_prior'] else 'not shown'} "
             f"| {_num(r['selected_mean'])} | {_num(r['final_mean'])} | {reach} | {r['nre_used']:.0f} "
-            f"| {r['successes_found']:.1f} | {dnll} | {_num(r['kl_to_prior'], '.3f')} |"
+            f"| {r['successes_found']:.3g} | {dnll} | {_num(r['kl_to_prior'], '.3f')} |"
             + "".join(f" {_num(r[f'metric.{m}'], '.4g')} [{_num(prior_metrics.get(m), '.4g')}] |" for m in metrics)
         )
     lines += ["", "In words:", ""] + _verdicts(rows, prior)
@@ -504,9 +504,9 @@ def plot_compare(records: list[RunRecord], prior: SuccessRate | None, path: str 
     ax2.set_title(f"{task}: distinct successes found by the paid evaluations", fontsize=9)
     ax2.set_xlabel("reward evaluations paid (NREs)")
     ax2.set_ylabel("successes found")
-    if not any(r.summary.get("successes_found") for r in records):
-        ax2.text(0.5, 0.6, "no run found a success:\nevery gain came from failures alone", transform=ax2.transAxes,
-                 ha="center", fontsize=9, color="grey")  # fmt: skip
+    note = no_success_note(records, prior)
+    if note:
+        ax2.text(0.5, 0.6, note, transform=ax2.transAxes, ha="center", fontsize=9, color="grey")
     if ax2.get_legend_handles_labels()[0]:
         ax2.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -514,6 +514,19 @@ def plot_compare(records: list[RunRecord], prior: SuccessRate | None, path: str 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def no_success_note(records: list[RunRecord], prior: SuccessRate | None) -> str | None:
+    """The figure's note when no run found a success: that every gain came from failures alone only where a
+    run's selection-free best is above the prior's estimate (its upper bound, for an estimate); None when a
+    run found one."""
+    if any(r.summary.get("successes_found") for r in records):
+        return None
+    ceiling = None if prior is None else (prior.rate if prior.exact else prior.high)
+    best = [r.summary.get("best_success_rate") for r in records]
+    if ceiling is not None and any(b is not None and b > ceiling for b in best):
+        return "no run found a success:\nevery gain came from failures alone"
+    return "no run found a success"
 
 
 def _curve(history: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
