@@ -38,6 +38,7 @@ COMPARE_EXAMPLES = """examples:
   banel compare toy1d --methods banel,rnd,count,base --seeds 0-4
   banel compare toy1d --methods all --seeds 0,3,7 --budget 2500 --out runs/cmp
   banel compare toy1d --methods banel,temperature --set temperature.temperature=1.1
+  banel compare toy1d --methods banel,rnd --variant paper=banel.preset=paper   BaNEL twice: defaults and the paper's
   banel compare my_pkg.task:make --methods banel,rnd --seeds 0-9 --backend ray --address auto
   banel report runs/cmp                    rebuild the table and the figure from the run folders"""
 
@@ -155,6 +156,16 @@ def _parser(help_settings: str = "") -> argparse.ArgumentParser:
     comp.add_argument("task", help="built-in task name or an import path module:factory")
     comp.add_argument("--methods", default="all", help="comma-separated names or module:Class paths, or all")
     comp.add_argument("--seeds", default="0-4", help="0-4 (a range), 0,3,7 (a list) or both (default 0-4)")
+    comp.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VALUE,...",
+        help="one more row: a method under other settings, run in OUT/NAME and sharing the prior estimate, e.g. "
+        "paper=banel.preset=paper or wide=method=rnd,rnd.hidden=2048 (method= picks it, default banel; "
+        "repeatable)",
+    )
     _add_settings_flags(comp)
     comp.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2; 0 with Ray: all)")
     comp.add_argument("--backend", default="process", choices=("process", "ray"), help="where runs execute")
@@ -459,10 +470,16 @@ def _in_words(summary: dict[str, Any]) -> str:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """`banel compare`."""
-    from banel.sweep import compare, parse_methods, parse_seeds
+    from banel.sweep import compare, parse_methods, parse_seeds, parse_variant
 
     methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
+    variants: dict[str, dict[str, Any]] = {}
+    for text in args.variants:
+        name, extra = parse_variant(text)
+        if name in variants:
+            raise ValueError(f"--variant {name} is given twice")
+        variants[name] = extra
     data = settings_data(args)
     for key in ("task", "method", "seed"):
         if key in data:
@@ -476,10 +493,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         task = None if args.task in BUILTIN_TASKS else resolve_task(args.task)[1](data.get("task_options"), args.cache)
         out = Path(f"runs/compare-{task_label(args.task, task)}")
-    total = len(methods) * len(seeds)
+    total = (len(methods) + len(variants)) * len(seeds)
     print(
-        f"banel compare: {', '.join(methods)} on {args.task}, seeds {seeds}, {args.backend} x {args.jobs}, "
-        f"{_threads()} per run -> {out}"
+        f"banel compare: {', '.join([*methods, *variants])} on {args.task}, seeds {seeds}, {args.backend} x "
+        f"{args.jobs}, {_threads()} per run -> {out}",
+        flush=True,
     )
     finished = 0
 
@@ -510,6 +528,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             on_done,
             args.prior_successes,
             args.prior_max_samples,
+            variants=variants,
+            on_prior=lambda line: print(f"banel compare: {line}", flush=True),
         )
     except KeyboardInterrupt:
         raise Interrupted(
