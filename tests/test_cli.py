@@ -115,9 +115,9 @@ def test_digits_defaults_apply_under_overrides():
     assert config.options == resolve_method("rnd").options()
 
 
-def test_run_help_lists_every_setting_with_its_docstring(capsys):
+def test_run_help_all_lists_every_setting_with_its_docstring(capsys):
     with pytest.raises(SystemExit):
-        main(["run", "toy1d", "--help"])
+        main(["run", "toy1d", "--help-all"])
     text = capsys.readouterr().out
     expected = [s for s in settings(RunConfig) if s.path not in ("options", "task_options")]
     for name in METHODS:
@@ -156,3 +156,61 @@ def test_a_user_task_and_method_run_by_import_path(tmp_path, capsys):
     capsys.readouterr()
     assert main(["resume", str(out)]) == 2
     assert "already finished" in capsys.readouterr().err
+
+
+def test_run_help_lists_the_run_the_chosen_method_and_the_task_only_and_names_help_all(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "toy1d", "--method", "rnd", "--help"])
+    short = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["run", "toy1d", "--help-all"])
+    full = capsys.readouterr().out
+    assert "rnd.hidden (int, default 1024)" in short and "  nre_budget (" in short
+    assert "task toy1d: 1D line" in short and "task_options.shipped (" in short
+    assert "banel.kappa (" not in short and "task toy2d" not in short and "  task_options.resolution (" not in short
+    assert short.rstrip().endswith(
+        "these are the settings of method rnd and task toy1d only; --help-all lists every built-in method's and "
+        "task's settings"
+    )
+    assert "--help-all" in short and len(short.splitlines()) < len(full.splitlines()) / 2
+    with pytest.raises(SystemExit):
+        main(["compare", "toy1d", "--methods", "banel,count", "--help"])
+    text = capsys.readouterr().out
+    assert "banel.kappa (" in text and "method 'count'" in text and "  rnd.hidden (" not in text
+
+
+def test_default_folders_are_named_after_the_task_not_its_factory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "banel.testing:tiny", "--budget", "20", "--set", "m=10", "--quiet", "--no-plot"]) == 0
+    assert "-> runs/tiny-banel-seed0" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "tiny-banel-seed0" / "summary.json").is_file()
+    argv = ["compare", "banel.testing:tiny", "--methods", "base", "--seeds", "0", "--jobs", "1", "--budget", "20"]
+    assert main([*argv, "--set", "m=10"]) == 0
+    assert "-> runs/compare-tiny" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "compare-tiny" / "base" / "seed0" / "summary.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["compare-tiny", "tiny-banel-seed0"]
+
+
+def test_the_summary_says_which_rate_is_the_fresh_re_estimate(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "banel.testing:tiny", "--budget", "30", "--set", "m=10", "--set", "task_options.exact=false"]
+    assert main([*argv, "--quiet", "--no-plot", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_round"] == 2 and summary["rounds"] == 3  # the final generator is the best one
+    assert summary["rate_sources"] == {
+        "final_success_rate": "round 2's generator on its 10,000 evaluation samples",
+        "selected_best_rate": "round 2's generator on its 10,000 evaluation samples, the maximum it was chosen on "
+        "(biased upward)",
+        "best_success_rate": "round 2's generator re-estimated on 10,000 fresh samples (selection-free: the number "
+        "to report)",
+    }
+    printed = capsys.readouterr().out
+    assert (
+        f"final: round 2's generator, {summary['final_success_rate']:.3e} on its evaluation samples; the same "
+        "generator as the best: the best's fresh re-estimate is the number to report"
+    ) in printed
+    exact = tmp_path / "exact"
+    assert main([*argv[:-2], "--quiet", "--no-plot", "--out", str(exact)]) == 0
+    rates = json.loads((exact / "summary.json").read_text())["rate_sources"]
+    assert rates == {"final_success_rate": "exact", "selected_best_rate": "exact", "best_success_rate": "exact"}
+    assert "\nfinal: " not in capsys.readouterr().out

@@ -241,3 +241,28 @@ def test_ctrl_c_exits_130_with_one_line_saying_how_to_continue(started, tmp_path
         assert json.loads((out / "config.json").read_text())["run"]["task"] == "banel.testing:tiny"
     else:
         assert err.strip() == "banel: error: interrupted; nothing was paid yet; run the same command again"
+
+
+def _raising_factory(options, cache):
+    raise KeyError("weights_path")
+
+
+def test_a_task_factory_that_raises_is_one_line_naming_the_factory(tmp_path, capsys, monkeypatch):
+    import dataclasses
+    import sys
+    import types
+
+    from banel import task_factory
+
+    module = types.ModuleType("raising_task")
+    module.make = dataclasses.replace(task_factory("raises")(_raising_factory), path="raising_task:make")
+    monkeypatch.setitem(sys.modules, "raising_task", module)
+    out = tmp_path / "run"
+    assert main(["run", "raising_task:make", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == "banel: error: the task factory raising_task:make raised KeyError: 'weights_path'\n"
+    assert not out.exists()
+    # a factory's own ValueError already says what is wrong: it is shown as it is
+    module.make = task_factory("bad")(lambda options, cache: (_ for _ in ()).throw(ValueError("no data in X")))
+    assert main(["run", "raising_task:make", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == "banel: error: no data in X\n"

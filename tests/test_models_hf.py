@@ -136,3 +136,14 @@ def test_every_method_completes_two_rounds_on_an_lm_through_the_run_folder_and_l
     assert saved["run"]["method"] == method
     if method == "rnd":  # the LM has no one-hot shape: RND reads the model's embedding of the text
         assert run.method.shape is None
+
+
+def test_a_lora_model_warns_nothing_but_other_future_warnings_still_show():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = _model(rank=4)
+        model.clone()
+        warnings.warn("someone else's", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == ["someone else's"]

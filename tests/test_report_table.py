@@ -247,3 +247,60 @@ def test_the_improvement_interval_carries_the_prior_estimates_uncertainty():
     low, high = improvement_interval(np.array([1.0, math.e**2]), prior)
     assert math.log(high) - 1 == pytest.approx(t * math.sqrt(1 + 0.25))
     assert improvement_interval(np.array([1e-3]), prior) == (None, None)
+
+
+def test_the_figure_says_gains_came_from_failures_only_when_something_gained():
+    from banel.report.table import no_success_note
+
+    exact = SuccessRate(1e-3, 1e-3, 1e-3, True)
+    gained = [_record("banel", 0, 5e-3), _record("rnd", 0, 1e-3)]
+    assert no_success_note(gained, exact) == "no run found a success:\nevery gain came from failures alone"
+    flat = [_record("banel", 0, 1e-3), _record("rnd", 0, 5e-4)]
+    assert no_success_note(flat, exact) == "no run found a success"
+    # above the prior's point estimate but inside its interval is no gain
+    estimate = SuccessRate(1e-3, 8e-4, 1.3e-3, False, 100_000, 100)
+    assert no_success_note([_record("banel", 0, 1.2e-3)], estimate) == "no run found a success"
+    assert no_success_note([_record("banel", 0, 1.2e-3)], None) == "no run found a success"  # paid evidence only
+    found = RunRecord(Path("."), {**gained[0].summary, "successes_found": 2}, [])
+    assert no_success_note([found], exact) is None
+
+
+def test_mean_successes_are_printed_with_their_digits(tmp_path):
+    for seed, found in enumerate([0, 0, 1]):
+        _write_run(tmp_path / "rnd" / f"seed{seed}", "rnd", seed, 2e-3)
+        summary = json.loads((tmp_path / "rnd" / f"seed{seed}" / "summary.json").read_text())
+        summary["successes_found"] = found
+        (tmp_path / "rnd" / f"seed{seed}" / "summary.json").write_text(json.dumps(summary))
+    md = write_report(tmp_path)[0].read_text()
+    assert "| 40 | 0.333 | 1.500 (+0.500) |" in md  # NREs, mean successes 1/3 (.1f once printed 1 in 30 as 0.0)
+
+
+def test_each_interval_says_what_it_covers_and_each_test_when_it_cannot_reject(tmp_path):
+    from banel.report.stats import smallest_rank_sum_p, smallest_signed_rank_p
+
+    assert smallest_signed_rank_p(3) == 0.125 and smallest_signed_rank_p(5) == 1 / 32
+    assert smallest_rank_sum_p(3, 3) == pytest.approx(1 / 20) and smallest_rank_sum_p(5, 5) == pytest.approx(1 / 252)
+    for seed, best in enumerate([4e-3, 5e-3, 6e-3]):
+        _write_run(tmp_path / "banel" / f"seed{seed}", "banel", seed, best)
+        _write_run(tmp_path / "rnd" / f"seed{seed}", "rnd", seed, best / 4)
+    md = write_report(tmp_path)[0].read_text()
+    assert "| Mean CI (95% bootstrap) | Median | Median CI (its coverage) | Geo. mean | Geo. mean CI (95% t) |" in md
+    assert "| 5.000e-03 (5.00×) | [4.00e-03, 6.00e-03] (75%) |" in md  # 3 seeds: [min, max] covers 1 - 2/8
+    assert (
+        "over 3 seeds, p = 0.125); with 3 seeds its smallest attainable p is 0.125: it cannot reject at 5%, run "
+        "more seeds.\n" in md
+    )
+    # every BaNEL seed above every RND seed, and still no test at 5%: 1 / C(6, 3) = 0.05
+    assert (
+        "- banel vs rnd: not shown higher (one-sided Mann-Whitney on per-seed log rates, p = 0.05); with 3 against "
+        "3 seeds its smallest attainable p is 0.05: it cannot reject at 5%, run more seeds.\n" in md
+    )
+    for seed in range(3, 5):
+        _write_run(tmp_path / "banel" / f"seed{seed}", "banel", seed, 7e-3)
+        _write_run(tmp_path / "rnd" / f"seed{seed}", "rnd", seed, 1e-3)
+    md = write_report(tmp_path)[0].read_text()
+    assert "- banel vs rnd: higher (one-sided Mann-Whitney on per-seed log rates, p = 0.00545).\n" in md
+    # rnd's seeds 0, 3 and 4 equal the prior (1e-3): the signed-rank test has 2 seeds left, and says so
+    assert "p = 0.25); with 2 seeds off the prior's rate (of 5) its smallest attainable p is 0.25: it cannot " in md
+    assert md.count("cannot reject") == 1
+    assert "] (93.75%) |" in md  # 5 seeds

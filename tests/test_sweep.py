@@ -177,3 +177,42 @@ def test_process_and_ray_backends_write_identical_tables(tmp_path, cache):
     assert (tmp_path / "ray" / "table.md").read_text() == (tmp_path / "process" / "table.md").read_text()
     assert (tmp_path / "ray" / "table.csv").read_text() == (tmp_path / "process" / "table.csv").read_text()
     assert len(collect(tmp_path / "ray")) == 6
+
+
+def test_variants_are_labelled_rows_of_one_folder_sharing_one_prior_estimate(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", TINY, "--methods", "temperature", "--seeds", "0,1", "--budget", "40", "--set", "m=20"]
+    argv += ["--variant", "hot=method=temperature,temperature.temperature=2", "--jobs", "1", "--out", str(out)]
+    argv += ["--set", "task_options.exact=false", "--prior-successes", "20"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    lines = [line for line in text.splitlines() if "prior's success rate" in line]
+    assert lines[0].endswith("estimating the prior's success rate once for the comparison (exact, or prior samples "
+                             "until 20 successes or 1,000,000 draws)...")  # fmt: skip
+    assert lines[1].startswith("banel compare: ") and " in " in lines[1] and " successes in " in lines[1]
+    assert "[4/4]" in text and text.index(lines[1]) < text.index("[1/4]")  # before and after, before any run
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["hot", "temperature"]
+    assert json.loads((out / "hot" / "seed1" / "config.json").read_text())["run"]["temperature"] == {"temperature": 2.0}
+    assert [p.name for p in out.glob("prior.json")] == ["prior.json"]  # one estimate for every row
+    table = (out / "table.md").read_text()
+    assert "| temperature [temperature.temperature=1.2] |" in table
+    assert "| temperature [temperature.temperature=2.0] |" in table
+    # the variant is part of the comparison: the same command again runs nothing
+    assert main(argv) == 0 and "[1/" not in capsys.readouterr().out
+
+
+def test_bad_variants_are_one_line_errors_before_anything_runs(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    base = ["compare", TINY, "--methods", "base", "--seeds", "0", "--out", str(out), "--variant"]
+    cases = [
+        ("paper", "--variant must look like NAME=KEY=VALUE[,KEY=VALUE...]"),
+        ("a/b=m=3", "--variant must look like NAME=KEY=VALUE"),
+        ("s=seed=3", "--variant s: seed cannot differ within one comparison"),
+        ("base=method=base,m=10", "--variant names a folder a method or another variant already uses: base"),
+        ("x=method=magic", "unknown method 'magic'"),
+        ("x=banel.kapa=2", "unknown setting(s) banel.kapa"),
+    ]
+    for variant, message in cases:
+        assert main([*base, variant]) == 2, variant
+        assert message in capsys.readouterr().err, variant
+        assert not out.exists(), variant

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from banel import rundir
 from banel.cache import FolderInUse, check_writable_folder
 from banel.config import RunConfig, SettingError, format_settings, load_file, merge, parse_overrides, settings
 from banel.oracle.ledger_oracle import OracleFailing
+from banel.tasks import BUILTIN as BUILTIN_TASKS
 
 RUN_EXAMPLES = """examples:
   banel run toy1d                          BaNEL on the 1D toy, seed 0, results in runs/toy1d-banel-seed0
@@ -36,6 +38,7 @@ COMPARE_EXAMPLES = """examples:
   banel compare toy1d --methods banel,rnd,count,base --seeds 0-4
   banel compare toy1d --methods all --seeds 0,3,7 --budget 2500 --out runs/cmp
   banel compare toy1d --methods banel,temperature --set temperature.temperature=1.1
+  banel compare toy1d --methods banel,rnd --variant paper=banel.preset=paper   BaNEL twice: defaults and the paper's
   banel compare my_pkg.task:make --methods banel,rnd --seeds 0-9 --backend ray --address auto
   banel report runs/cmp                    rebuild the table and the figure from the run folders"""
 
@@ -51,11 +54,15 @@ def _threads() -> str:
     return f"{n} torch thread{'s' if n > 1 else ''}"
 
 
-def settings_help(task: str | None = None, method: str | None = None) -> str:
-    """Every setting with its type, default and docstring: run-level, each method's table, each task's options."""
+def settings_help(task: str | None = None, method: str | None = None, full: bool = True) -> str:
+    """Settings with their type, default and docstring: the run-level ones, then method tables and task options.
+
+    full: every built-in method's table and every built-in task's options (plus `task` and `method` if they are
+    import paths); else only the run-level settings, `method`'s table (comma-separated names: each one's)
+    and `task`'s options, ending with how to see everything.
+    """
     from banel.methods import BUILTIN as BUILTIN_METHODS
     from banel.methods import resolve_method
-    from banel.tasks import BUILTIN as BUILTIN_TASKS
     from banel.tasks import resolve_task
 
     run_level = [s for s in settings(RunConfig) if s.path not in ("options", "task_options")]
@@ -63,7 +70,13 @@ def settings_help(task: str | None = None, method: str | None = None) -> str:
         "settings (--set KEY=VALUE, or in a config file; tables as [eval], [banel] in TOML):",
         format_settings(run_level),
     ]
-    methods = list(BUILTIN_METHODS) + ([method] if method and method not in BUILTIN_METHODS else [])
+    chosen = [m for m in (method or "").split(",") if m]
+    if full:
+        methods = list(BUILTIN_METHODS) + [m for m in chosen if m not in BUILTIN_METHODS]
+        tasks = list(BUILTIN_TASKS) + ([task] if task and task not in BUILTIN_TASKS else [])
+    else:
+        methods = list(BUILTIN_METHODS) if chosen == ["all"] else chosen
+        tasks = [task] if task else []
     for name in methods:
         spec = resolve_method(name)
         header = f"\nmethod {spec.name!r}{'' if name in BUILTIN_METHODS else f' ({name})'}: {spec.description}"
@@ -71,7 +84,6 @@ def settings_help(task: str | None = None, method: str | None = None) -> str:
             parts.append(header + " (no settings)")
         else:
             parts += [header, format_settings(settings(spec.options, f"{spec.name}."))]
-    tasks = list(BUILTIN_TASKS) + ([task] if task and task not in BUILTIN_TASKS else [])
     for name in tasks:
         factory = resolve_task(name)[1]
         header = f"\ntask {name}: {factory.description}"
@@ -81,6 +93,11 @@ def settings_help(task: str | None = None, method: str | None = None) -> str:
             parts.append(header + "\n  task_options: a free-form table (the factory gets a dict)")
         else:
             parts += [header, format_settings(settings(factory.options, "task_options."))]
+    if not full:
+        shown = " and ".join([f"method {', '.join(methods)}"] + ([f"task {task}"] if task else []))
+        parts.append(
+            f"\nthese are the settings of {shown} only; --help-all lists every built-in method's and task's settings"
+        )
     return "\n".join(parts)
 
 
@@ -93,7 +110,7 @@ def _parser(help_settings: str = "") -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)
-    help_text = help_settings or "every setting: banel run --help"
+    help_text = help_settings or "settings: banel run TASK --help (yours), banel run --help-all (every one)"
 
     run = sub.add_parser(
         "run",
@@ -108,7 +125,9 @@ def _parser(help_settings: str = "") -> argparse.ArgumentParser:
     _add_settings_flags(run)
     run.add_argument("--seed", type=int, help="root seed (default 0)")
     run.add_argument("--resolution", type=int, help="image side of mnist: 14 or 28 (task_options.resolution)")
-    run.add_argument("--out", help="run folder (default runs/TASK-METHOD-seedS)")
+    run.add_argument(
+        "--out", help="run folder (default runs/NAME-METHOD-seedS, NAME: the built-in task or your task's name)"
+    )
     run.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -137,11 +156,23 @@ def _parser(help_settings: str = "") -> argparse.ArgumentParser:
     comp.add_argument("task", help="built-in task name or an import path module:factory")
     comp.add_argument("--methods", default="all", help="comma-separated names or module:Class paths, or all")
     comp.add_argument("--seeds", default="0-4", help="0-4 (a range), 0,3,7 (a list) or both (default 0-4)")
+    comp.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VALUE,...",
+        help="one more row: a method under other settings, run in OUT/NAME and sharing the prior estimate, e.g. "
+        "paper=banel.preset=paper or wide=method=rnd,rnd.hidden=2048 (method= picks it, default banel; "
+        "repeatable)",
+    )
     _add_settings_flags(comp)
     comp.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2; 0 with Ray: all)")
     comp.add_argument("--backend", default="process", choices=("process", "ray"), help="where runs execute")
     comp.add_argument("--address", default="", help="Ray cluster address (default: a local ray.init())")
-    comp.add_argument("--out", help="output folder (default runs/compare-TASK)")
+    comp.add_argument(
+        "--out", help="output folder (default runs/compare-NAME, NAME: the built-in task or your task's name)"
+    )
     comp.add_argument(
         "--prior-successes",
         type=int,
@@ -213,6 +244,7 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps (checked against this machine)")
     p.add_argument("--cache", help="cache folder for pre-trained priors (default $BANEL_CACHE or ~/.cache/banel)")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
+    p.add_argument("--help-all", action="store_true", help="--help with every built-in method's and task's settings")
 
 
 def settings_data(args: argparse.Namespace, **fixed: Any) -> dict[str, Any]:
@@ -285,6 +317,15 @@ def check_checkpoint(out: Path) -> None:
         read_checkpoint(out)
 
 
+def task_label(spec: str, task: Any) -> str:
+    """The task's part of a default folder name: a built-in's name as typed, else the task object's `name`
+    (what the README's `make` factories share is their function name, never their task), made path-safe."""
+    if spec in BUILTIN_TASKS or task is None:
+        return spec
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", str(getattr(task, "name", "") or "")).strip("-.")
+    return label or "task"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """`banel run`."""
     from banel.methods import resolve_method
@@ -293,14 +334,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     name = resolve_method(config.method).name
-    task_label = config.task.rsplit(":", 1)[-1] if ":" in config.task else config.task
-    out = Path(args.out or f"runs/{task_label}-{name}-seed{config.seed}")
-    rundir.check_new_run(out)
     check_device(config.device)
     if config.oracle.ledger:
         check_ledger_file(Path(config.oracle.ledger), "oracle.ledger")
     task = make_task(config.task, config.task_options, args.cache)
     feasibility(task, config.feasible_only)  # an error now, before the run folder exists
+    out = Path(args.out or f"runs/{task_label(config.task, task)}-{name}-seed{config.seed}")
+    rundir.check_new_run(out)
     print(f"banel: {name} on {config.task}, seed {config.seed}, budget {config.nre_budget} NREs, {_threads()} -> {out}")
     return _execute(args, out, config, task)
 
@@ -418,27 +458,46 @@ def _in_words(summary: dict[str, Any]) -> str:
         + ("" if summary["success_rate_exact"] else f", 95% [{low:.2e}, {high:.2e}]")
         + f"); its estimate when it was chosen: {summary['selected_best_rate']:.3e}"
     )
+    if not summary["success_rate_exact"]:
+        same = summary["best_round"] == summary["rounds"] - 1
+        lines.append(
+            f"final: round {summary['rounds'] - 1}'s generator, {summary['final_success_rate']:.3e} on its "
+            "evaluation samples"
+            + ("; the same generator as the best: the best's fresh re-estimate is the number to report" if same else "")
+        )
     return "\n".join(lines)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """`banel compare`."""
-    from banel.sweep import compare, parse_methods, parse_seeds
+    from banel.sweep import compare, parse_methods, parse_seeds, parse_variant
 
     methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
+    variants: dict[str, dict[str, Any]] = {}
+    for text in args.variants:
+        name, extra = parse_variant(text)
+        if name in variants:
+            raise ValueError(f"--variant {name} is given twice")
+        variants[name] = extra
     data = settings_data(args)
     for key in ("task", "method", "seed"):
         if key in data:
             raise ValueError(f"`banel compare` sets {key} itself; remove {key} from --set/--config")
     if "device" in data:
         check_device(str(data["device"]))
-    label = args.task.rsplit(":", 1)[-1] if ":" in args.task else args.task
-    out = Path(args.out or f"runs/compare-{label}")
-    total = len(methods) * len(seeds)
+    if args.out:
+        out = Path(args.out)
+    else:
+        from banel.tasks import resolve_task
+
+        task = None if args.task in BUILTIN_TASKS else resolve_task(args.task)[1](data.get("task_options"), args.cache)
+        out = Path(f"runs/compare-{task_label(args.task, task)}")
+    total = (len(methods) + len(variants)) * len(seeds)
     print(
-        f"banel compare: {', '.join(methods)} on {args.task}, seeds {seeds}, {args.backend} x {args.jobs}, "
-        f"{_threads()} per run -> {out}"
+        f"banel compare: {', '.join([*methods, *variants])} on {args.task}, seeds {seeds}, {args.backend} x "
+        f"{args.jobs}, {_threads()} per run -> {out}",
+        flush=True,
     )
     finished = 0
 
@@ -469,6 +528,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             on_done,
             args.prior_successes,
             args.prior_max_samples,
+            variants=variants,
+            on_prior=lambda line: print(f"banel compare: {line}", flush=True),
         )
     except KeyboardInterrupt:
         raise Interrupted(
@@ -564,6 +625,7 @@ _SHOWN = (
     "best_success_interval",
     "best_round",
     "final_success_rate",
+    "rate_sources",
     "improvement",
     "queries",
     "successes_found",
@@ -580,8 +642,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: import paths of the user's own modules resolve
     try:
+        full = "--help-all" in argv
+        if full:  # argparse prints the help; the settings listed in it are every built-in's
+            argv = ["--help" if a == "--help-all" else a for a in argv]
         wants_help = bool({"-h", "--help"} & set(argv))
-        args = _parser(settings_help(*_named_on_command_line(argv)) if wants_help else "").parse_args(argv)
+        help_settings = settings_help(*_named_on_command_line(argv), full=full) if wants_help else ""
+        args = _parser(help_settings).parse_args(argv)
     except ValueError as err:  # an import path in a help request that cannot be imported
         print(f"banel: error: {err}", file=sys.stderr)
         return 2
@@ -642,15 +708,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _named_on_command_line(argv: list[str]) -> tuple[str | None, str | None]:
-    """The task and method import paths of a help request, so their own settings are listed too."""
+    """The task and the method(s) of a help request (run: --method, default banel; compare: --methods, default
+    all), so that their settings are listed."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("command", nargs="?")
     pre.add_argument("task", nargs="?")
-    pre.add_argument("--method")
+    pre.add_argument("--method", default="banel")
+    pre.add_argument("--methods", default="all")
     known, _ = pre.parse_known_args([a for a in argv if a not in ("-h", "--help")])
-    task = known.task if known.task and ":" in known.task else None
-    method = known.method if known.method and ":" in known.method else None
-    return task, method
+    if known.command not in ("run", "compare"):
+        return None, None
+    return known.task, known.method if known.command == "run" else known.methods
 
 
 if __name__ == "__main__":

@@ -333,6 +333,7 @@ class Run:
             "selected_best_rate": self.best_round_rate.rate if self.best_round_rate else None,
             "improvement": best.rate / base if best and base else None,
             "success_rate_exact": best.exact if best else None,
+            "rate_sources": self._rate_sources(final_round, last, best),
             "kept_rule": self.config.keep.rule,
             "kept_round": self.kept_round,
             "kept_success_rate": kept_rate["rate"] if kept_rate else None,
@@ -351,6 +352,24 @@ class Run:
         if self.ledger is not None:
             self.ledger.close()
         return summary
+
+    def _rate_sources(
+        self, final_round: int, last: SuccessRate | None, best: SuccessRate | None
+    ) -> dict[str, str] | None:
+        """What each success rate of the summary is, in words: which one is the fresh re-estimate (the final
+        and the best can be one generator measured twice, on different samples, with different numbers)."""
+        if last is None or best is None or self.best_round_rate is None:
+            return None
+        if best.exact:
+            same = "exact"
+            return {"final_success_rate": same, "selected_best_rate": same, "best_success_rate": same}
+        return {
+            "final_success_rate": f"round {final_round}'s generator on its {last.n:,} evaluation samples",
+            "selected_best_rate": f"round {self.best_round}'s generator on its {self.best_round_rate.n:,} "
+            "evaluation samples, the maximum it was chosen on (biased upward)",
+            "best_success_rate": f"round {self.best_round}'s generator re-estimated on {best.n:,} fresh samples "
+            "(selection-free: the number to report)",
+        }
 
     def _reestimate_best(self) -> SuccessRate | None:
         """The saved best generator's success rate on fresh samples (an exact rate needs no second look)."""

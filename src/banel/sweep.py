@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import socket
 import sys
 import time
@@ -30,7 +31,7 @@ from typing import Any
 
 from banel import rundir
 from banel.cache import atomic_write_text, cache_dir
-from banel.config import RunConfig, merge
+from banel.config import RunConfig, merge, parse_overrides
 from banel.eval.success import SuccessRate, prior_estimate
 from banel.methods import BUILTIN as BUILTIN_METHODS
 from banel.methods import resolve_method
@@ -80,6 +81,31 @@ def parse_methods(text: str) -> list[str]:
     if len(set(methods)) != len(methods):
         raise ValueError(f"--methods lists a method twice: {text!r}")
     return methods
+
+
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+"""A variant's name: its folder under the comparison's and its row's label."""
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """'paper=banel.preset=paper,m=100' -> ('paper', {'banel': {'preset': 'paper'}, 'm': 100}): a named setting
+    of one method (`method=NAME` among the pairs, default banel) run beside --methods in the same comparison.
+    Values are parsed as JSON when they can be; a value cannot hold a comma (use a config file for lists)."""
+    name, sep, rest = text.partition("=")
+    if not sep or not VARIANT_NAME.fullmatch(name) or not rest.strip():
+        raise ValueError(
+            f"--variant must look like NAME=KEY=VALUE[,KEY=VALUE...] (NAME: letters, digits, . _ -), e.g. "
+            f"paper=banel.preset=paper; got {text!r}"
+        )
+    settings = parse_overrides([pair for pair in rest.split(",") if pair.strip()])
+    fixed = sorted(k for k in settings if k in ("task", "seed", "task_options"))
+    if fixed:
+        raise ValueError(
+            f"--variant {name}: {', '.join(fixed)} cannot differ within one comparison (one task, one prior, the "
+            "same seeds); set it for the whole comparison, or compare in another --out"
+        )
+    resolve_method(str(settings.get("method", "banel")))  # an unknown method is an error now
+    return name, settings
 
 
 @dataclass(frozen=True)
@@ -132,13 +158,24 @@ def plan(
     cache: str,
     threads: int | None,
     factory: TaskFactory | None = None,
+    variants: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[RunSpec], list[Path]]:
-    """The runs still to do and the folders of those already finished, every setting validated first."""
+    """The runs still to do and the folders of those already finished, every setting validated first.
+
+    Each method runs under `settings` in OUT/METHOD/; each variant (name -> its own settings over `settings`,
+    `method` among them, default banel) in OUT/NAME/."""
+    rows = [(resolve_method(m).name, m, settings) for m in methods]
+    for name, extra in (variants or {}).items():
+        rows.append((name, str(extra.get("method", "banel")), merge(settings, extra)))
+    folders = [name for name, _, _ in rows]
+    twice = sorted({f for f in folders if folders.count(f) > 1})
+    if twice:
+        raise ValueError(f"--variant names a folder a method or another variant already uses: {', '.join(twice)}")
     todo, done = [], []
-    for method in methods:
-        name = resolve_method(method).name
+    for name, method, row_settings in rows:
         for seed in seeds:
-            config = config_dict(parse_config(merge(settings, {"task": task, "method": method, "seed": seed}), factory))
+            data = merge(row_settings, {"task": task, "method": method, "seed": seed})
+            config = config_dict(parse_config(data, factory))
             folder = out / name / f"seed{seed}"
             if (folder / rundir.SUMMARY).is_file():
                 _check_same_settings(folder, config, "a finished run")
@@ -187,8 +224,14 @@ def sweep(
     on_done: Callable[[dict[str, Any]], None] | None = None,
     prior_successes: int = 100,
     prior_max_samples: int = 1_000_000,
+    variants: dict[str, dict[str, Any]] | None = None,
+    on_prior: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Run every method on every seed (finished runs kept, interrupted ones resumed); the finished folders.
+
+    variants: more settings of one method in the same comparison, as labelled rows sharing its prior
+    estimate: {name: settings over `settings`, `method` among them (default banel)}, each run in OUT/NAME/.
+    on_prior: called with a line before and after the prior's estimate (which can take minutes).
 
     task: a built-in name, an import path `module:factory`, a factory, or a task object (a factory or task
     without an import path runs in this process only: jobs=1, backend 'process'). threads: torch threads per
@@ -212,7 +255,7 @@ def sweep(
     if threads is None and (jobs != 1 or backend == "ray"):
         threads = 1
     label = path or getattr(instance, "name", "") or "task"
-    todo, done = plan(label, methods, seeds, settings or {}, out, cache, threads, None if path else factory)
+    todo, done = plan(label, methods, seeds, settings or {}, out, cache, threads, None if path else factory, variants)
     log.info("sweep: %d runs to do (%d resumed), %d finished", len(todo), sum(s.resume for s in todo), len(done))
     # Pre-train (or load) the shared prior once, so that the workers do not all train it at once, and
     # estimate its success rate once: the one denominator of every factor in the table.
@@ -220,7 +263,7 @@ def sweep(
         merge(settings or {}, {"task": label, "method": methods[0], "seed": seeds[0]}), None if path else factory
     )
     built = instance or factory(first.task_options, cache)
-    write_prior_estimate(out, built, first, prior_successes, prior_max_samples)
+    write_prior_estimate(out, built, first, prior_successes, prior_max_samples, on_prior)
     if not path:
         for spec in todo:
             _done(run_one(spec, instance or factory), on_done)
@@ -238,11 +281,17 @@ def sweep(
 
 
 def write_prior_estimate(
-    out: Path, task: Task, config: RunConfig, successes: int, max_samples: int
+    out: Path,
+    task: Task,
+    config: RunConfig,
+    successes: int,
+    max_samples: int,
+    on_prior: Callable[[str], None] | None = None,
 ) -> SuccessRate | None:
     """The comparison's shared prior estimate, from OUT/prior.json if it was made for these settings, else
     measured now and written there; None (and no file) for a task without free measurement, whose
-    comparison is in paid evidence alone (the costly reward is never called to estimate the prior)."""
+    comparison is in paid evidence alone (the costly reward is never called to estimate the prior).
+    on_prior gets a line before a measurement starts and one when it ends."""
     path = out / PRIOR_FILE
     key = {
         "task": config.task,
@@ -257,12 +306,18 @@ def write_prior_estimate(
         if saved.get("settings") == json.loads(json.dumps(key, default=str)):
             return SuccessRate(**saved["estimate"])
     started = time.time()
-    estimate = prior_estimate(task, task.prior(config.device), successes, max_samples, config.eval.confidence)
-    if estimate is None:
-        return None
-    log.info(
-        "prior estimate %.3e (%d/%d) in %.0f s", estimate.rate, estimate.successes, estimate.n, time.time() - started
+    say = on_prior or (lambda line: log.info("%s", line))
+    say(
+        f"{time.strftime('%H:%M:%S')} estimating the prior's success rate once for the comparison (exact, or "
+        f"prior samples until {successes:,} successes or {max_samples:,} draws)..."
     )
+    estimate = prior_estimate(task, task.prior(config.device), successes, max_samples, config.eval.confidence)
+    took = time.time() - started
+    if estimate is None:
+        say(f"{time.strftime('%H:%M:%S')} no free measurement: the comparison is in paid evidence ({took:.0f} s)")
+        return None
+    how = "exact" if estimate.exact else f"{estimate.successes:,} successes in {estimate.n:,} samples"
+    say(f"{time.strftime('%H:%M:%S')} prior's success rate {estimate.rate:.3e} ({how}) in {took:.0f} s")
     out.mkdir(parents=True, exist_ok=True)
     record = {"settings": key, "estimate": estimate.as_dict(), "seconds": round(time.time() - started, 3)}
     atomic_write_text(json.dumps(record, indent=2, default=str), path)

@@ -20,6 +20,7 @@ import importlib.util
 import inspect
 import itertools
 import logging
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,11 @@ class HFModel:
                 lora_dropout=0.0,
             )
             # the "default" adapter starts with B = 0: the prior is the base model exactly
-            model = peft.get_peft_model(model, lora).eval()
+            with warnings.catch_warnings():
+                # peft (0.21) reads transformers' deprecated `is_gradient_checkpointing` inside this call, so
+                # every LM run printed a FutureWarning about code that is not ours; only that one is ignored
+                warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+                model = peft.get_peft_model(model, lora).eval()
             self.adapter = "default"
             self._base = _Base(model, cache_kw, lora=lora)
         else:

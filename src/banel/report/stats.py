@@ -137,3 +137,15 @@ def above_other_p(values: np.ndarray, other: np.ndarray) -> float | None:
     if not len(values) or not len(other):
         return None
     return float(stats.mannwhitneyu(_log(values), _log(other), alternative="greater").pvalue)
+
+
+def smallest_signed_rank_p(n: int) -> float:
+    """The smallest one-sided p-value the exact signed-rank test can give with n seeds: every seed on one side,
+    1 / 2**n (3 seeds: 0.125, so it cannot reject at 5% below 5 seeds)."""
+    return 0.5**n
+
+
+def smallest_rank_sum_p(n: int, m: int) -> float:
+    """The smallest one-sided p-value the exact Mann-Whitney test can give with n against m seeds: every seed of
+    one above every seed of the other, 1 / C(n + m, n) (3 against 3: 1/20 = 0.05, never below 5%)."""
+    return 1 / math.comb(n + m, n)

@@ -35,6 +35,8 @@ from banel.report.stats import (
     improvement_interval,
     mean_interval,
     median_interval,
+    smallest_rank_sum_p,
+    smallest_signed_rank_p,
 )
 from banel.rundir import CONFIG, SUMMARY, read_history
 
@@ -362,7 +364,8 @@ def write_table(
     seeds = sorted({r["seeds"] for r in rows})
     prior_text = f"{prior.rate:.3e} (exact)" if prior.exact else f"{prior.rate:.3e} [{prior.low:.2e}, {prior.high:.2e}]"
     header = (
-        "| Method | Mean | Mean CI | Median | Median CI | Geo. mean | Geo. mean CI | vs prior | Selected | Final mean "
+        f"| Method | Mean | Mean CI ({CONFIDENCE:.0%} bootstrap) | Median | Median CI (its coverage) | Geo. mean "
+        f"| Geo. mean CI ({CONFIDENCE:.0%} t) | vs prior | Selected | Final mean "
         + "| "
         + " | ".join(f"NREs to {k:g}×" for k in FACTORS)
         + " | NREs | Successes | Drift NLL (Δ) | KL to prior |"
@@ -372,9 +375,11 @@ def write_table(
         f"Success rates on {task}, {'/'.join(map(str, seeds))} seeds per row. Each run contributes its "
         "selection-free best: the generator of its best round (chosen on the evaluation samples, from round 1 "
         "on) re-estimated on fresh samples (exact rates need no second look). Factors are over one shared "
-        f"prior estimate, {prior_text} ({source}). {CONFIDENCE:.0%} intervals over seeds: percentile bootstrap "
-        "for the mean, order statistics for the median (their exact coverage in the CSV), Student t on log "
-        "rates for the geometric mean. 'Selected' is the mean of the maxima the best rounds were chosen on "
+        f"prior estimate, {prior_text} ({source}). Intervals over seeds, each labelled with what it covers: "
+        f"percentile bootstrap for the mean (nominal {CONFIDENCE:.0%}, less with few seeds), order statistics "
+        "for the median (beside each, the exact probability it covers the median: with 3 seeds [min, max] "
+        f"covers 75%, with 5 93.75%), Student t on log rates for the geometric mean ({CONFIDENCE:.0%} if log "
+        "rates are normal). 'Selected' is the mean of the maxima the best rounds were chosen on "
         "(biased upward, for reference). 'NREs to k×': median over seeds of the NREs paid when a round's rate "
         "(its lower 95% bound, for estimates) first reached k× the prior, with how many seeds got there. Drift "
         "is the final model's held-out prior NLL (nats/token) and KL(model || prior) (nats/sequence)."
@@ -397,12 +402,12 @@ def write_table(
             f"| {r['method']} | {_num(r['mean'])} ({_factor(r['mean_improvement'])}) "
             f"| {_interval(r['mean_low'], r['mean_high'])} "
             f"| {_num(r['median'])} ({_factor(r['median_improvement'])}) "
-            f"| {_interval(r['median_low'], r['median_high'])} "
+            f"| {_interval(r['median_low'], r['median_high'])} ({100 * r['median_coverage']:.4g}%) "
             f"| {_num(r['geometric_mean'])} ({_factor(r['geometric_improvement'])}) "
             f"| {_interval(r['geometric_low'], r['geometric_high'])} "
             f"| {'**better**' if r['better_than_prior'] else 'not shown'} "
             f"| {_num(r['selected_mean'])} | {_num(r['final_mean'])} | {reach} | {r['nre_used']:.0f} "
-            f"| {r['successes_found']:.1f} | {dnll} | {_num(r['kl_to_prior'], '.3f')} |"
+            f"| {r['successes_found']:.3g} | {dnll} | {_num(r['kl_to_prior'], '.3f')} |"
             + "".join(f" {_num(r[f'metric.{m}'], '.4g')} [{_num(prior_metrics.get(m), '.4g')}] |" for m in metrics)
         )
     lines += ["", "In words:", ""] + _verdicts(rows, prior)
@@ -435,9 +440,14 @@ def _verdicts(rows: list[dict[str, Any]], prior: SuccessRate) -> list[str]:
         pooled = (
             "" if pooled is None else f"; pooled re-estimates against the prior's samples, exact test, p = {_p(pooled)}"
         )
+        # the signed-rank test drops seeds equal to the prior: what it can reach depends on the others only
+        off = int(np.sum(np.array(r["best"], dtype=float) != prior.rate))
+        ties = "" if off == r["seeds"] else f" off the prior's rate (of {r['seeds']})"
         out.append(
             f"- {r['method']}: {verdict} ({geo}; one-sided Wilcoxon signed-rank on log rates over "
-            f"{r['seeds']} seed{'s' if r['seeds'] != 1 else ''}, p = {_p(r['above_prior_p'])}{pooled})."
+            f"{r['seeds']} seed{'s' if r['seeds'] != 1 else ''}, p = {_p(r['above_prior_p'])}{pooled})"
+            + _cannot_reject(smallest_signed_rank_p(off), f"{off} seed{'s' if off != 1 else ''}{ties}")
+            + "."
         )
         if r["biased_best"]:
             out.append(
@@ -449,18 +459,25 @@ def _verdicts(rows: list[dict[str, Any]], prior: SuccessRate) -> list[str]:
                 f"  - heavy tail: seed {r['carried_by_seed']} holds {r['carried_share']:.0%} of the sum of "
                 f"{r['method']}'s best rates, so its mean is that seed's; read the median and the geometric mean."
             )
+    seeds = {r["method"]: r["seeds"] for r in rows}
     for c in comparisons(rows):
+        n, m = seeds[c["method"]], seeds[c["other"]]
         out.append(
             f"- {c['method']} vs {c['other']}: {'higher' if c['better'] else 'not shown higher'} "
-            f"(one-sided Mann-Whitney on per-seed log rates, p = {_p(c['p'])})."
-        )
-    n = min((r["seeds"] for r in rows), default=0)
-    if n and n < 6:
-        out.append(
-            f"- with {n} seed{'s' if n != 1 else ''} the smallest attainable one-sided signed-rank p is "
-            f"{0.5**n:.3g}: run more seeds for tests that can reject at stricter levels."
+            f"(one-sided Mann-Whitney on per-seed log rates, p = {_p(c['p'])})"
+            + _cannot_reject(smallest_rank_sum_p(n, m), f"{n} against {m} seeds")
+            + "."
         )
     return out
+
+
+def _cannot_reject(smallest: float, seeds: str) -> str:
+    """The clause that says a test cannot reject at ALPHA whatever the data, when its smallest p is not below."""
+    if smallest < ALPHA:
+        return ""
+    return (
+        f"; with {seeds} its smallest attainable p is {smallest:.3g}: it cannot reject at {ALPHA:.0%}, run more seeds"
+    )
 
 
 def plot_compare(records: list[RunRecord], prior: SuccessRate | None, path: str | Path) -> Path:
@@ -504,9 +521,9 @@ def plot_compare(records: list[RunRecord], prior: SuccessRate | None, path: str 
     ax2.set_title(f"{task}: distinct successes found by the paid evaluations", fontsize=9)
     ax2.set_xlabel("reward evaluations paid (NREs)")
     ax2.set_ylabel("successes found")
-    if not any(r.summary.get("successes_found") for r in records):
-        ax2.text(0.5, 0.6, "no run found a success:\nevery gain came from failures alone", transform=ax2.transAxes,
-                 ha="center", fontsize=9, color="grey")  # fmt: skip
+    note = no_success_note(records, prior)
+    if note:
+        ax2.text(0.5, 0.6, note, transform=ax2.transAxes, ha="center", fontsize=9, color="grey")
     if ax2.get_legend_handles_labels()[0]:
         ax2.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -514,6 +531,19 @@ def plot_compare(records: list[RunRecord], prior: SuccessRate | None, path: str 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def no_success_note(records: list[RunRecord], prior: SuccessRate | None) -> str | None:
+    """The figure's note when no run found a success: that every gain came from failures alone only where a
+    run's selection-free best is above the prior's estimate (its upper bound, for an estimate); None when a
+    run found one."""
+    if any(r.summary.get("successes_found") for r in records):
+        return None
+    ceiling = None if prior is None else (prior.rate if prior.exact else prior.high)
+    best = [r.summary.get("best_success_rate") for r in records]
+    if ceiling is not None and any(b is not None and b > ceiling for b in best):
+        return "no run found a success:\nevery gain came from failures alone"
+    return "no run found a success"
 
 
 def _curve(history: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -46,10 +46,20 @@ class TaskFactory:
     def __call__(self, options: Any = None, cache: str | Path | None = None) -> Task:
         """The task built from `task_options` (a dict, or the options dataclass) and a cache folder (default:
         $BANEL_CACHE or ~/.cache/banel)."""
-        task = self.make(self.parse_options(options), cache_dir(cache))
+        options = self.parse_options(options)
+        try:
+            task = self.make(options, cache_dir(cache))
+        except (ValueError, FileNotFoundError):
+            raise  # already says what is wrong with an input (a bad option, a missing data file)
+        except Exception as err:
+            # a bug or unmet assumption inside the user's factory: one line naming the factory, the cause chained
+            raise ValueError(
+                f"the task factory {self.path or getattr(self.make, '__qualname__', repr(self.make))} raised "
+                f"{type(err).__name__}: {err}"
+            ) from err
         missing = [m for m in ("name", "prior", "reward") if not hasattr(task, m)]
         if missing:
-            raise TypeError(
+            raise ValueError(
                 f"the task factory returned a {type(task).__name__} without {', '.join(missing)}: a task needs "
                 "name, prior(device) and reward(x) (banel.tasks.protocol.Task)"
             )
