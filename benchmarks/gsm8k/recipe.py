@@ -28,8 +28,9 @@ from pathlib import Path
 
 import torch
 
-from banel.config import from_dict, parse_overrides
+from banel.config import from_dict, merge, parse_overrides
 from banel.sweep import compare
+from banel.tasks import resolve_task
 from banel.tasks.gsm8k import PAPER_QUESTIONS, GSM8KOptions, base_rates, find_gsm8k, load_questions
 
 STARTED = time.time()
@@ -83,6 +84,9 @@ def main() -> None:
             task_options.update(value)
         else:
             settings[key] = value
+    # the task's own BaNEL, RND and count settings (Section 5.2's), as `banel compare gsm8k` applies them:
+    # Python's compare takes settings as given
+    settings = merge(resolve_task("gsm8k")[1].defaults, settings)
     options = from_dict(GSM8KOptions, task_options, "task_options.")
     if not candidates:
         rows = load_questions(find_gsm8k(options.data_dir or None, options.split))

@@ -26,22 +26,24 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from banel.config import merge
 from banel.eval.evidence import RULES, kept_round
 from banel.rundir import read_history
 from banel.sweep import parse_seeds, sweep
+from banel.tasks import resolve_task
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIFT_BUDGET = 9.2  # banel.config.KeepConfig's default
 ZOO = {"m": 100, "nre_budget": 1000, "eval": {"every": 1}}  # benchmarks/zoo/run.py's SETTINGS
 TASKS: dict[str, dict[str, Any]] = {
-    "toy1d": {},
-    "toy2d": {},
     "zoo-grammar": ZOO,
     "zoo-classifier": ZOO,
     "zoo-constrained": ZOO,
     "zoo-typical": ZOO,
-    "digits": {"eval": {"every": 1}},
+    "toy1d": {},
     "examples.seqdesign:make": {},
+    "toy2d": {},
+    "digits": {"eval": {"every": 1}},
 }
 """Each task at the budget its benchmark already uses (defaults unless its benchmark says otherwise)."""
 DECAY = {"banel": {"generator_decay": 0.8}}
@@ -146,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     tasks = ["toy1d", "zoo-typical"] if args.smoke else args.tasks.split(",")
     sys.path.insert(0, str(ROOT))  # examples.seqdesign
     if not args.table_only:
-        for task in tasks:
-            variants = {"default": {}, **({"decay": DECAY} if task in DECAY_TASKS else {})}
-            for variant, extra in variants.items():
-                settings = {**(SMOKE if args.smoke else TASKS[task]), **extra}
+        # every task's default first, then the decay variants: a short session still gets every task once
+        for variant, extra in (("default", {}), ("decay", DECAY)):
+            for task in (t for t in tasks if variant == "default" or t in DECAY_TASKS):
+                # the task's own defaults first, as `banel compare` applies them (Python's sweep takes settings
+                # as given)
+                settings = merge(resolve_task(task)[1].defaults, {**(SMOKE if args.smoke else TASKS[task]), **extra})
                 where = out / folder_name(task) / variant
                 sweep(task, ["banel"], parse_seeds(args.seeds), settings, out=where, jobs=args.jobs, threads=1)
                 print(f"done: {task} {variant}", flush=True)
