@@ -386,15 +386,17 @@ def check_task(
         if rewards is not None and not torch.equal(paid, rewards[:reward_samples]):
             raise fail("free_reward must give the values reward gives: they disagree on the same samples")
         report["reward_successes"] = int(paid.sum())
+        if rewards is None:  # no free reward: the paid samples are what the checks below can use
+            rewards = torch.cat([paid, torch.full((samples - reward_samples,), math.nan, dtype=paid.dtype)])
     if rewards is not None:
-        report["successes"] = int(rewards.sum())
-        report["prior_success_rate"] = float(rewards.mean())
+        report["successes"] = int(rewards.nansum())
+        report["prior_success_rate"] = float(rewards[~rewards.isnan()].mean())
     if isinstance(task, capability.Feasibility):
         report["capabilities"].append("Feasibility")
         ok = task.feasible(x)
         if ok.shape != (samples,) or ok.dtype != torch.bool:
             raise fail(f"feasible must return an (n,) bool tensor, got {ok.dtype} of shape {tuple(ok.shape)}")
-        if rewards is not None and bool((rewards[~ok.cpu()] != 0).any()):
+        if rewards is not None and bool((rewards[~ok.cpu()] == 1).any()):
             raise fail("a sample that feasible() rules out got reward 1: the free check must only rule out failures")
         report["infeasible_fraction"] = float((~ok).double().mean())
     if isinstance(task, capability.ExactSuccess):
@@ -404,10 +406,12 @@ def check_task(
             if not 0 <= exact <= 1 + 1e-9:
                 raise fail(f"exact_success_rate(prior) = {exact} is not a probability")
             if rewards is not None:
-                p_value = binomtest(int(rewards.sum()), samples, min(max(exact, 0.0), 1.0)).pvalue
+                known = rewards[~rewards.isnan()]
+                wins, n = int(known.sum()), len(known)
+                p_value = binomtest(wins, n, min(max(exact, 0.0), 1.0)).pvalue
                 if p_value < 1e-6:
                     raise fail(
-                        f"exact_success_rate(prior) = {exact:.4g} but {int(rewards.sum())}/{samples} prior samples "
+                        f"exact_success_rate(prior) = {exact:.4g} but {wins}/{n} prior samples "
                         f"won (binomial p = {p_value:.1e}): the exact rate and the reward disagree"
                     )
             report["exact_success_rate"] = exact
