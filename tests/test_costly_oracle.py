@@ -239,3 +239,24 @@ def test_history_rows_carry_the_free_diagnostics(tmp_path):
     assert all(isinstance(r["negative_heldout_gain"], float) for r in history[2:])
     assert all("log_ratio_kept" in r for r in history[1:])
     assert read_history(tmp_path / "run") == history
+
+
+def test_free_measurement_changes_what_is_measured_never_what_is_paid_or_learned(tmp_path):
+    settings = {"m": 10, "seed": 2, "nre_budget": 50, "eval": {"samples": 300, "drift_samples": 100}, **SMALL}
+    runs = {}
+    for free in (True, False):
+        task = TinyTask(TinyOptions(exact=False, free_reward=free))
+        runs[free] = run_tiny(tmp_path / str(free), "banel", task=task, **settings)[2]
+    measured = {"success_rate", "selected_best_rate", "wall_seconds"}
+    on, off = ([{k: v for k, v in r.items() if k not in measured} for r in runs[f]] for f in (True, False))
+    assert on == off and all(r["success_rate"] is not None for r in runs[True])
+    a, b = (torch.load(tmp_path / str(f) / "generator-final.pt", weights_only=True)["model"] for f in (True, False))
+    assert _tensors(a) and all(torch.equal(x, y) for x, y in zip(_tensors(a), _tensors(b), strict=True))
+
+
+def _tensors(state):
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for k in sorted(state) for t in _tensors(state[k])]
+    return []
