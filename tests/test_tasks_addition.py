@@ -422,3 +422,38 @@ def test_prepare_command_on_a_tiny_configuration(tmp_path, capsys) -> None:
     assert main([*argv, "--samples", "200", "--problems", "50", "--out", str(tmp_path / "c.json")]) == 0
     from_file = json.loads((tmp_path / "c.json").read_text())
     assert from_file["target_path"] == report["target_path"] and from_file["base_success"] == report["base_success"]
+
+
+def test_a_reversed_target_is_trained_on_reversed_sums_and_answers_in_normal_order(tmp_path) -> None:
+    from banel.tasks.addition import TARGET_CHARS, _target_batch, decode, written_sum
+
+    options = replace(_tiny_options(), target=replace(_tiny_options().target, answer_order="reversed"))
+    x, trained = _target_batch(options, 2, 0)
+    for text in decode(x, TARGET_CHARS):
+        a, rest = text.split("+")
+        b, c = rest.split("=")
+        assert c == written_sum(a, b, "reversed") == str(int(a) + int(b))[::-1]
+    # the answers a reversed target writes are turned back before they are compared with the true sum
+    model = TransformerModel(target_config(options), seed=0)
+    raw = decode(model.greedy(encode(["12+34="], TARGET_INDEX)), TARGET_CHARS)[0]
+    assert target_answers(model, [("12", "34")], "reversed") == [raw[::-1]]
+    # a different target: its own cache key, while a plain-order target keeps the key it always had
+    assert "answer_order" in AdditionTask(options, tmp_path).target_key()["target"]
+    assert "answer_order" not in AdditionTask(_tiny_options(), tmp_path).target_key()["target"]
+    with pytest.raises(ValueError, match="answer_order"):
+        TargetTraining(answer_order="backwards")
+
+
+def test_monte_carlo_calibration_counts_wins_among_fixed_attacker_draws(tmp_path) -> None:
+    from banel.tasks.addition import parse_query, true_sum
+
+    options = replace(_tiny_options(), max_digits=3)
+    options = replace(options, target=replace(options.target, calibrate_rate=1e-3, calibrate_samples=500))
+    # an attacker trained enough to write well-formed queries, so that some are scored
+    options = replace(options, attacker=replace(options.attacker, samples=3000, epochs=3))
+    task = AdditionTask(options, tmp_path)
+    target = TransformerModel(target_config(options), seed=1)  # untrained: it gets most queries wrong
+    x = task.prior().sample(500, derive_seed(options.attacker.seed, "calibrate"))
+    parsed = [p for s in task.decode(x) if (p := parse_query(s, 3, True))]
+    wrong = sum(c != true_sum(a, b) for (a, b), c in zip(parsed, target_answers(target, parsed), strict=True))
+    assert len(parsed) > 10 and task._prior_rate(target) == wrong / 500 > 0

@@ -381,7 +381,9 @@ def train_target(
         state["step"] = step + 1
         if state["step"] % t.eval_every == 0 or state["step"] == t.steps:
             row = _evaluate_target(model, options, state, float(loss.detach()))
-            if t.calibrate_rate and prior_rate is not None and state["digits"] == options.max_digits:
+            # a Monte-Carlo check costs seconds: none before the curriculum has reached every length
+            topped = not t.calibrate_samples or state["digits"] == options.max_digits
+            if t.calibrate_rate and prior_rate is not None and topped:
                 row["prior_rate"] = prior_rate(model)
                 if row["prior_rate"] <= t.calibrate_rate:
                     state["calibrated"] = True
