@@ -162,6 +162,9 @@ def test_keep_rules_on_a_written_out_history():
     assert kept_round(rows, "paid", 9.2) == 2  # (2 + 1) / 12 beats (1 + 1) / 12
     rows = _rows([0.5, 3.0, 12.0, 8.0, 20.0], [0, 0, 0, 1, 1])
     assert kept_round(rows, "paid", 9.2) == 3  # a tie goes to the newer generator
+    unmeasured = [{k: v for k, v in r.items() if k != "kl_to_prior"} for r in rows]  # eval.drift_samples = 0
+    assert kept_round(unmeasured, "drift", 9.2) == 4  # nothing to read: the newest
+    assert kept_round(unmeasured, "paid", 9.2) == 3
     with pytest.raises(ValueError, match="keep.rule must be one of"):
         kept_round(rows, "best", 9.2)
 

@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--variants", default="default,decay", help="which of default,decay to run")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets on toy1d and zoo-typical (CI)")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))  # examples.seqdesign
     if not args.table_only:
         # every task's default first, then the decay variants: a short session still gets every task once
-        for variant, extra in (("default", {}), ("decay", DECAY)):
+        for variant, extra in (v for v in (("default", {}), ("decay", DECAY)) if v[0] in args.variants.split(",")):
             for task in (t for t in tasks if variant == "default" or t in DECAY_TASKS):
                 # the task's own defaults first, as `banel compare` applies them (Python's sweep takes settings
                 # as given)

@@ -20,9 +20,9 @@ from typing import Any
 from banel.eval.success import clopper_pearson
 
 RULES = ("final", "drift", "paid")
-"""final: the last generator. drift: the newest generator whose KL from the prior is within a budget.
-paid: the generator whose next round of paid samples had the highest success fraction; `drift` until the
-first paid success."""
+"""final: the last generator. drift: the newest generator whose KL from the prior is within a budget (the
+newest, if the run measures no drift). paid: the generator whose next round of paid samples had the highest
+success fraction; `drift` until the first paid success. docs/stopping.md scores them."""
 
 
 def paid_evidence(successes_found: int, nre_used: int, confidence: float = 0.95) -> dict[str, Any]:
@@ -50,7 +50,10 @@ def kept_round(rows: Sequence[dict[str, Any]], rule: str, drift_budget: float) -
 
 
 def _within_drift(rows: Sequence[dict[str, Any]], budget: float) -> int:
-    """The newest measured generator with KL(model || prior) <= budget nats; the prior if none is."""
+    """The newest measured generator with KL(model || prior) <= budget nats; the prior if none is; the newest
+    generator when the run measures no drift at all (eval.drift_samples = 0: nothing to read)."""
+    if not any(r.get("kl_to_prior") is not None for r in rows if r["round"] >= 0):
+        return int(rows[-1]["round"])
     chosen = -1
     for r in rows:
         kl = r.get("kl_to_prior")
