@@ -90,7 +90,9 @@ def one(task_name: str, seed: int, m: int, blocks: list[int], cfg: BanelConfig) 
     scores = ratio_scores(pool, prior, negative, cfg.kappa, cfg.length_normalise)
     kept = pool[kept_mask(scores, cfg.filter_factor)]
     generator = prior.clone()
-    generator.fit(kept[task.free_reward(kept) == 0], cfg.generator_epochs, derive_seed(seed, "distil"), cfg.generator_fit)
+    generator.fit(
+        kept[task.free_reward(kept) == 0], cfg.generator_epochs, derive_seed(seed, "distil"), cfg.generator_fit
+    )
     distilled = {
         "rate_over_prior": task.exact_success_rate(generator) / rate,
         "kl_to_prior": sample_kl(generator, prior, 2000, derive_seed(seed, "kl")),
