@@ -74,3 +74,19 @@ def test_zoo_recipe_smoke_writes_each_table_and_the_summary(tmp_path: Path) -> N
     assert [row.split(" | ")[1] for row in rows] == ["banel", "rnd", "count", "temperature", "base"]
     banel = json.loads((out / "constrained" / "banel" / "seed0" / "summary.json").read_text())
     assert banel["nre_used"] <= 40 and "infeasible_fraction" in banel["metrics"]
+
+
+@pytest.mark.slow
+def test_stopping_benchmark_smoke_scores_every_rule_from_the_run_folders(tmp_path: Path) -> None:
+    env = {**os.environ, "BANEL_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "stopping"
+    script = ROOT / "benchmarks" / "stopping" / "run.py"
+    args = [sys.executable, str(script), "--smoke", "--out", str(out), "--seeds", "0-1", "--variants", "default"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (out / "stopping.md").read_text()
+    for task in ("toy1d", "zoo-typical"):
+        rows = [line for line in table.splitlines() if line.startswith(f"| {task} | 2 | default |")]
+        assert [r.split(" | ")[3] for r in rows] == ["final", "drift", "paid", "drift@0.5", "drift@3"]
+    # the final rule keeps the final generator: its kept / final ratio is exactly 1
+    assert all(line.split(" | ")[8] == "1" for line in table.splitlines() if " | final | " in line)
