@@ -139,3 +139,14 @@ def read_rows(path: Path) -> list[dict]:
 def charged_rows(rows: list[dict]) -> list[tuple]:
     """(round, hash, reward) of the charged rows, sorted: what a run paid for, whatever the executor's order."""
     return sorted((r["round"], r["hash"], r["reward"]) for r in rows if r["charged"])
+
+
+def state_tensors(state) -> list[torch.Tensor]:
+    """Every tensor of a (nested) state dict, in a fixed order: for bit-for-bit comparisons of saved models."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for k in sorted(state) for t in state_tensors(state[k])]
+    if isinstance(state, list | tuple):
+        return [t for v in state for t in state_tensors(v)]
+    return []

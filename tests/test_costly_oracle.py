@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from _tiny import COUNTER_ENV, child_env, killed_run, read_rows, run_tiny
+from _tiny import COUNTER_ENV, child_env, killed_run, read_rows, run_tiny, state_tensors
 from banel.cli import main
 from banel.config import EvalConfig
 from banel.eval.evidence import kept_round, paid_evidence
@@ -254,12 +254,4 @@ def test_free_measurement_changes_what_is_measured_never_what_is_paid_or_learned
     on, off = ([{k: v for k, v in r.items() if k not in measured} for r in runs[f]] for f in (True, False))
     assert on == off and all(r["success_rate"] is not None for r in runs[True])
     a, b = (torch.load(tmp_path / str(f) / "generator-final.pt", weights_only=True)["model"] for f in (True, False))
-    assert _tensors(a) and all(torch.equal(x, y) for x, y in zip(_tensors(a), _tensors(b), strict=True))
-
-
-def _tensors(state):
-    if isinstance(state, torch.Tensor):
-        return [state]
-    if isinstance(state, dict):
-        return [t for k in sorted(state) for t in _tensors(state[k])]
-    return []
+    assert state_tensors(a) and all(torch.equal(x, y) for x, y in zip(state_tensors(a), state_tensors(b), strict=True))

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import banel
-from _tiny import TinyTask, run_tiny, tiny_config
+from _tiny import TinyTask, run_tiny, state_tensors, tiny_config
 from banel.cli import main
 from banel.methods import BUILTIN, resolve_method
 from banel.oracle.budget import BudgetedOracle, BudgetExceeded
@@ -245,15 +245,5 @@ def test_every_method_killed_by_sigkill_mid_round_resumes_bit_identically(tmp_pa
     for name in ("generator-best.pt", "generator-final.pt"):
         a, b = (torch.load(p / name, weights_only=True) for p in (out, ref))
         assert a["round"] == b["round"] and all(
-            torch.equal(x, y) for x, y in zip(_tensors(a["model"]), _tensors(b["model"]), strict=True)
+            torch.equal(x, y) for x, y in zip(state_tensors(a["model"]), state_tensors(b["model"]), strict=True)
         )
-
-
-def _tensors(state):
-    if isinstance(state, torch.Tensor):
-        return [state]
-    if isinstance(state, dict):
-        return [t for k in sorted(state) for t in _tensors(state[k])]
-    if isinstance(state, list | tuple):
-        return [t for v in state for t in _tensors(v)]
-    return []

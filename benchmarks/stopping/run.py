@@ -28,6 +28,7 @@ from scipy import stats
 
 from banel.config import merge
 from banel.eval.evidence import kept_round
+from banel.report.stats import geometric_mean_interval
 from banel.rundir import read_history
 from banel.sweep import parse_seeds, sweep
 from banel.tasks import resolve_task
@@ -85,13 +86,8 @@ def scores(run_dir: Path) -> dict[str, float] | None:
 
 
 def geometric(values: np.ndarray) -> tuple[float, float, float]:
-    """Geometric mean and its 95% Student-t interval on logs."""
-    logs = np.log(values)
-    centre = float(logs.mean())
-    if len(logs) < 2 or np.ptp(logs) == 0:
-        return math.exp(centre), math.exp(centre), math.exp(centre)
-    half = float(stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs)))
-    return math.exp(centre), math.exp(centre - half), math.exp(centre + half)
+    """Geometric mean and its 95% Student-t interval on logs (the report's own)."""
+    return geometric_mean_interval(values)
 
 
 def worse_than_final_p(kept: np.ndarray, final: np.ndarray) -> float | None:

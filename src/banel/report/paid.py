@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from banel.report.stats import ALPHA, CONFIDENCE
+from banel.report.stats import ALPHA, CONFIDENCE, geometric_mean_interval
 
 CONTROL = "base"
 """The method that spends the budget on prior samples: the control of the paid-evidence tests."""
@@ -44,9 +44,7 @@ def paid_row(label: str, summaries: list[dict[str, Any]]) -> dict[str, Any]:
         "pooled_low": 1000 * float(ci.low),
         "pooled_high": 1000 * float(ci.high),
         "kept_rule": summaries[0].get("kept_rule"),
-        "kept_geometric_mean": _geometric([k for k in kept if k is not None])
-        if all(k is not None for k in kept)
-        else None,  # fmt: skip
+        "kept_geometric_mean": geometric_mean_interval(kept)[0] if all(k is not None for k in kept) else None,
         "kl_to_prior": float(np.mean(kl)) if kl else None,
     }
 
@@ -147,10 +145,3 @@ def paid_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
         p = "-" if c["p"] is None else f"{c['p']:.3g}"
         lines.append(f"- {c['method']} vs {c['other']}: {verdict} successes per NRE (p = {p}{pooled}){caveat}.")
     return lines
-
-
-def _geometric(values: list[float]) -> float | None:
-    """Geometric mean of positive values (None if any is not positive)."""
-    if not values or any(v <= 0 for v in values):
-        return None
-    return float(np.exp(np.mean(np.log(values))))

@@ -413,12 +413,8 @@ def write_table(
     lines += ["", "In words:", ""] + _verdicts(rows, prior)
     md = folder / "table.md"
     md.write_text("\n".join(lines) + "\n")
-    path = folder / "table.csv"
     plain = [{k: (v.rate if isinstance(v, SuccessRate) else v) for k, v in r.items()} for r in rows]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(plain[0]) if plain else ["method"])
-        writer.writeheader()
-        writer.writerows(plain)
+    path = _write_csv(plain, folder / "table.csv")
     return md, path
 
 
@@ -569,7 +565,7 @@ def write_report(folder: str | Path) -> list[Path]:
         # no free measurement: the paid evidence is the whole comparison
         md = folder / "table.md"
         md.write_text("\n".join(paid_lines(paid, task)) + "\n")
-        csv_path = _write_csv([{k: v for k, v in r.items()} for r in paid], folder / "table.csv")
+        csv_path = _write_csv(paid, folder / "table.csv")
         return [md, csv_path, plot_compare(records, None, folder / "compare.png")]
     prior, source = shared_prior(folder, records)
     rows = table_rows(records, prior)
@@ -581,6 +577,7 @@ def write_report(folder: str | Path) -> list[Path]:
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Every number of every row as CSV."""
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["method"])
         writer.writeheader()
