@@ -457,3 +457,20 @@ def test_monte_carlo_calibration_counts_wins_among_fixed_attacker_draws(tmp_path
     parsed = [p for s in task.decode(x) if (p := parse_query(s, 3, True))]
     wrong = sum(c != true_sum(a, b) for (a, b), c in zip(parsed, target_answers(target, parsed), strict=True))
     assert len(parsed) > 10 and task._prior_rate(target) == wrong / 500 > 0
+
+
+def test_top_share_draws_that_share_of_a_batch_with_both_operands_at_the_top_length(tmp_path) -> None:
+    from banel.tasks.addition import TARGET_CHARS, _target_batch, decode
+
+    plain = replace(_tiny_options(), max_digits=6)
+    shared = replace(plain, target=replace(plain.target, batch_size=40, top_share=0.25))
+    plain = replace(plain, target=replace(plain.target, batch_size=40))
+    texts = decode(_target_batch(shared, 5, 7)[0], TARGET_CHARS)
+    operands = [t.split("=")[0].split("+") for t in texts]
+    assert all(len(a) == len(b) == 5 for a, b in operands[:10])
+    # the rest is the uniform draw it always was, so top_share = 0 keeps every batch and the cache key
+    assert texts[10:] == decode(_target_batch(plain, 5, 7)[0], TARGET_CHARS)[10:]
+    assert "top_share" not in AdditionTask(plain, tmp_path).target_key()["target"]
+    assert AdditionTask(shared, tmp_path).target_key()["target"]["top_share"] == 0.25
+    with pytest.raises(ValueError, match="top_share"):
+        TargetTraining(top_share=1.5)

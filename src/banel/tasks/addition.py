@@ -210,6 +210,10 @@ class TargetTraining:
     calibrate_samples: int = 0
     """Attacker draws (a fixed set, seeded by the attacker's seed) on which calibrate_rate is checked by Monte
     Carlo, once the curriculum has reached max_digits; 0: the exact rate (max_digits <= 2)."""
+    top_share: float = 0.0
+    """Share of each batch with both operands at the curriculum's top length (the rest: each operand's length
+    uniform on 1..top). With uniform lengths only 1/top**2 of a batch has both at the top, the one case the
+    promotion waits on: at 6 digits that stalled training for 9,000 steps (docs/LOG.md, 2026-12-06)."""
     answer_order: str = "normal"
     """The order the target writes the sum in: "normal" (most significant digit first, as the paper) or
     "reversed" (least significant first: each digit then depends only on digits already read and the carry,
@@ -218,6 +222,7 @@ class TargetTraining:
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layer", "n_head", "steps", "batch_size", "eval_every", "eval_problems"):
             check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        check(0 <= self.top_share <= 1, "top_share", f"must be in [0, 1], got {self.top_share}")
         check(self.calibrate_samples >= 0, "calibrate_samples", f"must be >= 0, got {self.calibrate_samples}")
         choice("answer_order", self.answer_order, ("normal", "reversed"))
         check(0 <= self.calibrate_rate < 1, "calibrate_rate", f"must be in [0, 1), got {self.calibrate_rate}")
@@ -328,9 +333,14 @@ def _lr(t: TargetTraining, step: int) -> float:
 
 def _target_batch(options: AdditionOptions, digits: int, step: int) -> tuple[Sequences, torch.Tensor]:
     """Problems `a+b=c` of training batch `step` (n) and the (n, w + 1) positions trained on: answer and end token."""
-    rng = np.random.default_rng(derive_seed(options.target.seed, "batch", step))
-    problems = random_problems(options.target.batch_size, digits, rng)
-    order = options.target.answer_order
+    t = options.target
+    rng = np.random.default_rng(derive_seed(t.seed, "batch", step))
+    problems = random_problems(t.batch_size, digits, rng)
+    n_top = round(t.top_share * t.batch_size)
+    if n_top:  # drawn after the uniform part, so top_share = 0 leaves every earlier batch as it was
+        top = np.full(n_top, digits)
+        problems[:n_top] = zip(random_operands(n_top, top, rng), random_operands(n_top, top, rng), strict=True)
+    order = t.answer_order
     x = encode([f"{a}+{b}={written_sum(a, b, order)}" for a, b in problems], TARGET_INDEX)
     answer_start = torch.tensor([len(a) + len(b) + 2 for a, b in problems])  # after `a+b=`
     columns = torch.arange(x.tokens.shape[1] + 1)
@@ -448,7 +458,7 @@ class AdditionTask:
         """The settings the target's checkpoint (cached or shipped) is keyed by (its training settings only)."""
         o = self.options
         what: dict[str, Any] = {"version": VERSION, "max_digits": o.max_digits, "target": asdict(o.target)}
-        for name, default in (("calibrate_samples", 0), ("answer_order", "normal")):
+        for name, default in (("calibrate_samples", 0), ("answer_order", "normal"), ("top_share", 0.0)):
             if what["target"][name] == default:
                 del what["target"][name]  # keeps the keys of targets cached before the option existed
         if not o.target.calibrate_rate:
