@@ -54,7 +54,7 @@ SMOKE_TASK = {
 SMALL_TASK: dict[str, Any] = json.loads((Path(__file__).with_name("small.json")).read_text())["task_options"]
 # The paper's setting (App. B.1): operands of 1-10 digits, m = 250, 7,500 NREs, single round f = 319 on 300,000.
 FULL: dict[str, Any] = {
-    "task": {},
+    "task": json.loads((Path(__file__).with_name("paper.json")).read_text())["task_options"],
     "prepare_samples": 60_000,
     "prepare_problems": 5000,
     "seeds": [0, 1, 2, 3, 4],
