@@ -6,7 +6,11 @@ import json
 
 import pytest
 
-from banel.report.addition import failure_modes, failure_table, plot_failure_modes, read_successes
+from _benchmarks import load
+
+_failures = load("benchmarks/addition/failures.py", "addition_failures")
+failure_modes, failure_table = _failures.failure_modes, _failures.failure_table
+plot_failure_modes, read_successes = _failures.plot_failure_modes, _failures.read_successes
 
 
 def test_failure_modes_on_hand_written_strings() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from _benchmarks import load
 from _markdown import table_problems
 from banel.eval.success import SuccessRate
-from banel.report.addition import failure_modes, failure_table
 from banel.report.table import delimiter_row, write_report
 from test_report_table import _prior, _write_run
 
@@ -40,6 +40,8 @@ def test_the_comparison_table_is_valid_markdown_with_and_without_task_metrics(tm
 
 
 def test_the_failure_mode_table_is_valid_markdown():
+    failures = load("benchmarks/addition/failures.py", "addition_failures")
+    failure_modes, failure_table = failures.failure_modes, failures.failure_table
     groups = {"prior": failure_modes(["12+34=46", "1+1=03"]), "banel": failure_modes(["99+1=100"])}
     assert table_problems(failure_table(groups)) == []
 

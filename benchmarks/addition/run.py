@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from failures import failure_modes, failure_table, plot_failure_modes, read_successes
 
 from banel.algorithm import Filter, ratio_scores
 from banel.eval.success import clopper_pearson
 from banel.models.protocol import FitConfig
-from banel.report.addition import failure_modes, failure_table, plot_failure_modes, read_successes
 from banel.report.table import collect
 from banel.sequences import Sequences, derive_seed
 from banel.sweep import compare

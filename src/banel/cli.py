@@ -544,7 +544,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     """`banel ledger check|export RUN_DIR`."""
-    from banel.oracle.integrity import check_run, export_rows
+    from banel.audit import check_run, export_rows
 
     if args.ledger_command == "check":
         report = check_run(args.run_dir)

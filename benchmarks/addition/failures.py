@@ -1,4 +1,5 @@
-"""Failure modes of addition attacks (blog: leading zeros, carry chains): statistics, a table and a plot.
+"""Failure modes of addition attacks (blog: leading zeros, carry chains): statistics, a table and a plot
+(the addition benchmark's report; banel itself never imports it).
 
 Reads plain strings (prior samples, accepted samples, or the `sample` field of a run folder's
 successes.jsonl) and describes them: the invalid-string rate and, among well-formed queries, the share
