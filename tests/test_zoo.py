@@ -1,13 +1,12 @@
-"""The zoo (banel.zoo): rewards on hand-written strings, shipped priors pinning the base rates, the task contract."""
+"""The zoo (banel.tasks.zoo): rewards on hand-written strings, shipped priors pinning base rates, the contract."""
 
 import numpy as np
 import pytest
 import torch
 
-from banel import zoo
 from banel.algorithm import PAPER, BanelConfig
 from banel.models.transformer import TransformerModel
-from banel.tasks import make_task, resolve_task
+from banel.tasks import make_task, resolve_task, zoo
 from banel.tasks.protocol import ExactSuccess, Feasibility, Task
 
 SHIPPED_RATES = {
@@ -16,7 +15,7 @@ SHIPPED_RATES = {
     "constrained": 2.1578736690080935e-04,
     "typical": 1.5036261202056627e-04,
 }
-"""Each shipped zoo prior's exact success rate (banel.zoo's docstring). Scoring a fixed prior differs across
+"""Each shipped zoo prior's exact success rate (banel.tasks.zoo's docstring). Scoring a fixed prior differs across
 CPUs only by float rounding, so the tolerance is tight; a retrained prior would differ in every digit."""
 TOLERANCE = 1e-4
 
@@ -122,8 +121,8 @@ def test_a_zoo_task_is_an_ordinary_task_with_a_shipped_prior_and_a_pinned_base_r
     def refuse(*args, **kwargs):
         raise AssertionError("trained instead of loading the shipped prior")
 
-    spec, factory = resolve_task(f"banel.zoo:{name}")
-    assert spec == f"banel.zoo:{name}" and resolve_task(f"zoo-{name}")[1] is factory
+    spec, factory = resolve_task(f"banel.tasks.zoo:{name}")
+    assert spec == f"banel.tasks.zoo:{name}" and resolve_task(f"zoo-{name}")[1] is factory
     assert factory.defaults == {}  # no task-specific BaNEL settings: the zoo measures the defaults
     task = factory({}, tmp_path)
     assert isinstance(task, Task) and isinstance(task, ExactSuccess)

@@ -85,10 +85,10 @@ BUILTIN: dict[str, str] = {
     "mnist": "banel.tasks.mnist:mnist",
     "addition": "banel.tasks.addition:addition",
     "gsm8k": "banel.tasks.gsm8k:gsm8k",
-    "zoo-grammar": "banel.zoo:grammar",
-    "zoo-classifier": "banel.zoo:classifier",
-    "zoo-constrained": "banel.zoo:constrained",
-    "zoo-typical": "banel.zoo:typical",
+    "zoo-grammar": "banel.tasks.zoo:grammar",
+    "zoo-classifier": "banel.tasks.zoo:classifier",
+    "zoo-constrained": "banel.tasks.zoo:constrained",
+    "zoo-typical": "banel.tasks.zoo:typical",
 }
 """The built-in tasks by name (imported on first use: MNIST and addition pull in more than toy1d needs)."""
 

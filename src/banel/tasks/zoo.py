@@ -1,7 +1,7 @@
 """A zoo of synthetic sparse-reward sequence problems that BaNEL was never tuned on (issue 22).
 
 Four small problems, each deliberately different from the paper's, each an ordinary task (`banel run
-banel.zoo:grammar`, nothing special-cased in the run):
+banel.tasks.zoo:grammar`, nothing special-cased in the run):
 
 - `grammar`: strings of brackets and letters; a success is a balanced string nested at least `depth` deep.
   The pre-training data are i.i.d. tokens, so valid deep strings are rare and sit in the prior's tail.
@@ -593,4 +593,4 @@ def typical(options: TypicalOptions, cache: Path) -> Typical:
 
 
 TASKS = ("grammar", "classifier", "constrained", "typical")
-"""The zoo's factories by name (`banel.zoo:NAME`)."""
+"""The zoo's factories by name (`banel.tasks.zoo:NAME`)."""
