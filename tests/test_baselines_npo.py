@@ -78,7 +78,7 @@ def _kl(tmp_path, method, options):
 
 
 def test_npo_detaches_from_the_prior_less_than_negrl(tmp_path):
-    # 20 rounds on the tiny transformer at lr 1e-2: negrl's KL to the prior reached 0.54 (measured), NPO's 0.07
+    # 20 rounds on the tiny transformer at lr 1e-2: negrl's KL to the prior peaked at 0.63 (measured), NPO's at 0.10
     negrl = _kl(tmp_path, "negrl", {"lr": 1e-2})
     npo = _kl(tmp_path, "npo", {"lr": 1e-2, "beta": 1.0})
     assert max(negrl) > 0.3 and max(npo) < max(negrl) / 3
