@@ -27,7 +27,11 @@ from banel.runner import SUMMARY_FIELDS, Run, load_generator
 from banel.testing import CheckedTinyTask, TinyOptions
 
 METHODS = sorted(BUILTIN)
-SMALL = {"banel": {"negative_epochs": 3, "generator_epochs": 2}, "rnd": {"hidden": 32, "layers": 2}}
+SMALL = {
+    "banel": {"negative_epochs": 3, "generator_epochs": 2},
+    "rnd": {"hidden": 32, "layers": 2},
+    "diverse": {"generator_epochs": 2},
+}
 
 
 def _settings(budget=45, **extra):
