@@ -25,7 +25,11 @@ from banel.runner import load_generator
 from banel.testing import TinyOptions, TinyTask, check_task, counted_calls
 
 METHODS = sorted(BUILTIN)
-SMALL = {"banel": {"negative_epochs": 3, "generator_epochs": 2}, "rnd": {"hidden": 32, "layers": 2}}
+SMALL = {
+    "banel": {"negative_epochs": 3, "generator_epochs": 2},
+    "rnd": {"hidden": 32, "layers": 2},
+    "diverse": {"generator_epochs": 2},
+}
 
 
 def _ledger_rows(folder):
@@ -117,7 +121,7 @@ def test_compare_of_all_methods_calls_the_reward_once_per_paid_sample(tmp_path, 
     flags = ["--set", "m=10", "--budget", "30", "--set", "task_options.exact=false"]
     flags += ["--set", "task_options.free_reward=false", "--set", f"task_options.count_file={count}"]
     flags += ["--set", "banel.negative_epochs=3", "--set", "banel.generator_epochs=2", "--set", "rnd.hidden=32"]
-    methods = "banel,reinforce,negrl,gfn,rnd,count,temperature,base"
+    methods = "banel,reinforce,negrl,npo,gfn,rnd,count,diverse,temperature,base"
     out = tmp_path / "cmp"
     args = ["compare", "banel.testing:tiny", "--methods", methods, "--seeds", "0-1", "--jobs", "2", "--out", str(out)]
     assert main([*args, *flags]) == 0

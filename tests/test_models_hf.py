@@ -122,10 +122,11 @@ def test_what_makes_no_sense_for_an_lm_is_refused_before_the_first_round():
         Banel(prior, BanelConfig(negative_init="scratch"), Context(m=4))
 
 
-@pytest.mark.parametrize("method", ["banel", "rnd", "count", "temperature"])
+@pytest.mark.parametrize("method", ["banel", "rnd", "count", "temperature", "diverse", "npo"])
 def test_every_method_completes_two_rounds_on_an_lm_through_the_run_folder_and_ledger(tmp_path, method):
     settings = {"m": 16, "nre_budget": 32, "banel": {"negative_epochs": 2, "generator_epochs": 2}}
     settings["rnd"] = {"hidden": 32, "layers": 2}
+    settings["diverse"] = {"generator_epochs": 2}
     run, summary, history = run_tiny(tmp_path / method, method, TinyLMTask(TinyLMOptions()), **settings)
     assert summary["rounds"] == 2 and summary["queries"] == 32 and summary["nre_used"] <= 32
     rows = Ledger(tmp_path / method / "ledger.sqlite").rows()
@@ -147,3 +148,18 @@ def test_a_lora_model_warns_nothing_but_other_future_warnings_still_show():
         model.clone()
         warnings.warn("someone else's", FutureWarning, stacklevel=1)
     assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == ["someone else's"]
+
+
+def test_represent_is_the_mean_last_hidden_state_over_the_completion_with_its_adapter():
+    model = _model(rank=4)
+    model.fit(model.sample(32, 5), 2, 0, FitConfig(lr=0.05, batch_size=32))  # an adapter that changes the states
+    x = Sequences.from_lists([[0, 3], [], [2, 2, 1]]).with_context(Sequences.from_lists([PROMPT] * 3))
+    got = model.represent(x)
+    assert got.shape == (3, model.net.config.hidden_size) and got.dtype == torch.float64
+    with torch.no_grad():
+        for i, completion in enumerate(x.to_lists()):
+            ids = torch.tensor([PROMPT + completion])
+            h = model.net(input_ids=ids, output_hidden_states=True).hidden_states[-1][0].double()
+            want = h[len(PROMPT) :].mean(0) if completion else h[len(PROMPT) - 1]
+            torch.testing.assert_close(got[i], want, rtol=0, atol=1e-5)
+    assert not torch.allclose(_model(rank=4).represent(x), got)  # the prior's own states differ from the fitted

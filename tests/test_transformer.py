@@ -160,3 +160,21 @@ def test_config_errors_name_the_field():
         TransformerConfig(vocab_size=3, max_len=3, d_model=30, n_head=4)
     with pytest.raises(ValueError, match="^vocab_size"):
         TransformerConfig(vocab_size=0, max_len=3)
+
+
+def test_represent_is_the_mean_final_hidden_state_over_the_content_tokens():
+    model = tiny()
+    x = Sequences.from_lists([[2, 0, 1], [1], []])
+    got = model.represent(x)
+    assert got.shape == (3, 16) and got.dtype == torch.float64
+    begin = model.net.begin
+    with torch.no_grad():
+        for i, seq in enumerate(x.to_lists()):
+            h = model.net.hidden(torch.tensor([[begin, *seq]]))[0].double()  # columns: begin, then the tokens
+            want = h[1:].mean(0) if seq else h[0]
+            torch.testing.assert_close(got[i], want, rtol=0, atol=1e-6)
+        # what the head reads: forward's logits are the head of these states
+        idx = torch.tensor([[begin, 2, 0]])
+        assert torch.equal(model.net.head(model.net.hidden(idx)), model.net(idx))
+    # a function of the sample alone: the same row in a batch of another width
+    torch.testing.assert_close(model.represent(x[1:2]), got[1:2], rtol=0, atol=1e-6)

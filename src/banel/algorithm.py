@@ -299,7 +299,12 @@ def mle_distiller(epochs: int, config: FitConfig) -> Distiller:
     return distil
 
 
-def _quantiles(x: torch.Tensor) -> list[float]:
+def decayed_epochs(epochs: int, decay: float, i: int) -> int:
+    """Round i's distillation epochs under `generator_decay`: max(1, round(epochs * decay**i))."""
+    return max(1, round(epochs * decay**i))
+
+
+def quantiles(x: torch.Tensor) -> list[float]:
     """Min, 10%, 50%, 90% and max of a score vector (empty list if empty)."""
     x = x[torch.isfinite(x)]
     if not len(x):
@@ -389,7 +394,7 @@ class Banel:
             kept = candidates[idx]
             rejected = torch.ones(len(candidates), dtype=torch.bool)
             rejected[idx] = False
-            ratio_kept, ratio_rejected = _quantiles(scores[idx]), _quantiles(scores[rejected])
+            ratio_kept, ratio_rejected = quantiles(scores[idx]), quantiles(scores[rejected])
             new_filter = Filter(numerator, self.negative, cfg.kappa, tau, cfg.length_normalise, check)
 
         # NaN marks a sample the oracle could not evaluate (error after retries, not charged): it is
@@ -418,8 +423,9 @@ class Banel:
                     self.distilled = self.prior.clone()
                 distil = self.distil
                 if cfg.generator_decay < 1 and self._custom_distiller is None:  # item 14 of docs/algorithms/banel.md
-                    epochs = max(1, round(cfg.generator_epochs * cfg.generator_decay**i))
-                    distil = mle_distiller(epochs, cfg.generator_fit)
+                    distil = mle_distiller(
+                        decayed_epochs(cfg.generator_epochs, cfg.generator_decay, i), cfg.generator_fit
+                    )
                 losses = distil(self.distilled, distil_on, new_filter, derive_seed(self.seed, i, "distil"))
                 generator_loss = losses[-1] if losses else None
 

@@ -20,9 +20,11 @@ BUILTIN: dict[str, str] = {
     "banel": "banel.algorithm:Banel",
     "reinforce": "banel.baselines.reinforce:Reinforce",
     "negrl": "banel.baselines.negrl:NegativeRL",
+    "npo": "banel.baselines.npo:NPO",
     "gfn": "banel.baselines.gfn:GFlowNet",
     "rnd": "banel.baselines.rnd:RNDBonus",
     "count": "banel.baselines.count:PseudoCount",
+    "diverse": "banel.baselines.diverse:Diverse",
     "temperature": "banel.baselines.temperature:Temperature",
     "base": "banel.baselines.base:Base",
 }

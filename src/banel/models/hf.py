@@ -346,6 +346,34 @@ class HFModel:
             vectors = table[tokens] * mask.unsqueeze(2)
             return vectors.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
 
+    @torch.no_grad()
+    def represent(self, x: Sequences) -> torch.Tensor:
+        """Mean final hidden state (`output_hidden_states`' last, what the LM head reads) over each completion's
+        tokens, with this model's adapter; the prompt's last position for an empty completion: (n, d) float64."""
+        if x.context is None:
+            raise ValueError("an LM represents completions to a prompt: the Sequences need their context")
+        out: torch.Tensor | None = None
+        keys = x.context.keys()
+        for key in dict.fromkeys(keys):
+            rows = [i for i, k in enumerate(keys) if k == key]
+            prompt = torch.tensor(x.context[[rows[0]]].to_lists()[0], device=self.device).unsqueeze(0)
+            start = prompt.shape[1]
+            for chunk in range(0, len(rows), self.settings.micro_batch):
+                idx = torch.tensor(rows[chunk : chunk + self.settings.micro_batch])
+                sub = x[idx]
+                ids = torch.cat([prompt.expand(len(sub), -1), sub.tokens.to(self.device)], 1)
+                h = self.net(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states[-1].double()
+                columns = torch.arange(ids.shape[1], device=self.device).unsqueeze(0)
+                lengths = sub.lengths.to(self.device).unsqueeze(1)
+                # causal: the padding after a completion never reaches the states averaged here
+                mask = (columns >= start) & (columns < start + lengths)
+                mask[:, start - 1] = lengths.squeeze(1) == 0
+                mean = ((h * mask.unsqueeze(2)).sum(1) / mask.sum(1, keepdim=True)).cpu()
+                if out is None:
+                    out = torch.zeros((len(x), mean.shape[1]), dtype=torch.float64)
+                out[idx] = mean
+        return out if out is not None else torch.zeros((0, self.net.config.hidden_size), dtype=torch.float64)
+
     def state_dict(self) -> dict[str, Any]:
         """This model's trainable weights: the LoRA adapter alone, or every weight of a full copy."""
         if self.adapter is None:

@@ -114,6 +114,21 @@ class Embeds(Protocol):
 
 
 @runtime_checkable
+class Represents(Protocol):
+    """A model that exposes its own representation of a sample: the mean of its final hidden states over the
+    sample's tokens (the feature of RepExp's elliptical bonus, Tuyls et al. 2025, for the `diverse` method).
+
+    Unlike `Embeds.embed` (input embeddings, fixed), this is what the network computes, so it changes as the
+    model learns: a method that wants fixed features calls it on a model it never trains (the prior).
+    """
+
+    def represent(self, x: Sequences) -> torch.Tensor:
+        """(n, d) float64: the mean final hidden state over each sequence's tokens (its last context position,
+        the begin token or the prompt's last, for an empty sequence)."""
+        ...
+
+
+@runtime_checkable
 class Limits(Protocol):
     """A model that cannot do everything a method may ask (a language model cannot be re-initialised)."""
 

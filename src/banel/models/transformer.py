@@ -140,11 +140,15 @@ class _Net(nn.Module):
 
     def forward(self, idx: torch.Tensor, start: int = 0, caches: list[_KVCache] | None = None):
         """Logits (n, t, n_out) for input ids idx (n, t) placed at positions start..start+t-1."""
+        return self.head(self.hidden(idx, start, caches))
+
+    def hidden(self, idx: torch.Tensor, start: int = 0, caches: list[_KVCache] | None = None) -> torch.Tensor:
+        """Final hidden states (n, t, d_model), after the last layer norm: what the head reads."""
         pos = torch.arange(start, start + idx.shape[1], device=idx.device)
         x = self.tok(idx) + self.pos(pos)
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i])
-        return self.head(self.ln(x))
+        return self.ln(x)
 
     def caches(self) -> list[_KVCache]:
         """Empty key-value caches of max_len + 1 positions (begin token and content), one per block."""
@@ -332,6 +336,24 @@ class TransformerModel:
         self.net.eval()
         nll, mask = self._nll_terms(x)
         return -(nll * mask).sum(1)
+
+    @torch.inference_mode()
+    def represent(self, x: Sequences) -> torch.Tensor:
+        """Mean final hidden state over each sequence's content tokens (the begin token's for an empty one):
+        (n, d_model) float64 on CPU."""
+        self.net.eval()
+        out = []
+        batch = self._score_batch()
+        for i in range(0, len(x), batch):
+            inputs, _, _ = self._teacher_forcing(x[i : i + batch])
+            lengths = x.lengths[i : i + batch].to(self.device)
+            h = self.net.hidden(inputs).double()
+            # input column j >= 1 holds content token j - 1: the state after reading it
+            columns = torch.arange(inputs.shape[1], device=self.device).unsqueeze(0)
+            mask = (columns >= 1) & (columns <= lengths.unsqueeze(1))
+            mask[:, 0] = lengths == 0
+            out.append((h * mask.unsqueeze(2)).sum(1) / mask.sum(1, keepdim=True))
+        return torch.cat(out).cpu() if out else torch.zeros((0, self.config.d_model), dtype=torch.float64)
 
     def parameters(self) -> list[torch.Tensor]:
         """The network's trainable tensors."""

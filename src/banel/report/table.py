@@ -51,8 +51,9 @@ CARRIED = 0.5
 SEED_INDEPENDENT = ("seed",)
 """Settings that differ between the runs of one row by design."""
 
-ORDER = ("banel", "rnd", "count", "reinforce", "negrl", "gfn", "temperature", "base")
-"""Row order of the table (Table 2 puts BaNEL first); other methods follow alphabetically."""
+ORDER = ("banel", "diverse", "rnd", "count", "reinforce", "negrl", "npo", "gfn", "temperature", "base")
+"""Row order of the table (Table 2 puts BaNEL first; each issue-29 control after what it controls for); other
+methods follow alphabetically."""
 
 
 @dataclass(frozen=True)
