@@ -90,3 +90,29 @@ def test_stopping_benchmark_smoke_scores_every_rule_from_the_run_folders(tmp_pat
         assert [r.split(" | ")[3] for r in rows] == ["final", "drift", "paid", "drift@0.5", "drift@3"]
     # the final rule keeps the final generator: its kept / final ratio is exactly 1
     assert all(line.split(" | ")[8] == "1" for line in table.splitlines() if " | final | " in line)
+
+
+def test_controls_benchmark_smoke_tables_every_method_and_variant_with_verdicts_against_banel(tmp_path: Path) -> None:
+    env = {**os.environ, "BANEL_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "controls"
+    script = ROOT / "benchmarks" / "controls" / "run.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--out", str(out), "--seeds", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split(" | ") for line in (out / "controls.md").read_text().splitlines()[2:]]
+    methods = [r[1] for r in rows]
+    assert methods[0] == "banel" and {"npo", "negrl", "rnd", "count", "base"} <= set(methods)
+    assert sorted(m for m in methods if m.startswith("diverse")) == [
+        "diverse [diverse.distil=false]",
+        "diverse [diverse.distil=true]",
+    ]
+    # every other row carries both verdicts against BaNEL; BaNEL's own row none
+    assert rows[0][7:9] == ["-", "- |"] and all(r[7] != "-" and r[8] != "- |" for r in rows[1:])
+    # base is the prior itself: its rates are the prior's and it never moves from it
+    base = rows[methods.index("base")]
+    assert base[3] == base[4] == "1×" and base[6] == "0"
