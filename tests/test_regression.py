@@ -1,9 +1,16 @@
-"""The regression tier: pinned short runs compared with benchmarks/references/*.json (measure.py wrote them).
+"""The regression tier: short pinned runs compared round by round with benchmarks/regression/*.json.
 
-Each run starts from an empty cache, so it uses the priors shipped with banel; every number it pins must fall
-within the band measured across seeds and written beside it. Deselect with `-m "not regression"`.
+benchmarks/regression/pin.py wrote each reference: the run's per-round trajectory on one machine and, for every
+number, a tolerance of 10x the largest difference measured between torch's CPU kernels (other float rounding,
+as on another CPU), at least 1e-4 relative. Rounds after the kernels' paths part are not pinned. The tests
+marked `regression` run the commands (about a minute in all); the others check, without running anything, that
+the comparison catches a 2x change in any pinned number. Deselect the runs with `-m "not regression"`.
 """
 
+from __future__ import annotations
+
+import copy
+import importlib.util
 import json
 from pathlib import Path
 
@@ -11,31 +18,82 @@ import pytest
 
 from banel.cli import main
 
-pytestmark = pytest.mark.regression
-
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCES = sorted((ROOT / "benchmarks" / "references").glob("*.json"))
+HERE = ROOT / "benchmarks" / "regression"
+REFERENCES = sorted(HERE.glob("*.json"))
 
 
-def test_the_references_pin_the_documented_runs():
-    assert [p.stem for p in REFERENCES] == ["digits", "toy1d"]
+def _pin_module():
+    spec = importlib.util.spec_from_file_location("banel_regression_pin", HERE / "pin.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pin = _pin_module()
+
+
+def _run(argv: list[str], tmp_path: Path, monkeypatch) -> dict:
+    """The trajectory of `banel ARGV` from an empty cache (the shipped priors), in-process."""
+    monkeypatch.chdir(ROOT)
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    assert main([*argv, "--out", str(out), "--cache", str(cache), "--quiet", "--no-plot"]) == 0
+    assert not list(cache.rglob("*.pt"))  # the shipped priors, nothing trained
+    return pin.trajectory(out)
+
+
+def test_the_references_pin_the_documented_runs_with_their_environment():
+    assert [p.stem for p in REFERENCES] == sorted(pin.PINS) == ["toy1d", "toy2d"]
+    for path in REFERENCES:
+        reference = json.loads(path.read_text())
+        env = reference["environment"]
+        assert env["torch"] and env["cpu"]["model"] and env["cpu"]["flags"] and env["native_capability"]
+        assert {"default", "avx2"} <= set(reference["kernels"])  # the spread is measured, not assumed
+        rounds = [w for w in reference["tolerance"] if w != "summary"]
+        assert len(rounds) >= 2, path.stem  # a trajectory, not one number
+        for where, tolerances in reference["tolerance"].items():
+            for q, tolerance in tolerances.items():
+                spread = reference["spread"][where][q]
+                assert tolerance == max(pin.TOLERANCE_MULTIPLE * spread, pin.TOLERANCE_FLOOR)
+                assert tolerance <= pin.TOLERANCE_CEILING < 0.5  # 0.5: a factor 2
 
 
 @pytest.mark.parametrize("path", REFERENCES, ids=[p.stem for p in REFERENCES])
-def test_a_pinned_run_falls_within_the_band_measured_across_seeds(path, tmp_path, monkeypatch, capsys):
+def test_doubling_or_halving_any_pinned_number_fails(path):
     reference = json.loads(path.read_text())
-    monkeypatch.chdir(ROOT)  # commands name files under benchmarks/
-    cache, out = tmp_path / "cache", tmp_path / "run"
-    assert main([*reference["argv"], "--out", str(out), "--cache", str(cache), "--quiet", "--no-plot"]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    outside = {
-        key: (summary[key], tolerance["band"])
-        for key, tolerance in reference["tolerance"].items()
-        if not tolerance["band"][0] <= summary[key] <= tolerance["band"][1]
-    }
-    assert not outside, f"{reference['command']}: outside the measured band: {outside}"
-    pinned = ["base_success_rate", "best_success_rate", "final_success_rate", "nre_used"]
-    assert sorted(reference["tolerance"]) == pinned
-    # the band can fail: a method that learns nothing keeps the prior's rate, below the best rate's band
-    assert reference["pinned"]["base_success_rate"] < reference["tolerance"]["best_success_rate"]["band"][0]
-    assert not list(cache.rglob("*.pt"))  # the shipped priors, nothing trained
+    assert pin.violations(reference, reference["trajectory"]) == []
+    for where, tolerances in reference["tolerance"].items():
+        for q in tolerances:
+            for factor in (2.0, 0.5):
+                changed = copy.deepcopy(reference["trajectory"])
+                row = changed["summary"] if where == "summary" else changed["rounds"][int(where.split()[1])]
+                value = row[q]
+                if value is None:
+                    continue  # round 0's tau: a number where None is pinned fails as well
+                row[q] = value * factor if value else 1
+                found = pin.violations(reference, changed)
+                assert len(found) == 1 and found[0].startswith(f"{where} {q}:"), (where, q, found)
+
+
+def test_a_missing_round_fails():
+    reference = json.loads((HERE / "toy1d.json").read_text())
+    short = copy.deepcopy(reference["trajectory"])
+    short["rounds"] = short["rounds"][:2]
+    assert any(v.startswith("round 2 ") for v in pin.violations(reference, short))
+
+
+@pytest.mark.regression
+@pytest.mark.parametrize("path", REFERENCES, ids=[p.stem for p in REFERENCES])
+def test_a_pinned_run_follows_its_trajectory(path, tmp_path, monkeypatch):
+    reference = json.loads(path.read_text())
+    found = pin.violations(reference, _run(reference["argv"], tmp_path, monkeypatch))
+    assert not found, f"{reference['command']}: off its pinned trajectory:\n" + "\n".join(found)
+
+
+@pytest.mark.regression
+def test_a_real_change_to_the_method_fails(tmp_path, monkeypatch):
+    # toy1d's kappa is 4 (the task's default); at 2 the ratio ranks other candidates from round 1 on
+    reference = json.loads((HERE / "toy1d.json").read_text())
+    found = pin.violations(reference, _run([*reference["argv"], "--set", "banel.kappa=2"], tmp_path, monkeypatch))
+    assert any(v.startswith("round 1 tau:") for v in found), found
+    assert any(" success_rate:" in v for v in found), found

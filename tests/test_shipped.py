@@ -22,7 +22,7 @@ DOCUMENTED = {
     "digits": ({}, 5.380095442009555e-12),
     "addition": (SMALL_ADDITION, 2.7708943534430813e-04),
 }
-"""Each shipped prior's exact success rate as the README's "Shipped reference priors" table gives it."""
+"""Each shipped prior's exact success rate as docs/reproducing.md's table of shipped priors gives it."""
 EVALUATION_TOLERANCE = 1e-4
 """Relative: scoring a fixed prior differs across CPUs only by float rounding (~1e-6 of a 64-token log-prob);
 a retrained prior misses by 10% (toy1d) to 400x (digits), so this still tells them apart."""

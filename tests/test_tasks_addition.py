@@ -301,14 +301,23 @@ def test_attacker_prior_is_deterministic_and_cached(tmp_path) -> None:
     assert torch.equal(p1.log_prob(x), again.log_prob(x))
 
 
-def test_unfinished_target_is_an_error_unless_allowed(tmp_path) -> None:
+def test_unfinished_target_is_an_error_unless_allowed(tmp_path, caplog) -> None:
     options = _tiny_options()
     task = AdditionTask(options, tmp_path)
     train_target(options, task.target_path(), max_seconds=0.0)
     with pytest.raises(ValueError, match="unfinished_target"):
-        AdditionTask(options, tmp_path).target(max_seconds=0.0)
+        AdditionTask(options, tmp_path).target(max_seconds=0.0)  # resumes for 0 s, still unfinished
+    checkpoint = task.target_path().read_bytes()
+    saved = torch.load(task.target_path(), weights_only=True)
+    assert not saved["state"]["done"] and saved["state"]["step"] < options.target.steps
     allowed = AdditionTask(_tiny_options(unfinished_target=True), tmp_path)
-    assert allowed.target() is not None
+    with caplog.at_level("WARNING", logger="banel.tasks.addition"):
+        target = allowed.target()
+    # allowed means used as it stands: the checkpoint's weights, not trained on to the end of the schedule
+    got, want = target.state_dict()["weights"], saved["model"]["weights"]
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert task.target_path().read_bytes() == checkpoint
+    assert f"using an unfinished target (step {saved['state']['step']})" in caplog.text
 
 
 def test_task_options_are_validated() -> None:

@@ -7,7 +7,7 @@ Each prior is trained from scratch on one torch thread in an empty temporary cac
 false, so nothing shipped is reused), then copied into the package with its sha256, the settings dict its
 cache key hashes, the command and seed that made it, the torch version and the machine. Retrained on another
 CPU the weights differ (issue 18): regenerate only to change what is shipped, then re-measure the numbers that
-depend on it (benchmarks/references/measure.py and the README).
+depend on it (benchmarks/regression/pin.py, docs/reproducing.md).
 """
 
 from __future__ import annotations

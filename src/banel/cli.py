@@ -682,14 +682,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:12s} {factory.description}")
                 if factory.defaults:
                     print(f"{'':12s} defaults: {json.dumps(factory.defaults)}")
-            print("your own: an import path module:factory (README: Your own problem)")
+            print("your own: an import path module:factory (docs/tasks.md)")
             return 0
         if args.command == "methods":
             from banel.methods import BUILTIN, resolve_method
 
             for name in BUILTIN:
                 print(f"{name:12s} {resolve_method(name).description}")
-            print("your own: an import path module:Class (README: Your own problem)")
+            print("your own: an import path module:Class (docs/tasks.md)")
             return 0
     except (ValueError, FileNotFoundError, FolderInUse) as err:
         print(f"banel: error: {err}", file=sys.stderr)

@@ -47,11 +47,6 @@ def read_history(out: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_json(out: str | Path, name: str) -> dict[str, Any]:
-    """A JSON file of a run folder."""
-    return json.loads((Path(out) / name).read_text())
-
-
 def check_new_run(out: str | Path) -> None:
     """Raise a ValueError saying what to do unless `out` can take a new run: `banel run` never overwrites one.
 

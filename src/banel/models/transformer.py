@@ -435,10 +435,6 @@ class TransformerModel:
         model.load_state_dict(state)
         return model
 
-    def num_parameters(self) -> int:
-        """Number of trainable parameters."""
-        return sum(p.numel() for p in self.net.parameters())
-
     def sequence_shape(self) -> tuple[int, int]:
         """(max_len, vocab_size) of the content tokens."""
         return self.config.max_len, self.config.vocab_size

@@ -88,7 +88,7 @@ def collect(folder: str | Path) -> list[RunRecord]:
         config = run_dir / CONFIG
         settings = json.loads(config.read_text()).get("run", {}) if config.is_file() else {}
         history = read_history(run_dir)
-        records.append(RunRecord(run_dir, selection_free(json.loads(path.read_text()), history), history, settings))
+        records.append(RunRecord(run_dir, json.loads(path.read_text()), history, settings))
     tasks = {r.summary["task"] for r in records}
     if len(tasks) > 1:
         raise ValueError(f"{folder} mixes runs of several tasks: {', '.join(sorted(tasks))}")
@@ -100,29 +100,6 @@ def collect(folder: str | Path) -> list[RunRecord]:
             "priors or rewards differ, so no table can compare them; move one set to another folder"
         )
     return sorted(records, key=lambda r: (_rank(r.method), r.summary["seed"]))
-
-
-def selection_free(summary: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
-    """A summary as this version writes it. Runs from before the re-estimation reported the maximum over every
-    evaluation, the prior's included: with exact rates the selection-free best is that maximum over rounds
-    >= 1 again (there is no noise to select on); with Monte-Carlo rates it stays the biased maximum, flagged
-    `biased_best` (re-run such runs)."""
-    if "selected_best_rate" in summary:
-        return summary
-    rows = [r for r in history if r.get("round", -1) >= 1 and r.get("success_rate")]
-    if not rows:
-        return {**summary, "biased_best": not summary.get("success_rate_exact", False)}
-    chosen = max(rows, key=lambda r: (r["success_rate"]["rate"], -r["round"]))
-    rate = chosen["success_rate"]
-    return {
-        **summary,
-        "best_round": chosen["round"],
-        "selected_best_rate": rate["rate"],
-        "best_success_rate": rate["rate"],
-        "best_success_interval": [rate["low"], rate["high"]],
-        "success_rate_exact": bool(rate.get("exact")),
-        "biased_best": not rate.get("exact"),
-    }
 
 
 def _task_settings(record: RunRecord) -> dict[str, Any]:
@@ -150,18 +127,8 @@ def _differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 def settings_read(settings: dict[str, Any], method: str) -> dict[str, Any]:
-    """The settings a run of `method` read: the run-level ones and its own method's table.
-
-    Run folders from before 2026-12-02 saved BaNEL's table in every run, and a baseline read only the round
-    size and the free check from it; the rest of that table (and other methods' options) is left out.
-    """
-    read = {k: v for k, v in settings.items() if k in RUN_SETTINGS or k == method}
-    legacy = settings.get("banel")
-    if method != "banel" and isinstance(legacy, dict):
-        read["banel"] = {k: legacy[k] for k in ("m", "feasible_only", "train_on_successes") if k in legacy}
-    if isinstance(settings.get("method_options"), dict):
-        read[method] = settings["method_options"]
-    return read
+    """The settings a run of `method` read: the run-level ones and its own method's table."""
+    return {k: v for k, v in settings.items() if k in RUN_SETTINGS or k == method}
 
 
 def groups(records: list[RunRecord]) -> list[Group]:
@@ -251,8 +218,6 @@ def table_rows(records: list[RunRecord], prior: SuccessRate) -> list[dict[str, A
             int(r.summary.get("best_success_successes") or round(b * n)) for r, b, n in zip(runs, best, ns, strict=True)
         ]
         p, p_pooled, beats = better_than_prior(best, ks, ns, prior)
-        biased = any(r.summary.get("biased_best") for r in runs)
-        beats = beats and not biased
         prior_nll, drift_nll = (
             _mean([r.summary.get("prior_nll") for r in runs]),
             _mean([r.summary.get("drift_nll") for r in runs]),
@@ -282,7 +247,6 @@ def table_rows(records: list[RunRecord], prior: SuccessRate) -> list[dict[str, A
             "above_prior_p": p,
             "pooled_above_prior_p": p_pooled,
             "better_than_prior": beats,
-            "biased_best": biased,
             "carried_by_seed": int(runs[int(best.argmax())].summary["seed"]) if share > CARRIED else None,
             "carried_share": share,
             "selected_mean": _mean(selected),
@@ -446,11 +410,6 @@ def _verdicts(rows: list[dict[str, Any]], prior: SuccessRate) -> list[str]:
             + _cannot_reject(smallest_signed_rank_p(off), f"{off} seed{'s' if off != 1 else ''}{ties}")
             + "."
         )
-        if r["biased_best"]:
-            out.append(
-                "  - its runs predate the re-estimation and have Monte-Carlo rates: their best is the maximum the "
-                "round was chosen on, biased upward, and no verdict is given; re-run them."
-            )
         if r["carried_by_seed"] is not None:
             out.append(
                 f"  - heavy tail: seed {r['carried_by_seed']} holds {r['carried_share']:.0%} of the sum of "

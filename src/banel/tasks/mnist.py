@@ -475,10 +475,6 @@ class ImageTask:
         """The reward at no cost (GroundTruth): a hash lookup in the target set."""
         return self.reward(x)
 
-    def log10_success_rate(self, model: GenerativeModel) -> float:
-        """log10 of the exact success rate (finite even where the rate underflows float64)."""
-        return log_success_rate(model, self.targets) / math.log(10)
-
     def exact_success_rate(self, model: GenerativeModel) -> float:
         """sum over the target set of p(x): streamed float64 logsumexp of log p(x)."""
         return math.exp(log_success_rate(model, self.targets))
