@@ -6,7 +6,9 @@ import torch
 
 from banel import zoo
 from banel.algorithm import PAPER, BanelConfig
+from banel.config import from_dict
 from banel.models.transformer import TransformerModel
+from banel.runner import parse_config
 from banel.tasks import make_task, resolve_task
 from banel.tasks.protocol import ExactSuccess, Feasibility, Task
 
@@ -138,13 +140,16 @@ def test_a_zoo_task_is_an_ordinary_task_with_a_shipped_prior_and_a_pinned_base_r
 # -- the paper preset ----------------------------------------------------------------------------------------
 
 
-def test_the_paper_preset_fills_only_what_was_left_at_its_default():
-    paper = BanelConfig(preset="paper")
+def test_the_paper_configuration_is_its_settings_under_the_explicit_ones():
+    paper = BanelConfig.paper()
     assert {k: getattr(paper, k) for k in PAPER} == PAPER
-    assert paper == BanelConfig(preset="paper", **PAPER)
-    assert BanelConfig(preset="paper", negative_holdout=0.3).negative_holdout == 0.3  # given: kept
-    with pytest.raises(ValueError, match="preset"):
-        BanelConfig(preset="robust")
+    # an explicit setting wins, even one equal to the default the preset changes (the old preset lost it)
+    assert BanelConfig.paper(free_check=True).free_check is True
+    assert from_dict(BanelConfig, {"preset": "paper", "free_check": True}).free_check is True
+    assert from_dict(BanelConfig, {"preset": "paper"}) == paper
+    assert parse_config({"banel": {"preset": "paper", "kappa": 4}}).options == BanelConfig.paper(kappa=4)
+    with pytest.raises(ValueError, match=r"^banel.preset must be one of 'default', 'paper'; got 'robust'"):
+        from_dict(BanelConfig, {"preset": "robust"}, "banel.")
 
 
 def _toy1d(tmp_path, name, banel):
@@ -203,7 +208,7 @@ def test_banel_ranks_out_what_the_free_check_rules_out_by_default_and_the_paper_
     task = zoo.constrained({}, cache)
     cheap = {"negative_epochs": 5, "generator_epochs": 2}
     _, robust = _banel(task, BanelConfig(**cheap), 3)
-    _, paper = _banel(task, BanelConfig(preset="paper", **cheap), 3)
+    _, paper = _banel(task, BanelConfig.paper(**cheap), 3)
     assert all(task.feasible(r.samples).all() for r in robust)
     assert sum(int((~task.feasible(r.samples)).sum()) for r in paper) > 0  # the prior draws ~6.6% infeasible
 

@@ -15,12 +15,12 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 
-from banel.config import check, choice
+from banel.config import Annotated, Ge, Gt, Le, Lt, check, model_validator, settings_dataclass
 from banel.methods.protocol import Context, Oracle, Round
 from banel.models.protocol import FitConfig, GenerativeModel, Limits
 from banel.sequences import Sequences, derive_seed
@@ -35,22 +35,24 @@ REJECTION_MAX_DRAWS = 2_000_000  # give up (with a clear error) rather than loop
 PAPER: dict[str, Any] = {"negative_holdout": 0.0, "free_check": False}
 """The `paper` preset: Algorithms 1-2 as written and as banel ran them before issue 22 (every setting the
 robust defaults change, at its old value). docs/algorithms/banel.md says why each default moved."""
-PRESETS: dict[str, dict[str, Any]] = {"default": {}, "paper": PAPER}
-"""Named sets of settings (`banel.preset`)."""
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class BanelConfig:
     """Every knob of BaNEL (paper Sections 4.1-4.2, Algorithms 1-2, Appendix B.2-B.3): the `banel` table."""
 
-    preset: Literal["default", "paper"] = "default"
-    """A named set of settings under the ones given: 'paper' is the paper's algorithm exactly (no held-out
-    early stopping of p_phi, no free check unless the run has feasible_only); a setting left at its default
-    takes the preset's value, one given explicitly keeps it."""
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"default": {}, "paper": PAPER}
+    """Named sets of settings a `banel` table may start from (`"preset": "paper"`, `--set banel.preset=paper`):
+    laid under the settings given with them, so an explicit setting always wins (`config.from_dict`)."""
 
-    filter_factor: int = 2
+    @classmethod
+    def paper(cls, **overrides: Any) -> BanelConfig:
+        """The paper's algorithm as written (PAPER), with `overrides` on top: an explicit setting wins."""
+        return cls(**{**PAPER, **overrides})
+
+    filter_factor: Annotated[int, Ge(1)] = 2
     """f: draw m*f candidates and keep the top m by likelihood ratio (f=1 keeps everything)."""
-    kappa: float = 1.0
+    kappa: Annotated[float, Ge(0)] = 1.0
     """Sharpness of the negative model in the ratio p_theta(x) / p_phi(x)^kappa (Eq. 5)."""
     length_normalise: bool = True
     """Rank by log-likelihoods divided by length l(x), i.e. p^(1/l) (Appendix B.2)."""
@@ -60,19 +62,19 @@ class BanelConfig:
     """How p_phi starts each round: from the base weights, from a fresh initialisation, or from last round's."""
     negative_data: Literal["round", "all"] = "round"
     """Train p_phi on this round's failures (Algorithm 2 as written) or on every failure seen so far."""
-    negative_epochs: int = 50
+    negative_epochs: Annotated[int, Ge(0)] = 50
     """Epochs of maximum-likelihood training of p_phi per round (at most, with negative_holdout)."""
-    negative_holdout: float = 0.0
+    negative_holdout: Annotated[float, Ge(0), Lt(1)] = 0.0
     """Share of the round's failures held out to early-stop p_phi: it trains on the rest in blocks of
     negative_check_every epochs and keeps the weights with the lowest held-out NLL, its starting weights
     included. When those win (the failures say nothing the base does not), p_phi is dropped and the next
     round draws from the generator unfiltered: no evidence, no update. 0: every epoch on every failure."""
-    negative_check_every: int = 5
+    negative_check_every: Annotated[int, Ge(1)] = 5
     """Epochs between held-out checks of p_phi (negative_holdout > 0)."""
-    negative_patience: int = 0
+    negative_patience: Annotated[int, Ge(0)] = 0
     """Held-out checks in a row without a lower NLL after which p_phi's training stops early (negative_holdout
     > 0): saves the rest of its epochs. 0: train every epoch and keep the best check."""
-    negative_evidence: float = 2.0
+    negative_evidence: Annotated[float, Ge(0)] = 2.0
     """Standard errors by which p_phi must beat its starting weights on the held-out failures to be kept: the
     mean per-sequence drop in NLL over the standard error of those drops (a paired test; a few dozen held-out
     sequences give differences of 0.01 nats/token by chance alone). 0: any drop counts."""
@@ -82,15 +84,15 @@ class BanelConfig:
     for). No effect on a task without the check. On by default since issue 22: an infeasible string is rare
     among failures, so p_phi under-weights it and the ratio keeps it (benchmarks/zoo/README.md); false: the
     paper's algorithm, which sees the check only under feasible_only."""
-    generator_epochs: int = 15
+    generator_epochs: Annotated[int, Ge(0)] = 15
     """Epochs of distillation of the filtered posterior into the generator per round."""
-    generator_decay: float = 1.0
+    generator_decay: Annotated[float, Gt(0), Le(1)] = 1.0
     """A decaying update schedule (the paper's Section 6 remedy for not knowing when to stop): round i
     distils for max(1, round(generator_epochs * generator_decay**i)) epochs, so later rounds, fitted on ever
     fewer fresh failures' worth of evidence, move the generator less. 1: every round alike (the paper)."""
     reset_generator: bool = True
     """Reset the generator to the base weights before each distillation (Appendix B.2)."""
-    distil_samples: int = 0
+    distil_samples: Annotated[int, Ge(0)] = 0
     """Extra draws from the filtered proposal added to the distillation set: free (never evaluated), they
     make the fit approximate the filtered distribution instead of memorising m samples. 0: the m evaluated
     samples only, as in the paper (Section 4.2)."""
@@ -103,34 +105,14 @@ class BanelConfig:
     generator_fit: FitConfig = field(default_factory=FitConfig)
     """Optimiser settings for the generator."""
 
-    def __post_init__(self) -> None:
-        choice("preset", self.preset, tuple(PRESETS))
-        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
-        for name, value in PRESETS[self.preset].items():
-            if getattr(self, name) == defaults[name]:
-                object.__setattr__(self, name, value)  # frozen: the preset fills what was left at its default
-        check(0 <= self.negative_holdout < 1, "negative_holdout", f"must be in [0, 1), got {self.negative_holdout}")
-        check(self.negative_check_every >= 1, "negative_check_every", f"must be >= 1, got {self.negative_check_every}")
-        check(self.negative_evidence >= 0, "negative_evidence", f"must be >= 0, got {self.negative_evidence}")
-        check(self.filter_factor >= 1, "filter_factor", f"must be an integer >= 1, got {self.filter_factor}")
-        check(self.kappa >= 0, "kappa", f"must be >= 0, got {self.kappa}")
-        check(0 < self.generator_decay <= 1, "generator_decay", f"must be in (0, 1], got {self.generator_decay}")
-        choice("numerator", self.numerator, ("base", "generator"))
-        choice("negative_init", self.negative_init, ("base", "scratch", "continue"))
-        choice("negative_data", self.negative_data, ("round", "all"))
-        choice("algorithm", self.algorithm, (1, 2))
-        choice("selection", self.selection, ("top_m", "importance"))
-        for name in ("negative_epochs", "generator_epochs", "distil_samples"):
-            check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
-        check(0 <= self.negative_holdout < 1, "negative_holdout", f"must be in [0, 1), got {self.negative_holdout}")
-        check(
-            self.negative_patience >= 0, "negative_patience", f"must be >= 0 (0: never), got {self.negative_patience}"
-        )
+    @model_validator(mode="after")
+    def _algorithm_1(self) -> BanelConfig:
         if self.algorithm == 1:
             why = "with algorithm=1"
             check(self.selection == "top_m", "selection", f"must be 'top_m' {why} (it filters by a hard tau)")
             check(not self.distil_samples, "distil_samples", f"must be 0 {why} (it does not distil)")
             check(self.numerator == "base", "numerator", f"must be 'base' {why} (it has no generator)")
+        return self
 
 
 def ratio_scores(
