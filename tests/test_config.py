@@ -57,5 +57,5 @@ def test_overrides_parse_json_values_into_nested_tables():
 def test_the_doc_of_a_setting_is_the_string_under_its_field():
     docs = {s.path: s.doc for s in settings(BanelConfig)}
     assert docs["kappa"] == "Sharpness of the negative model in the ratio p_theta(x) / p_phi(x)^kappa (Eq. 5)."
-    assert docs["distil_samples"].startswith("Extra draws from the filtered proposal")
+    assert docs["distil_samples"].startswith("Free (never evaluated) draws of the filtered proposal")
     assert "\n" not in docs["distil_samples"]

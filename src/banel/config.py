@@ -295,7 +295,13 @@ MOVED = {
 }
 """Settings of earlier versions and where they live now (named in the error for a stale config)."""
 
-RETIRED: dict[str, tuple[Any, str]] = {}
+_EARLY_STOP = "2026-12-07, docs/LOG.md: held-out early stopping of p_phi switched BaNEL off"
+RETIRED: dict[str, tuple[Any, str]] = {
+    "banel.negative_holdout": (0.0, _EARLY_STOP),
+    "banel.negative_check_every": (5, _EARLY_STOP),
+    "banel.negative_patience": (0, _EARLY_STOP),
+    "banel.negative_evidence": (2.0, _EARLY_STOP),
+}
 """Deleted settings: their inert value (what an old config.json holds, read as if absent) and why they went."""
 
 
