@@ -160,7 +160,7 @@ def test_round_spends_exactly_m_and_respects_the_budget():
 
 
 def test_config_validation_names_fields_and_values():
-    with pytest.raises(ValueError, match=r"^filter_factor must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"^filter_factor must be >= 1, got 0$"):
         BanelConfig(filter_factor=0)
     with pytest.raises(ValueError, match=r"^kappa must be >= 0"):
         BanelConfig(kappa=-1)
@@ -169,7 +169,7 @@ def test_config_validation_names_fields_and_values():
     with pytest.raises(ValueError, match=r"^selection must be 'top_m' with algorithm=1"):
         BanelConfig(algorithm=1, selection="importance")
     # read from settings, the error names the setting as the user wrote it
-    with pytest.raises(ValueError, match=r"^banel.negative_fit.lr must be > 0, got -1.0$"):
+    with pytest.raises(ValueError, match=r"^banel.negative_fit.lr must be > 0, got -1$"):
         from_dict(BanelConfig, {"negative_fit": {"lr": -1}}, "banel.")
     with pytest.raises(ValueError, match=r"^banel.kappa must be >= 0"):
         from_dict(BanelConfig, {"kappa": -2}, "banel.")
@@ -274,17 +274,30 @@ def test_feasible_only_posterior_is_the_filter_formula_restricted_to_feasible_se
     torch.testing.assert_close(FilteredModel(prior, saved.filters, support).log_prob(support).exp(), got)
 
 
-def test_negative_patience_stops_p_phi_early_and_says_how_many_epochs_ran() -> None:
-    from banel.models.transformer import TransformerConfig, TransformerModel
+def test_filter_factor_draws_m_times_f_and_keeps_the_m_best_ratios_tau_their_least():
+    # Alg. 2 line 5 with the adaptive tau of Section 4.1, recomputed from the exact tables of the tiny space
+    support, prior, oracle = _space()
+    cfg = BanelConfig(**CFG)
+    banel = Banel(prior, cfg, Context(m=M, support=support))
+    budget = BudgetedOracle(oracle, M * 2)
+    banel.round(budget, 0)
+    negative = banel.negative
+    r = banel.round(budget, 1)
+    assert r.stats["candidates"] == M * cfg.filter_factor and len(r.samples) == M
+    scores = (prior.log_prob(r.samples) - cfg.kappa * negative.log_prob(r.samples)) / 2.0  # l(x) = 2 here
+    assert r.stats["tau"] == pytest.approx(float(scores.min()))
+    # every kept candidate clears tau, and tau is the m-th highest score among all m*f candidates
+    assert bool((scores >= r.stats["tau"] - 1e-12).all())
 
-    prior = TransformerModel(TransformerConfig(vocab_size=4, max_len=6, end_token=False), seed=0)
 
-    def reward(x):  # failures only
-        return torch.zeros(len(x), dtype=torch.float64)
+def test_the_paper_configuration_keeps_an_explicit_setting():
+    assert BanelConfig.paper().free_check is False and BanelConfig().free_check is True
+    assert BanelConfig.paper(free_check=True).free_check is True
+    assert from_dict(BanelConfig, {"preset": "paper", "free_check": True}, "banel.").free_check is True
 
-    ran = {}
-    for patience in (0, 1):
-        cfg = BanelConfig(negative_epochs=40, negative_holdout=0.3, negative_check_every=2, negative_patience=patience)
-        record = Banel(prior, cfg, Context(m=60, seed=0)).round(BudgetedOracle(reward, 60), 0)
-        ran[patience] = record.stats["negative_epochs_run"]
-    assert ran[0] == 40 and ran[1] < 40
+
+def test_deleted_early_stopping_settings_read_from_old_files_only_at_their_inert_values():
+    old = {"negative_holdout": 0.0, "negative_check_every": 5, "negative_patience": 0, "negative_evidence": 2.0}
+    assert from_dict(BanelConfig, old, "banel.") == BanelConfig()
+    with pytest.raises(ValueError, match=r"^banel.negative_holdout was deleted \(2026-12-07"):
+        from_dict(BanelConfig, {"negative_holdout": 0.2}, "banel.")

@@ -80,7 +80,7 @@ def test_bad_settings_exit_2_with_a_clear_message_before_any_folder_exists(tmp_p
         (["--set", "banel.kapa=2"], "unknown setting(s) banel.kapa"),
         (["--threads", "0"], "--threads must be >= 1, got 0"),
         (["--set", "feasible_only=true"], "task 'toy1d' has none"),
-        (["--set", "banel.negative_fit.lr=-1"], "banel.negative_fit.lr must be > 0, got -1.0"),
+        (["--set", "banel.negative_fit.lr=-1"], "banel.negative_fit.lr must be > 0, got -1\n"),
         (["--set", "task_options.prior_training.d_model=30"], "task_options.prior_training.d_model (30) must be"),
         (["--method", "rnd", "--set", "rnd.hiden=8"], "unknown setting(s) rnd.hiden; allowed in rnd:"),
         (["--method", "rnd", "--set", "rnd.kl_coef=-1"], "rnd.kl_coef must be >= 0"),
@@ -130,8 +130,8 @@ def test_run_help_all_lists_every_setting_with_its_docstring(capsys):
     for s in expected:
         assert f"  {s.path} (" in text, s.path
         assert s.doc and s.doc.split()[0] in text, s.path  # every field has a docstring, and it is shown
-    assert "banel.negative_fit.lr (float, default 0.001)" in text
-    assert "rnd.hidden (int, default 1024)" in text
+    assert "banel.negative_fit.lr (float, default 0.001, > 0)" in text  # the bound, from the declaration
+    assert "rnd.hidden (int, default 1024, >= 1)" in text
 
 
 def test_help_of_a_user_task_and_method_by_import_path_lists_their_options(capsys):
@@ -139,7 +139,7 @@ def test_help_of_a_user_task_and_method_by_import_path_lists_their_options(capsy
         main(["run", "banel.testing:tiny", "--method", "banel.baselines.reinforce:Reinforce", "--help"])
     text = capsys.readouterr().out
     assert "task banel.testing:tiny: 3 tokens over 4 symbols" in text
-    assert "task_options.delay (float, default 0.0)" in text
+    assert "task_options.delay (float, default 0.0, >= 0)" in text
     assert main(["run", "no_such_module:make", "--help"]) == 2
     assert "cannot import 'no_such_module'" in capsys.readouterr().err
 
@@ -165,7 +165,7 @@ def test_run_help_lists_the_run_the_chosen_method_and_the_task_only_and_names_he
     with pytest.raises(SystemExit):
         main(["run", "toy1d", "--help-all"])
     full = capsys.readouterr().out
-    assert "rnd.hidden (int, default 1024)" in short and "  nre_budget (" in short
+    assert "rnd.hidden (int, default 1024, >= 1)" in short and "  nre_budget (" in short
     assert "task toy1d: 1D line" in short and "task_options.shipped (" in short
     assert "banel.kappa (" not in short and "task toy2d" not in short and "  task_options.resolution (" not in short
     assert short.rstrip().endswith(

@@ -12,10 +12,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
 
-GENERATED_ELSEWHERE = {"docs/settings.md"}
-"""Files linked here that another branch generates (the settings' tables, issue 28). Once such a file exists
-the exemption must go: test_an_exemption_is_dropped_once_its_file_exists fails until it is."""
-
 
 def links(page: Path) -> list[str]:
     """The targets of a page's markdown links and images, code blocks and inline code left out."""
@@ -37,16 +33,9 @@ def test_every_relative_link_names_a_file_in_the_repository(page):
         if re.match(r"^[a-z]+:", target) or target.startswith("#"):
             continue  # a web address or an anchor of the same page
         path = (page.parent / target.split("#")[0]).resolve()
-        inside = path.is_relative_to(ROOT)
-        if inside and str(path.relative_to(ROOT)) in GENERATED_ELSEWHERE:
-            continue
-        if not inside or not path.exists():
+        if not path.is_relative_to(ROOT) or not path.exists():
             broken.append(target)
     assert not broken, f"{page.relative_to(ROOT)}: links to nothing in the repository: {broken}"
-
-
-def test_an_exemption_is_dropped_once_its_file_exists():
-    assert not [p for p in GENERATED_ELSEWHERE if (ROOT / p).exists()], "the file exists: drop its exemption"
 
 
 def test_the_readme_stays_a_front_door():

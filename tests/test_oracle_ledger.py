@@ -299,7 +299,7 @@ def test_oracle_config_validation_names_the_field():
         OracleConfig(executor="thread", workers=0)
     with pytest.raises(ValueError, match="^timeout"):
         OracleConfig(timeout=-1)
-    with pytest.raises(ValueError, match="^oracle.timeout must be >= 0 seconds"):
+    with pytest.raises(ValueError, match=r"^oracle.timeout must be >= 0, got -1$"):
         from_dict(RunConfig, {"oracle": {"timeout": -1}})
 
 

@@ -191,7 +191,7 @@ def test_cpu_prior_does_not_depend_on_the_torch_threads(tmp_path: Path) -> None:
 
 
 def test_options_are_validated() -> None:
-    with pytest.raises(ValueError, match="resolution must be 8"):
+    with pytest.raises(ValueError, match=r"^resolution must be one of 0, 8, 14, 28; got 10$"):
         ImageTaskOptions(resolution=10)
     with pytest.raises(ValueError, match="resolution must be one of 8 for digits"):
         Digits(ImageTaskOptions(resolution=14, targets=10))

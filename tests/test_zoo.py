@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from banel.algorithm import PAPER, BanelConfig
+from banel.config import from_dict
 from banel.models.transformer import TransformerModel
+from banel.runner import parse_config
 from banel.tasks import make_task, resolve_task, zoo
 from banel.tasks.protocol import ExactSuccess, Feasibility, Task
 
@@ -137,13 +139,16 @@ def test_a_zoo_task_is_an_ordinary_task_with_a_shipped_prior_and_a_pinned_base_r
 # -- the paper preset ----------------------------------------------------------------------------------------
 
 
-def test_the_paper_preset_fills_only_what_was_left_at_its_default():
-    paper = BanelConfig(preset="paper")
+def test_the_paper_configuration_is_its_settings_under_the_explicit_ones():
+    paper = BanelConfig.paper()
     assert {k: getattr(paper, k) for k in PAPER} == PAPER
-    assert paper == BanelConfig(preset="paper", **PAPER)
-    assert BanelConfig(preset="paper", negative_holdout=0.3).negative_holdout == 0.3  # given: kept
-    with pytest.raises(ValueError, match="preset"):
-        BanelConfig(preset="robust")
+    # an explicit setting wins, even one equal to the default the preset changes (the old preset lost it)
+    assert BanelConfig.paper(free_check=True).free_check is True
+    assert from_dict(BanelConfig, {"preset": "paper", "free_check": True}).free_check is True
+    assert from_dict(BanelConfig, {"preset": "paper"}) == paper
+    assert parse_config({"banel": {"preset": "paper", "kappa": 4}}).options == BanelConfig.paper(kappa=4)
+    with pytest.raises(ValueError, match=r"^banel.preset must be one of 'default', 'paper'; got 'robust'"):
+        from_dict(BanelConfig, {"preset": "robust"}, "banel.")
 
 
 def _toy1d(tmp_path, name, banel):
@@ -202,22 +207,9 @@ def test_banel_ranks_out_what_the_free_check_rules_out_by_default_and_the_paper_
     task = zoo.constrained({}, cache)
     cheap = {"negative_epochs": 5, "generator_epochs": 2}
     _, robust = _banel(task, BanelConfig(**cheap), 3)
-    _, paper = _banel(task, BanelConfig(preset="paper", **cheap), 3)
+    _, paper = _banel(task, BanelConfig.paper(**cheap), 3)
     assert all(task.feasible(r.samples).all() for r in robust)
     assert sum(int((~task.feasible(r.samples)).sum()) for r in paper) > 0  # the prior draws ~6.6% infeasible
-
-
-def test_a_negative_model_that_does_not_beat_the_prior_on_held_out_failures_is_dropped(cache):
-    task = zoo.typical({}, cache)
-    options = BanelConfig(negative_holdout=0.3, negative_epochs=10, generator_epochs=2)
-    method, rounds = _banel(task, options, 2)
-    # round 0's failures are prior samples: no block of training beats the base by two standard errors
-    assert rounds[0].stats["negative_epochs_kept"] == 0 and method.negative is None
-    assert rounds[0].stats["negative_heldout_nll"][0] == rounds[0].stats["negative_heldout_nll"][1]
-    # so round 1 draws m samples from the generator, which is still the prior, unfiltered and undistilled
-    assert rounds[1].stats["candidates"] == rounds[1].stats["kept"] == 50
-    assert all(torch.equal(a, b) for a, b in zip(method.generator.net.state_dict().values(),
-                                                    task.prior().net.state_dict().values(), strict=True))  # fmt: skip
 
 
 def test_with_nothing_feasible_the_free_check_steps_aside_instead_of_stopping_the_run(cache):

@@ -1,26 +1,41 @@
 """BaNEL: Bayesian Negative Evidence Learning (arXiv 2510.09596), Algorithms 1 and 2.
 
-Each round: draw m*f candidates from the proposal, score them by the length-normalised likelihood ratio
-log p_theta(x)/l - kappa * log p_phi(x)/l (Eq. 5, Appendix B.2), keep the top m (the adaptive threshold
-tau), spend m reward evaluations on them, fit the negative model p_phi on the failures by maximum
-likelihood, and either keep the filter (Algorithm 1) or distil the filtered proposal into the generator
-(Algorithm 2). Samples with reward 1 are recorded but, by default, never trained on. With the run's
-`feasible_only`, candidates that the task's free check rules out (reward 0 by definition) are dropped before
-the cut. The run calls `Banel.round` once per round; everything else here is the paper's algorithm.
+Read `Banel.round` beside the paper: `# Alg. 2 line 5` marks a line of the paper's algorithm, `# extension
+(setting)` a departure and the setting that turns it on. Each round draws from the proposal, keeps the
+candidates whose likelihood ratio p_theta(x) / p_phi(x)^kappa clears tau, pays m reward evaluations for them,
+fits the negative model p_phi on the failures, and keeps the filter (Algorithm 1) or distils it into the
+generator (Algorithm 2). `BanelConfig.paper()` is the algorithm as written.
+
+Departures from Algorithms 1-2 (numbered as in docs/algorithms/banel.md, which says why and what was measured):
+ 2. tau is adaptive: m*f candidates are drawn and the top m kept (Section 4.1's own choice; the boxes say tau).
+ 3. Ratios are length-normalised, log p / l(x) (`length_normalise`, Appendix B.2).
+ 4. The numerator may be the previous generator instead of the base (`numerator="generator"`, Appendix B.3).
+ 5. p_phi may train on every failure so far, or start from scratch or from last round's (`negative_data`,
+    `negative_init`); the paper: this round's failures, from the base weights.
+ 6. Algorithm 1's normaliser Z is a Monte-Carlo estimate where the space cannot be enumerated.
+ 7. Distillation is maximum likelihood on the m kept samples (Section 4.2), from the base weights each round
+    (`reset_generator`, Appendix B.2).
+ 8. Successes are trained on only with the run's `train_on_successes` (off: the paper's protocol).
+ 9. Importance resampling instead of the hard cut (`selection="importance"`, the soft alternative of 4.1).
+12. The task's free check ranks infeasible candidates out (`free_check`, on by default; the run's
+    `feasible_only` also stops paying for them). Off in the paper configuration.
+14. A decaying distillation schedule (`generator_decay`, the Section 6 remedy; 1 = off).
+15. Free extra draws of the filtered proposal join the distillation set (`distil_samples`; 0 = off).
+16. A sample the oracle could not evaluate (NaN reward, not charged) is neither a failure nor trained on.
+(Item 13, held-out early stopping of p_phi, was deleted on 2026-12-07: measured, it switched BaNEL off.)
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 
-from banel.config import check, choice
+from banel.config import Annotated, Ge, Gt, Le, check, model_validator, settings_dataclass
 from banel.methods.protocol import Context, Oracle, Round
 from banel.models.protocol import FitConfig, GenerativeModel, Limits
 from banel.sequences import Sequences, derive_seed
@@ -32,25 +47,18 @@ REJECTION_CHUNK = 4096  # candidates drawn at a time by rejection sampling from 
 REJECTION_MAX_DRAWS = 2_000_000  # give up (with a clear error) rather than loop forever on a tiny acceptance
 
 
-PAPER: dict[str, Any] = {"negative_holdout": 0.0, "free_check": False}
-"""The `paper` preset: Algorithms 1-2 as written and as banel ran them before issue 22 (every setting the
-robust defaults change, at its old value). docs/algorithms/banel.md says why each default moved."""
-PRESETS: dict[str, dict[str, Any]] = {"default": {}, "paper": PAPER}
-"""Named sets of settings (`banel.preset`)."""
+PAPER: dict[str, Any] = {"free_check": False}
+"""The paper's algorithm as written (`BanelConfig.paper()`, `"preset": "paper"`): every setting whose default
+departs from it, at the paper's value. docs/algorithms/banel.md item 12 says why free_check's default moved."""
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class BanelConfig:
     """Every knob of BaNEL (paper Sections 4.1-4.2, Algorithms 1-2, Appendix B.2-B.3): the `banel` table."""
 
-    preset: Literal["default", "paper"] = "default"
-    """A named set of settings under the ones given: 'paper' is the paper's algorithm exactly (no held-out
-    early stopping of p_phi, no free check unless the run has feasible_only); a setting left at its default
-    takes the preset's value, one given explicitly keeps it."""
-
-    filter_factor: int = 2
+    filter_factor: Annotated[int, Ge(1)] = 2
     """f: draw m*f candidates and keep the top m by likelihood ratio (f=1 keeps everything)."""
-    kappa: float = 1.0
+    kappa: Annotated[float, Ge(0)] = 1.0
     """Sharpness of the negative model in the ratio p_theta(x) / p_phi(x)^kappa (Eq. 5)."""
     length_normalise: bool = True
     """Rank by log-likelihoods divided by length l(x), i.e. p^(1/l) (Appendix B.2)."""
@@ -60,40 +68,22 @@ class BanelConfig:
     """How p_phi starts each round: from the base weights, from a fresh initialisation, or from last round's."""
     negative_data: Literal["round", "all"] = "round"
     """Train p_phi on this round's failures (Algorithm 2 as written) or on every failure seen so far."""
-    negative_epochs: int = 50
-    """Epochs of maximum-likelihood training of p_phi per round (at most, with negative_holdout)."""
-    negative_holdout: float = 0.0
-    """Share of the round's failures held out to early-stop p_phi: it trains on the rest in blocks of
-    negative_check_every epochs and keeps the weights with the lowest held-out NLL, its starting weights
-    included. When those win (the failures say nothing the base does not), p_phi is dropped and the next
-    round draws from the generator unfiltered: no evidence, no update. 0: every epoch on every failure."""
-    negative_check_every: int = 5
-    """Epochs between held-out checks of p_phi (negative_holdout > 0)."""
-    negative_patience: int = 0
-    """Held-out checks in a row without a lower NLL after which p_phi's training stops early (negative_holdout
-    > 0): saves the rest of its epochs. 0: train every epoch and keep the best check."""
-    negative_evidence: float = 2.0
-    """Standard errors by which p_phi must beat its starting weights on the held-out failures to be kept: the
-    mean per-sequence drop in NLL over the standard error of those drops (a paired test; a few dozen held-out
-    sequences give differences of 0.01 nats/token by chance alone). 0: any drop counts."""
+    negative_epochs: Annotated[int, Ge(0)] = 50
+    """Epochs of maximum-likelihood training of p_phi per round."""
     free_check: bool = True
-    """Rank out candidates the task's free check rules out (reward 0 by definition) whenever the task has one,
-    as the run's feasible_only does for BaNEL; the run's accounting is unchanged (what BaNEL keeps is paid
-    for). No effect on a task without the check. On by default since issue 22: an infeasible string is rare
-    among failures, so p_phi under-weights it and the ratio keeps it (benchmarks/zoo/README.md); false: the
-    paper's algorithm, which sees the check only under feasible_only."""
-    generator_epochs: int = 15
+    """Rank out candidates the task's free check rules out (reward 0 by definition), as feasible_only does,
+    without changing what is paid for; no effect on a task without the check. On since issue 22: p_phi
+    under-weights rare infeasible failures, so the ratio keeps them (algorithm item 12). false: the paper."""
+    generator_epochs: Annotated[int, Ge(0)] = 15
     """Epochs of distillation of the filtered posterior into the generator per round."""
-    generator_decay: float = 1.0
-    """A decaying update schedule (the paper's Section 6 remedy for not knowing when to stop): round i
-    distils for max(1, round(generator_epochs * generator_decay**i)) epochs, so later rounds, fitted on ever
-    fewer fresh failures' worth of evidence, move the generator less. 1: every round alike (the paper)."""
+    generator_decay: Annotated[float, Gt(0), Le(1)] = 1.0
+    """A decaying update schedule (the paper's Section 6 remedy for not knowing when to stop): round i distils
+    for max(1, round(generator_epochs * generator_decay**i)) epochs. 1: every round alike (the paper)."""
     reset_generator: bool = True
     """Reset the generator to the base weights before each distillation (Appendix B.2)."""
-    distil_samples: int = 0
-    """Extra draws from the filtered proposal added to the distillation set: free (never evaluated), they
-    make the fit approximate the filtered distribution instead of memorising m samples. 0: the m evaluated
-    samples only, as in the paper (Section 4.2)."""
+    distil_samples: Annotated[int, Ge(0)] = 0
+    """Free (never evaluated) draws of the filtered proposal added to the distillation set, so the fit
+    approximates the filter instead of memorising m samples. 0: the m evaluated samples (the paper, 4.2)."""
     algorithm: Literal[1, 2] = 2
     """1: sequential filtering, keep every negative model, no distillation. 2: filtering with distillation."""
     selection: Literal["top_m", "importance"] = "top_m"
@@ -103,34 +93,23 @@ class BanelConfig:
     generator_fit: FitConfig = field(default_factory=FitConfig)
     """Optimiser settings for the generator."""
 
-    def __post_init__(self) -> None:
-        choice("preset", self.preset, tuple(PRESETS))
-        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
-        for name, value in PRESETS[self.preset].items():
-            if getattr(self, name) == defaults[name]:
-                object.__setattr__(self, name, value)  # frozen: the preset fills what was left at its default
-        check(0 <= self.negative_holdout < 1, "negative_holdout", f"must be in [0, 1), got {self.negative_holdout}")
-        check(self.negative_check_every >= 1, "negative_check_every", f"must be >= 1, got {self.negative_check_every}")
-        check(self.negative_evidence >= 0, "negative_evidence", f"must be >= 0, got {self.negative_evidence}")
-        check(self.filter_factor >= 1, "filter_factor", f"must be an integer >= 1, got {self.filter_factor}")
-        check(self.kappa >= 0, "kappa", f"must be >= 0, got {self.kappa}")
-        check(0 < self.generator_decay <= 1, "generator_decay", f"must be in (0, 1], got {self.generator_decay}")
-        choice("numerator", self.numerator, ("base", "generator"))
-        choice("negative_init", self.negative_init, ("base", "scratch", "continue"))
-        choice("negative_data", self.negative_data, ("round", "all"))
-        choice("algorithm", self.algorithm, (1, 2))
-        choice("selection", self.selection, ("top_m", "importance"))
-        for name in ("negative_epochs", "generator_epochs", "distil_samples"):
-            check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
-        check(0 <= self.negative_holdout < 1, "negative_holdout", f"must be in [0, 1), got {self.negative_holdout}")
-        check(
-            self.negative_patience >= 0, "negative_patience", f"must be >= 0 (0: never), got {self.negative_patience}"
-        )
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"default": {}, "paper": PAPER}
+    """Named sets of settings a `banel` table may start from (`"preset": "paper"`, `--set banel.preset=paper`):
+    laid under the settings given with them, so an explicit setting always wins (`config.from_dict`)."""
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> BanelConfig:
+        """The paper's algorithm as written (PAPER), with `overrides` on top: an explicit setting wins."""
+        return cls(**{**PAPER, **overrides})
+
+    @model_validator(mode="after")
+    def _algorithm_1(self) -> BanelConfig:
         if self.algorithm == 1:
             why = "with algorithm=1"
             check(self.selection == "top_m", "selection", f"must be 'top_m' {why} (it filters by a hard tau)")
             check(not self.distil_samples, "distil_samples", f"must be 0 {why} (it does not distil)")
             check(self.numerator == "base", "numerator", f"must be 'base' {why} (it has no generator)")
+        return self
 
 
 def ratio_scores(
@@ -358,89 +337,108 @@ class Banel:
         return self._filtered
 
     def round(self, oracle: Oracle, i: int) -> Round:
-        """Round i: propose, filter, evaluate, fit p_phi, update the posterior."""
-        cfg, m = self.config, self.context.m
+        """Round i: propose, filter, evaluate, fit p_phi, update the posterior (one pass of the loop, line 4)."""
+        cfg = self.config
         proposal = self.generator
-        new_filter, tau = None, None
-        ratio_kept: list[float] = []
-        ratio_rejected: list[float] = []
-        check = self.feasible  # the free check this round (feasible_only's, or the task's under free_check)
         if self.negative is None:
-            candidates = kept = proposal.sample(m, derive_seed(self.seed, i, "sample"))
-            ok = check(candidates) if check is not None else None
-            if ok is not None and not ok.any() and self.context.feasible is None:
-                log.warning("round %d: no candidate passes the free check; keeping them all this round", i)
-                ok = None  # free_check only ranks: with nothing feasible, the paper's unfiltered draw
-            if ok is not None:
-                kept = candidates[ok]
+            kept, new_filter, stats = self._prior_draw(proposal, i)
         else:
-            candidates = proposal.sample(m * cfg.filter_factor, derive_seed(self.seed, i, "sample"))
-            numerator = self.prior if cfg.numerator == "base" else self.distilled
-            scores = ratio_scores(candidates, numerator, self.negative, cfg.kappa, cfg.length_normalise)
-            ok = check(candidates) if check is not None else None
-            if ok is not None and not ok.any() and self.context.feasible is None:
-                log.warning("round %d: no candidate passes the free check; ranking without it this round", i)
-                check, ok = None, None
-            if ok is not None:
-                scores = scores.masked_fill(~ok, -math.inf)
-            idx, tau = select(scores, m, cfg.selection, derive_seed(self.seed, i, "select"))
-            if check is not None:
-                idx = idx[torch.isfinite(scores[idx])]  # fewer than m feasible candidates: evaluate fewer
-                if len(idx) < m:
-                    log.warning("round %d: only %d of %d candidates are feasible", i, len(idx), len(candidates))
-                if not len(idx):
-                    raise RuntimeError(f"round {i}: no feasible candidate among {len(candidates)}")
-                tau = float(scores[idx].min())
-            kept = candidates[idx]
-            rejected = torch.ones(len(candidates), dtype=torch.bool)
-            rejected[idx] = False
-            ratio_kept, ratio_rejected = quantiles(scores[idx]), quantiles(scores[rejected])
-            new_filter = Filter(numerator, self.negative, cfg.kappa, tau, cfg.length_normalise, check)
-
-        # NaN marks a sample the oracle could not evaluate (error after retries, not charged): it is
-        # neither a failure nor a success, so it is dropped from p_phi's data and from distillation
+            kept, new_filter, stats = self._filtered_draw(proposal, i)
         rewards = oracle(kept)
+        # extension 16: NaN marks a sample the oracle could not evaluate (an error after retries, not charged);
+        # `rewards == 0` leaves it out of the failures and `~isnan` out of distillation
         failed = kept[rewards == 0]
 
         generator_loss = None
-        if new_filter is not None:
-            if cfg.algorithm == 1:
-                self.filters.append(new_filter)
-            else:
-                if cfg.numerator == "generator":
-                    new_filter.numerator = self.distilled.clone()  # the filter must not change as we train
-                distil_on = kept[~rewards.isnan()] if self.context.train_on_successes else failed
-                if cfg.distil_samples:
-                    extra = rejection_sample(
-                        proposal,
-                        new_filter.accepts,
-                        cfg.distil_samples,
-                        derive_seed(self.seed, i, "extra"),
-                        remedy="lower banel.distil_samples or banel.filter_factor",
-                    )
-                    distil_on = Sequences.cat([distil_on, extra])
-                if cfg.reset_generator:
-                    self.distilled = self.prior.clone()
-                distil = self.distil
-                if cfg.generator_decay < 1 and self._custom_distiller is None:  # item 14 of docs/algorithms/banel.md
-                    distil = mle_distiller(
-                        decayed_epochs(cfg.generator_epochs, cfg.generator_decay, i), cfg.generator_fit
-                    )
-                losses = distil(self.distilled, distil_on, new_filter, derive_seed(self.seed, i, "distil"))
-                generator_loss = losses[-1] if losses else None
+        if new_filter is not None and cfg.algorithm == 1:
+            self.filters.append(new_filter)  # Alg. 1 line 5: the next proposal is the prior times every filter
+        elif new_filter is not None:
+            generator_loss = self._distil(proposal, kept, rewards, failed, new_filter, i)  # Alg. 2 line 7
 
         self.failures.append(failed.to("cpu"))  # on the CPU, as a checkpoint restores them
-        negative_stats = self._fit_negative(failed, i)
-        stats = {
-            "candidates": len(candidates),
-            "kept": len(kept),
-            "tau": tau,
-            "log_ratio_kept": ratio_kept,
-            "log_ratio_rejected": ratio_rejected,
-            **negative_stats,
-            "generator_loss": generator_loss,
-        }
+        stats |= {"negative_loss": self._fit_negative(failed, i), "generator_loss": generator_loss}
         return Round(kept, rewards, stats, {"negative": self.negative} if self.negative is not None else {})
+
+    def _prior_draw(self, proposal: GenerativeModel, i: int) -> tuple[Sequences, None, dict[str, Any]]:
+        """Alg. 1/2 line 2: m samples from the prior, unfiltered (no p_phi yet)."""
+        candidates = kept = proposal.sample(self.context.m, derive_seed(self.seed, i, "sample"))
+        ok = self.feasible(candidates) if self.feasible is not None else None  # extension 12 (free_check)
+        if ok is not None and not ok.any() and self.context.feasible is None:
+            log.warning("round %d: no candidate passes the free check; keeping them all this round", i)
+            ok = None  # free_check only ranks: with nothing feasible, the paper's unfiltered draw
+        if ok is not None:
+            kept = candidates[ok]
+        stats = {"candidates": len(candidates), "kept": len(kept), "tau": None}
+        return kept, None, stats | {"log_ratio_kept": [], "log_ratio_rejected": []}
+
+    def _filtered_draw(self, proposal: GenerativeModel, i: int) -> tuple[Sequences, Filter, dict[str, Any]]:
+        """Alg. 2 line 5 (Alg. 1 line 5 by rejection): m samples of the proposal that clear tau, the filter."""
+        cfg, m, check = self.config, self.context.m, self.feasible
+        # extension 2: tau is set so that exactly m of m*f candidates clear it (Section 4.1)
+        candidates = proposal.sample(m * cfg.filter_factor, derive_seed(self.seed, i, "sample"))
+        numerator = self.prior if cfg.numerator == "base" else self.distilled  # extension 4 (numerator)
+        scores = ratio_scores(candidates, numerator, self.negative, cfg.kappa, cfg.length_normalise)
+        ok = check(candidates) if check is not None else None  # extension 12 (free_check, feasible_only)
+        if ok is not None and not ok.any() and self.context.feasible is None:
+            log.warning("round %d: no candidate passes the free check; ranking without it this round", i)
+            check, ok = None, None
+        if ok is not None:
+            scores = scores.masked_fill(~ok, -math.inf)  # a known failure is in every rejection region
+        idx, tau = select(scores, m, cfg.selection, derive_seed(self.seed, i, "select"))  # extension 9 (selection)
+        if check is not None:
+            idx = idx[torch.isfinite(scores[idx])]  # fewer than m feasible candidates: evaluate fewer
+            if len(idx) < m:
+                log.warning("round %d: only %d of %d candidates are feasible", i, len(idx), len(candidates))
+            if not len(idx):
+                raise RuntimeError(f"round {i}: no feasible candidate among {len(candidates)}")
+            tau = float(scores[idx].min())
+        rejected = torch.ones(len(candidates), dtype=torch.bool)
+        rejected[idx] = False
+        stats = {"candidates": len(candidates), "kept": len(idx), "tau": tau}
+        stats |= {"log_ratio_kept": quantiles(scores[idx]), "log_ratio_rejected": quantiles(scores[rejected])}
+        return candidates[idx], Filter(numerator, self.negative, cfg.kappa, tau, cfg.length_normalise, check), stats
+
+    def _distil(
+        self, proposal: GenerativeModel, kept: Sequences, rewards: torch.Tensor, failed: Sequences, f: Filter, i: int
+    ) -> float | None:
+        """Alg. 2 line 7: fold the filter into the generator by maximum likelihood on the kept samples (4.2)."""
+        cfg = self.config
+        if cfg.numerator == "generator":
+            f.numerator = self.distilled.clone()  # the filter must not change as the generator trains
+        # extension 8 (train_on_successes): the paper trains on failures only
+        distil_on = kept[~rewards.isnan()] if self.context.train_on_successes else failed
+        if cfg.distil_samples:  # extension 15 (distil_samples): free draws of the filtered proposal
+            extra = rejection_sample(
+                proposal,
+                f.accepts,
+                cfg.distil_samples,
+                derive_seed(self.seed, i, "extra"),
+                remedy="lower banel.distil_samples or banel.filter_factor",
+            )
+            distil_on = Sequences.cat([distil_on, extra])
+        if cfg.reset_generator:  # extension 7 (reset_generator, Appendix B.2): the fit still targets the filter
+            self.distilled = self.prior.clone()
+        distil = self.distil
+        if cfg.generator_decay < 1 and self._custom_distiller is None:  # extension 14 (generator_decay)
+            distil = mle_distiller(decayed_epochs(cfg.generator_epochs, cfg.generator_decay, i), cfg.generator_fit)
+        losses = distil(self.distilled, distil_on, f, derive_seed(self.seed, i, "distil"))
+        return losses[-1] if losses else None
+
+    def _fit_negative(self, failed: Sequences, i: int) -> float | None:
+        """Alg. 1/2 lines 3 and 6: fit p_phi by maximum likelihood on the failures; its last training loss."""
+        cfg = self.config
+        # extension 5 (negative_data="all"): every failure so far; the paper: this round's
+        data = failed if cfg.negative_data == "round" else Sequences.cat(self.failures)
+        if cfg.negative_init == "continue" and self.negative is not None:  # extension 5 (negative_init)
+            # Algorithm 1 keeps the old model inside its filter: train a copy
+            negative = self.negative.clone() if cfg.algorithm == 1 else self.negative
+        else:
+            negative = self.prior.clone()
+            if cfg.negative_init == "scratch":  # extension 5 (negative_init)
+                negative.reinitialise(derive_seed(self.seed, i, "negative_init"))
+        losses = negative.fit(data, cfg.negative_epochs, derive_seed(self.seed, i, "negative"), cfg.negative_fit)
+        self.negative = negative
+        return losses[-1] if losses else None
 
     def state_dict(self) -> dict[str, Any]:
         """Everything `round` depends on (tensors and plain values: loadable with weights_only=True)."""
@@ -464,52 +462,3 @@ class Banel:
         filtered.load_state_dict({"filters": state["filters"]})
         self.filters = filtered.filters
         self.failures = [Sequences(f["tokens"], f["lengths"]) for f in state["failures"]]
-
-    def _fit_negative(self, failed: Sequences, i: int) -> dict[str, Any]:
-        """Fit p_phi by maximum likelihood on the failures (this round's or all so far); its diagnostics."""
-        cfg = self.config
-        data = failed if cfg.negative_data == "round" else Sequences.cat(self.failures)
-        if cfg.negative_init == "continue" and self.negative is not None:
-            # Algorithm 1 keeps the old model inside its filter: train a copy.
-            negative = self.negative.clone() if cfg.algorithm == 1 else self.negative
-        else:
-            negative = self.prior.clone()
-            if cfg.negative_init == "scratch":
-                negative.reinitialise(derive_seed(self.seed, i, "negative_init"))
-        seed = derive_seed(self.seed, i, "negative")
-        held = max(1, round(cfg.negative_holdout * len(data))) if cfg.negative_holdout and len(data) > 1 else 0
-        if not held:
-            losses = negative.fit(data, cfg.negative_epochs, seed, cfg.negative_fit)
-            self.negative = negative
-            return {"negative_loss": losses[-1] if losses else None}
-        # Early stopping on held-out failures: p_phi moves from its start only as far as unseen failures
-        # confirm. Overfitted, it gives every region absent from the m failures a large ratio (Issue 22).
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(derive_seed(seed, "holdout")))
-        train, heldout = data[order[held:]], data[order[:held]]
-
-        tokens = negative.token_counts(heldout).double().clamp(min=1)
-        start_lp = negative.log_prob(heldout)
-        start_nll = best_nll = float(-start_lp.sum() / tokens.sum())
-        best_state, best_epochs, epochs, losses, waited, lowest = None, 0, 0, [], 0, start_nll
-        while epochs < cfg.negative_epochs and not (cfg.negative_patience and waited >= cfg.negative_patience):
-            block = min(cfg.negative_check_every, cfg.negative_epochs - epochs)
-            losses = negative.fit(train, block, derive_seed(seed, epochs), cfg.negative_fit)
-            epochs += block
-            lp = negative.log_prob(heldout)
-            nll = float(-lp.sum() / tokens.sum())
-            gain = (lp - start_lp) / tokens  # per held-out sequence, nats/token: > 0 where p_phi explains it better
-            se = float(gain.std() / math.sqrt(len(gain))) if len(gain) > 1 else math.inf
-            waited, lowest = (0, nll) if nll < lowest else (waited + 1, lowest)
-            if nll < best_nll and float(gain.mean()) > cfg.negative_evidence * se:
-                best_nll, best_epochs, best_state = nll, epochs, copy.deepcopy(negative.state_dict())
-        if best_state is not None:
-            negative.load_state_dict(best_state)
-        # no epoch beat the starting weights: from the base, that is the prior itself, and a filter by
-        # p_theta / p_theta^kappa carries no evidence, so the next round draws from the generator unfiltered
-        self.negative = negative if best_state is not None or cfg.negative_init == "continue" else None
-        return {
-            "negative_loss": losses[-1] if losses else None,
-            "negative_heldout_nll": [start_nll, best_nll],
-            "negative_epochs_kept": best_epochs,
-            "negative_epochs_run": epochs,
-        }

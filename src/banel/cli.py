@@ -20,7 +20,16 @@ import torch
 
 from banel import rundir
 from banel.cache import FolderInUse, check_writable_folder
-from banel.config import RunConfig, SettingError, format_settings, load_file, merge, parse_overrides, settings
+from banel.config import (
+    RunConfig,
+    SettingError,
+    format_settings,
+    load_file,
+    markdown_settings,
+    merge,
+    parse_overrides,
+    settings,
+)
 from banel.oracle.ledger_oracle import OracleFailing
 from banel.tasks import BUILTIN as BUILTIN_TASKS
 
@@ -99,6 +108,35 @@ def settings_help(task: str | None = None, method: str | None = None, full: bool
             f"\nthese are the settings of {shown} only; --help-all lists every built-in method's and task's settings"
         )
     return "\n".join(parts)
+
+
+SETTINGS_MD_HEADER = """# Settings
+
+Every setting of banel, generated from the declarations (`banel settings --markdown > docs/settings.md`; a
+test checks this file is what that command prints now). Set one with `--set PATH=VALUE` or in a `--config`
+file (TOML tables or JSON objects named after the path's first part). An error names the path and what it may
+be: `banel.negative_fit.lr must be > 0, got -1`."""
+
+
+def settings_markdown() -> str:
+    """docs/settings.md: the run's settings, every built-in method's table and every built-in task's options."""
+    from banel.methods import BUILTIN as BUILTIN_METHODS
+    from banel.methods import resolve_method
+    from banel.tasks import resolve_task
+
+    run_level = [s for s in settings(RunConfig) if s.path not in ("options", "task_options")]
+    parts = [SETTINGS_MD_HEADER, markdown_settings("run", run_level)]
+    for name in BUILTIN_METHODS:
+        spec = resolve_method(name)
+        if spec.options is not None:
+            items = settings(spec.options, f"{spec.name}.")
+            parts.append(markdown_settings(f"method `{name}`: {spec.description}", items))
+    for name in BUILTIN_TASKS:
+        factory = resolve_task(name)[1]
+        if factory.options is not None:
+            items = settings(factory.options, "task_options.")
+            parts.append(markdown_settings(f"task `{name}`: {factory.description}", items))
+    return "\n\n".join(parts) + "\n"
 
 
 def _parser(help_settings: str = "") -> argparse.ArgumentParser:
@@ -227,6 +265,8 @@ def _parser(help_settings: str = "") -> argparse.ArgumentParser:
 
     sub.add_parser("tasks", help="list the built-in tasks")
     sub.add_parser("methods", help="list the built-in methods")
+    sets = sub.add_parser("settings", help="every setting: path, type, default, allowed values and doc")
+    sets.add_argument("--markdown", action="store_true", help="as the tables of docs/settings.md")
     return p
 
 
@@ -683,6 +723,9 @@ def main(argv: list[str] | None = None) -> int:
                 if factory.defaults:
                     print(f"{'':12s} defaults: {json.dumps(factory.defaults)}")
             print("your own: an import path module:factory (docs/tasks.md)")
+            return 0
+        if args.command == "settings":
+            print(settings_markdown() if args.markdown else settings_help(full=True), end="\n" * (not args.markdown))
             return 0
         if args.command == "methods":
             from banel.methods import BUILTIN, resolve_method

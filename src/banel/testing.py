@@ -10,15 +10,14 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from scipy.stats import binomtest
 
 from banel.algorithm import Distiller, Filter
-from banel.config import check, choice
+from banel.config import Annotated, Ge, settings_dataclass
 from banel.models.categorical import CategoricalModel
 from banel.models.protocol import GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
@@ -125,17 +124,17 @@ def counted_calls(path: str | Path) -> tuple[int, int]:
 TINY_VOCAB, TINY_LENGTH = 4, 3
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class TinyOptions:
     """task_options of the tiny test task (`banel.testing:tiny`)."""
 
-    kind: str = "transformer"
+    kind: Literal["transformer", "categorical"] = "transformer"
     """Prior: a random tiny 'transformer', or a 'categorical' table skewed away from the success."""
     seed: int = 0
     """Seed of the transformer prior's weights."""
     feasible: bool = False
     """Give the task a free check: a sequence starting with token 0 cannot win (a quarter of the space)."""
-    delay: float = 0.0
+    delay: Annotated[float, Ge(0)] = 0.0
     """Seconds each reward call sleeps (a slow oracle, for kill-and-resume tests)."""
     exact: bool = True
     """Exact success rates; false: Monte-Carlo estimates, as for a task that cannot enumerate its successes."""
@@ -145,10 +144,6 @@ class TinyOptions:
     count_file: str = ""
     """Append one line per call of the costly `reward` to this file, holding how many samples it scored (O_APPEND,
     so every process of a sweep or a resumed run adds to one count); free_reward is never counted."""
-
-    def __post_init__(self) -> None:
-        choice("kind", self.kind, ("transformer", "categorical"))
-        check(self.delay >= 0, "delay", f"must be >= 0, got {self.delay}")
 
 
 class TinyTask:
@@ -243,20 +238,16 @@ def tiny_llama(vocab_size: int, eos_id: int, seed: int = 0, max_positions: int =
         return LlamaForCausalLM(config)
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class TinyLMOptions:
     """task_options of the tiny language-model test task (`banel.testing:tiny_lm`; needs banel[hf])."""
 
-    lora_rank: int = 4
+    lora_rank: Annotated[int, Ge(0)] = 4
     """LoRA rank of the clones (0: full copies)."""
-    max_new_tokens: int = 3
+    max_new_tokens: Annotated[int, Ge(1)] = 3
     """Longest completion."""
     seed: int = 0
     """Seed of the random weights."""
-
-    def __post_init__(self) -> None:
-        check(self.lora_rank >= 0, "lora_rank", f"must be >= 0, got {self.lora_rank}")
-        check(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
 
 
 class TinyLMTask:

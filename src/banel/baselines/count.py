@@ -10,7 +10,6 @@ pseudo-count is the closed form N = rho (1 - rho') / (rho' - rho) with rho' = rh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from banel.baselines.common import (
     reinforce_loss,
     trainable_copy,
 )
-from banel.config import check
+from banel.config import Annotated, Ge, Gt, settings_dataclass
 from banel.methods.protocol import Context, Oracle, Round
 from banel.models.protocol import GenerativeModel, TrainableModel
 from banel.sequences import Sequences
@@ -31,28 +30,22 @@ from banel.sequences import Sequences
 BONUS_OFFSET = 0.01  # (N + 0.01)^(-1/2), Bellemare et al. 2016 and Ostrovski et al. 2017
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class CountConfig:
     """Settings of `count` (the `count` table)."""
 
-    density_lr: float = 1e-3
+    density_lr: Annotated[float, Gt(0)] = 1e-3
     """SGD step size of the density model's one update per sample (defines the prediction gain)."""
-    decay_c: float = 0.1
+    decay_c: Annotated[float, Gt(0)] = 0.1
     """c in the prediction-gain decay c * n^(-1/2) (Ostrovski et al. 2017)."""
-    lr: float = 1e-3
+    lr: Annotated[float, Gt(0)] = 1e-3
     """Adam learning rate of the policy."""
-    kl_coef: float = 0.05
+    kl_coef: Annotated[float, Ge(0)] = 0.05
     """KL penalty to the prior (Appendix B.2: 0.05)."""
-    bonus_coef: float = 1.0
+    bonus_coef: Annotated[float, Ge(0)] = 1.0
     """Weight of the exploration bonus in the return."""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Ge(0)] = 1.0
     """Clip the policy's global gradient norm (0 disables)."""
-
-    def __post_init__(self) -> None:
-        for name in ("density_lr", "decay_c", "lr"):
-            check(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
-        for name in ("kl_coef", "bonus_coef", "grad_clip"):
-            check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
 
 
 def pseudo_count(log_rho: float, gain: float) -> float:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import torch
 
 from banel.algorithm import decayed_epochs, quantiles
-from banel.config import check
+from banel.config import Annotated, Ge, Gt, Le, settings_dataclass
 from banel.methods.protocol import Context, Oracle, Round
 from banel.models.protocol import FitConfig, GenerativeModel, Represents
 from banel.sequences import Sequences, derive_seed
@@ -31,13 +31,13 @@ from banel.sequences import Sequences, derive_seed
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class DiverseConfig:
     """Settings of `diverse` (the `diverse` table; the candidate count and distillation defaults are BaNEL's)."""
 
-    filter_factor: int = 2
+    filter_factor: Annotated[int, Ge(1)] = 2
     """f: draw m*f candidates and keep m by elliptical bonus (BaNEL's filter_factor)."""
-    lam: float = 1.0
+    lam: Annotated[float, Gt(0)] = 1.0
     """lambda of A = lambda I + sum h h^T: the bonus of a sample before anything is paid is |h(x)| / sqrt(lambda);
     the smaller, the sooner a direction paid for once counts as explored."""
     distil: bool = True
@@ -45,20 +45,14 @@ class DiverseConfig:
     the generator stays the prior and the bonus only chooses what to pay for (RepExp at inference time)."""
     free_check: bool = True
     """Rank out candidates the task's free check rules out, as BaNEL's free_check does (feasible_only always)."""
-    generator_epochs: int = 15
+    generator_epochs: Annotated[int, Ge(0)] = 15
     """Epochs of distillation per round (BaNEL's generator_epochs)."""
-    generator_decay: float = 1.0
+    generator_decay: Annotated[float, Gt(0), Le(1)] = 1.0
     """Round i distils for max(1, round(generator_epochs * generator_decay**i)) epochs (BaNEL's)."""
     reset_generator: bool = True
     """Reset the generator to the prior before each distillation (BaNEL's, Appendix B.2)."""
     generator_fit: FitConfig = field(default_factory=FitConfig)
     """Optimiser settings of the distillation (BaNEL's generator_fit)."""
-
-    def __post_init__(self) -> None:
-        check(self.filter_factor >= 1, "filter_factor", f"must be an integer >= 1, got {self.filter_factor}")
-        check(self.lam > 0, "lam", f"must be > 0, got {self.lam}")
-        check(self.generator_epochs >= 0, "generator_epochs", f"must be >= 0, got {self.generator_epochs}")
-        check(0 < self.generator_decay <= 1, "generator_decay", f"must be in (0, 1], got {self.generator_decay}")
 
 
 def elliptical_bonus(h: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:

@@ -10,34 +10,27 @@ model detaches from the prior (Fig. 11b). Several updates per round are allowed 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from banel.baselines.common import PolicyMethod, optimiser_step
-from banel.config import check
+from banel.config import Annotated, Ge, Gt, settings_dataclass
 from banel.methods.protocol import Context, Oracle, Round
 from banel.models.protocol import GenerativeModel
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class GFNConfig:
     """Settings of `gfn` (the `gfn` table)."""
 
-    epsilon: float = 1e-6
+    epsilon: Annotated[float, Gt(0)] = 1e-6
     """eps in log(r + eps), so reward-0 samples have a finite log reward (Eq. 2)."""
-    lr: float = 1e-3
+    lr: Annotated[float, Gt(0)] = 1e-3
     """Adam learning rate."""
-    steps: int = 5
+    steps: Annotated[int, Ge(1)] = 5
     """Gradient steps per round on the round's batch."""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Ge(0)] = 1.0
     """Clip the global gradient norm (0 disables)."""
-
-    def __post_init__(self) -> None:
-        check(self.epsilon > 0, "epsilon", f"must be > 0, got {self.epsilon}")
-        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
-        check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 disables), got {self.grad_clip}")
 
 
 def vargrad_loss(log_p: torch.Tensor, rewards: torch.Tensor, epsilon: float) -> torch.Tensor:

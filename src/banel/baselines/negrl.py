@@ -7,31 +7,24 @@ prior (catastrophic detachment, Fig. 11a); `drift_nll` and `kl_to_prior` in the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from banel.baselines.common import PolicyMethod, optimiser_step
-from banel.config import check
+from banel.config import Annotated, Ge, Gt, settings_dataclass
 from banel.methods.protocol import Context, Oracle, Round
 from banel.models.protocol import GenerativeModel
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class NegRLConfig:
     """Settings of `negrl` (the `negrl` table)."""
 
-    lr: float = 1e-3
+    lr: Annotated[float, Gt(0)] = 1e-3
     """Adam learning rate."""
-    steps: int = 1
+    steps: Annotated[int, Ge(1)] = 1
     """Gradient steps per round on the round's failures (1 is on-policy, Eq. 1 as written)."""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Ge(0)] = 1.0
     """Clip the global gradient norm (0 disables)."""
-
-    def __post_init__(self) -> None:
-        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
-        check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 disables), got {self.grad_clip}")
 
 
 def negative_rl_loss(log_p: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:

@@ -13,39 +13,32 @@ pi(y|x)); `length_normalise` divides the log-ratio by l(x) instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from banel.baselines.common import PolicyMethod, optimiser_step
-from banel.config import check
+from banel.config import Annotated, Ge, Gt, settings_dataclass
 from banel.methods.protocol import Context, Oracle, Round
 from banel.models.protocol import GenerativeModel
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class NPOConfig:
     """Settings of `npo` (the `npo` table; lr, steps and grad_clip as negrl's)."""
 
-    beta: float = 1.0
+    beta: Annotated[float, Gt(0)] = 1.0
     """Inverse temperature of the ratio: a failure's weight halves once its log-ratio to the prior reaches
     -1.1/beta (the paper's 0.1 is for answers of hundreds of tokens; banel's sequences are short)."""
     length_normalise: bool = False
     """Use the log-ratio per scored token, log(p_theta/p_prior) / l(x), instead of the sequence's."""
-    lr: float = 1e-3
+    lr: Annotated[float, Gt(0)] = 1e-3
     """Adam learning rate."""
-    steps: int = 1
+    steps: Annotated[int, Ge(1)] = 1
     """Gradient steps per round on the round's failures."""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Ge(0)] = 1.0
     """Clip the global gradient norm (0 disables)."""
-
-    def __post_init__(self) -> None:
-        check(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
-        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
-        check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 disables), got {self.grad_clip}")
 
 
 def npo_loss(log_ratio: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:

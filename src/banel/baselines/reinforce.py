@@ -9,28 +9,22 @@ trained on, so the update is always exactly zero; set the run's `train_on_succes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from banel.baselines.common import PolicyMethod, optimiser_step, reinforce_loss
-from banel.config import check
+from banel.config import Annotated, Ge, Gt, settings_dataclass
 from banel.methods.protocol import Context, Oracle, Round
 from banel.models.protocol import GenerativeModel
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class ReinforceConfig:
     """Settings of `reinforce` (the `reinforce` table)."""
 
-    lr: float = 1e-3
+    lr: Annotated[float, Gt(0)] = 1e-3
     """Adam learning rate of the policy."""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Ge(0)] = 1.0
     """Clip the global gradient norm (0 disables)."""
-
-    def __post_init__(self) -> None:
-        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 disables), got {self.grad_clip}")
 
 
 def advantages(rewards: torch.Tensor) -> torch.Tensor:

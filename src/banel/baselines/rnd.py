@@ -10,7 +10,6 @@ samples alike (Section 3.2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -18,49 +17,40 @@ from torch import nn
 
 from banel.baselines.common import PolicyMethod, Stateful, kl_shaped_advantages, optimiser_step, reinforce_loss
 from banel.baselines.encoding import one_hot, sequence_shape
-from banel.config import check, choice
+from banel.config import Annotated, Ge, Gt, settings_dataclass
 from banel.methods.protocol import Context, Oracle, Round
 from banel.models.protocol import Embeds, GenerativeModel, Shaped
 from banel.sequences import derive_seed
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class RNDConfig:
     """Settings of `rnd` (the `rnd` table; defaults: Appendix B.2 on MNIST)."""
 
-    hidden: int = 1024
+    hidden: Annotated[int, Ge(1)] = 1024
     """Width of the target and predictor MLPs."""
-    layers: int = 4
+    layers: Annotated[int, Ge(1)] = 4
     """Linear layers in each MLP."""
-    predictor_lr: float = 1e-4
+    predictor_lr: Annotated[float, Gt(0)] = 1e-4
     """Adam learning rate of the predictor (Burda et al. 2019)."""
-    predictor_epochs: int = 1
+    predictor_epochs: Annotated[int, Ge(1)] = 1
     """Passes of the predictor over each round's samples."""
-    lr: float = 1e-3
+    lr: Annotated[float, Gt(0)] = 1e-3
     """Adam learning rate of the policy."""
-    kl_coef: float = 0.01
+    kl_coef: Annotated[float, Ge(0)] = 0.01
     """KL penalty to the prior (Appendix B.2: 0.01 on MNIST)."""
-    intrinsic_coef: float = 1.0
+    intrinsic_coef: Annotated[float, Ge(0)] = 1.0
     """Weight of the normalised intrinsic reward."""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Ge(0)] = 1.0
     """Clip the policy's global gradient norm (0 disables)."""
     encoder: Literal["auto", "onehot", "embedding"] = "auto"
     """The networks' input: a one-hot encoding of the tokens (the paper's, for small vocabularies), or the
     model's fixed embedding of a sample (`embed`, e.g. a language model's); auto: one-hot where the model
     gives its sequence shape, else the embedding."""
-    max_len: int = 0
+    max_len: Annotated[int, Ge(0)] = 0
     """Sequence length of the one-hot encoding (0: read from the model)."""
-    vocab_size: int = 0
+    vocab_size: Annotated[int, Ge(0)] = 0
     """Token vocabulary of the one-hot encoding (0: read from the model)."""
-
-    def __post_init__(self) -> None:
-        for name in ("hidden", "layers", "predictor_epochs"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        for name in ("predictor_lr", "lr"):
-            check(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
-        for name in ("kl_coef", "intrinsic_coef", "grad_clip", "max_len", "vocab_size"):
-            check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
-        choice("encoder", self.encoder, ("auto", "onehot", "embedding"))
 
 
 def mlp(d_in: int, hidden: int, layers: int, seed: int) -> nn.Sequential:

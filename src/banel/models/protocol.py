@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from banel.config import check
+from banel.config import Annotated, Ge, Gt, settings_dataclass
 from banel.sequences import Sequences
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class FitConfig:
     """How `fit` trains: AdamW with these settings for a number of epochs over a batch."""
 
-    lr: float = 1e-3
+    lr: Annotated[float, Gt(0)] = 1e-3
     """AdamW learning rate."""
-    batch_size: int = 64
+    batch_size: Annotated[int, Ge(1)] = 64
     """Sequences per optimiser step."""
-    weight_decay: float = 0.0
+    weight_decay: Annotated[float, Ge(0)] = 0.0
     """AdamW weight decay."""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Ge(0)] = 1.0
     """Clip the global gradient norm to this value (0 disables)."""
-
-    def __post_init__(self) -> None:
-        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 disables), got {self.grad_clip}")
 
 
 @runtime_checkable

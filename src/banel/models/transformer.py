@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from banel.config import check
+from banel.config import Annotated, Ge, Lt, check, model_validator, settings_dataclass
 from banel.models.protocol import FitConfig
 from banel.sequences import Sequences
 
@@ -26,32 +26,31 @@ SCORE_BATCH_ACCELERATOR = 4096  # elsewhere: larger launches; ~3 GB of activatio
 END_CHECK_EVERY = 8  # decoding steps between checks that every sequence has ended (each check syncs a GPU)
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class TransformerConfig:
     """Architecture of the causal transformer."""
 
-    vocab_size: int
+    vocab_size: Annotated[int, Ge(1)]
     """Number of content tokens (the end and begin tokens are added internally)."""
-    max_len: int
+    max_len: Annotated[int, Ge(1)]
     """Maximum number of content tokens per sequence."""
     end_token: bool = True
     """Variable length with a learned end token (True) or fixed length max_len (False)."""
-    d_model: int = 64
+    d_model: Annotated[int, Ge(1)] = 64
     """Width of the residual stream."""
-    n_layer: int = 2
+    n_layer: Annotated[int, Ge(1)] = 2
     """Number of transformer blocks."""
-    n_head: int = 4
+    n_head: Annotated[int, Ge(1)] = 4
     """Attention heads per block (must divide d_model)."""
-    dropout: float = 0.0
+    dropout: Annotated[float, Ge(0), Lt(1)] = 0.0
     """Dropout in attention and MLP during fit."""
 
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "max_len", "d_model", "n_layer", "n_head"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+    @model_validator(mode="after")
+    def _heads(self) -> TransformerConfig:
         check(
             self.d_model % self.n_head == 0, "d_model", f"({self.d_model}) must be divisible by n_head ({self.n_head})"
         )
-        check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        return self
 
 
 class _Block(nn.Module):

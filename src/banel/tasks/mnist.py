@@ -32,16 +32,16 @@ import math
 import os
 import struct
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from banel.cache import cache_dir, pretrained
-from banel.config import check
+from banel.config import Annotated, Ge, Le, Lt, check, model_validator, settings_dataclass
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences, derive_seed
@@ -189,26 +189,24 @@ def binarise(images: torch.Tensor) -> np.ndarray:
     return (images >= BINARY_THRESHOLD).reshape(len(images), -1).numpy().astype(np.uint8)
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class AffineRanges:
     """Ranges of the random affine transforms (uniform draws; shift in fractions of the side)."""
 
-    rotation_deg: float = 15.0
+    rotation_deg: Annotated[float, Ge(0), Le(180)] = 15.0
     """Rotation in [-r, r] degrees."""
     scale: tuple[float, float] = (0.9, 1.1)
     """Isotropic scale factor range."""
-    shift: float = 0.1
+    shift: Annotated[float, Ge(0), Lt(1)] = 0.1
     """Translation in [-s, s] of the image side, per axis (0.8 px at 8x8, 2.8 px at 28x28)."""
-    shear: float = 0.15
+    shear: Annotated[float, Ge(0), Lt(1)] = 0.15
     """Horizontal shear factor in [-s, s] (x += s * y)."""
 
-    def __post_init__(self) -> None:
-        check(0 <= self.rotation_deg <= 180, "rotation_deg", f"must be in [0, 180], got {self.rotation_deg}")
-        object.__setattr__(self, "scale", tuple(self.scale))  # a TOML/JSON list arrives as a list
-        ok = len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1]
+    @model_validator(mode="after")
+    def _scale(self) -> AffineRanges:
+        ok = 0 < self.scale[0] <= self.scale[1]
         check(ok, "scale", f"must be (low, high) with 0 < low <= high, got {self.scale}")
-        check(0 <= self.shift < 1, "shift", f"must be in [0, 1), got {self.shift}")
-        check(0 <= self.shear < 1, "shear", f"must be in [0, 1), got {self.shear}")
+        return self
 
 
 def random_affine(images: torch.Tensor, ranges: AffineRanges, gen: torch.Generator) -> torch.Tensor:
@@ -276,50 +274,49 @@ def log_success_rate(model: GenerativeModel, targets: np.ndarray, chunk: int = S
 # -- the tasks -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class ImagePrior:
     """How the prior is pre-trained on zeros (a transformer over {0, 1}, fixed length H*W, no end token)."""
 
     epochs: int = -1
     """Passes over the training zeros (-1: task default, 300 for digits' 99 zeros, 10 for MNIST's 5,923)."""
-    augment: int = -1
+    augment: Annotated[int, Ge(-1)] = -1
     """Affine-augmented zeros to train on instead of the raw ones (0: raw zeros; -1: task default)."""
     seed: int = 0
     """Seed of the weights, augmentation and batches (the prior is cached per resolution and seed)."""
-    d_model: int = 64
+    d_model: Annotated[int, Ge(1)] = 64
     """Transformer width (FEASIBILITY.md: one 8x8 BaNEL round ~15 s on 2 CPU cores)."""
-    n_layer: int = 2
+    n_layer: Annotated[int, Ge(1)] = 2
     """Transformer depth."""
-    n_head: int = 4
+    n_head: Annotated[int, Ge(1)] = 4
     """Attention heads."""
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=2e-3, batch_size=128))
     """Optimiser settings."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _shape(self) -> ImagePrior:
         check(self.epochs >= 1 or self.epochs == -1, "epochs", f"must be >= 1 (or -1), got {self.epochs}")
-        check(self.augment >= -1, "augment", f"must be >= 0 (or -1), got {self.augment}")
-        for name in ("d_model", "n_layer", "n_head"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         check(
             self.d_model % self.n_head == 0, "d_model", f"({self.d_model}) must be divisible by n_head ({self.n_head})"
         )
+        return self
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class ImageTaskOptions:
     """task_options of `digits` and `mnist`."""
 
-    resolution: int = 0
+    resolution: Literal[0, 8, 14, 28] = 0
     """Image side: 8 for digits; 14 or 28 for mnist (0: the task's default, 8 or 28)."""
     data_dir: str = ""
     """Folder of the MNIST IDX files (else $BANEL_MNIST_DIR, ./data/mnist, ~/.cache/banel/mnist, ...)."""
-    targets: int = 50_000
+    targets: Annotated[int, Ge(1)] = 50_000
     """Size of the affine target set of sixes (Section 5.1)."""
     target_seed: int = 0
     """Seed of the affine target set."""
-    source_digit: int = 0
+    source_digit: Annotated[int, Ge(0), Le(9)] = 0
     """Digit the prior is pre-trained on."""
-    target_digit: int = 6
+    target_digit: Annotated[int, Ge(0), Le(9)] = 6
     """Digit to discover."""
     affine: AffineRanges = field(default_factory=AffineRanges)
     """Ranges of the random affine transforms (targets and prior augmentation)."""
@@ -329,16 +326,6 @@ class ImageTaskOptions:
     """Use the reference prior shipped with banel (digits) when the prior's settings are exactly its
     settings (the defaults), so results match the documented ones on any machine; false: train the prior on
     this machine (once, then cached)."""
-
-    def __post_init__(self) -> None:
-        check(
-            self.resolution in (0, 8, 14, 28),
-            "resolution",
-            f"must be 8 (digits), 14 or 28 (mnist); got {self.resolution}",
-        )
-        check(self.targets >= 1, "targets", f"must be >= 1, got {self.targets}")
-        for name in ("source_digit", "target_digit"):
-            check(0 <= getattr(self, name) <= 9, name, f"must be a digit 0-9, got {getattr(self, name)}")
 
 
 class ImageTask:

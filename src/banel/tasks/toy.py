@@ -9,7 +9,7 @@ so success rates are exact.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
@@ -17,41 +17,41 @@ import numpy as np
 import torch
 
 from banel.cache import pretrained
-from banel.config import check
+from banel.config import Annotated, Ge, check, model_validator, settings_dataclass
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences
 from banel.tasks import task_factory
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class PriorTraining:
     """How a toy prior is pre-trained."""
 
-    samples: int = 20_000
+    samples: Annotated[int, Ge(1)] = 20_000
     """Training points drawn from the pre-training distribution."""
-    epochs: int = 8
+    epochs: Annotated[int, Ge(1)] = 8
     """Passes over them."""
     seed: int = 0
     """Seed of the data and the initial weights (the prior is shared by every run seed)."""
-    d_model: int = 64
+    d_model: Annotated[int, Ge(1)] = 64
     """Transformer width."""
-    n_layer: int = 2
+    n_layer: Annotated[int, Ge(1)] = 2
     """Transformer depth."""
-    n_head: int = 4
+    n_head: Annotated[int, Ge(1)] = 4
     """Attention heads."""
     fit: FitConfig = field(default_factory=lambda: FitConfig(lr=3e-3, batch_size=256))
     """Optimiser settings."""
 
-    def __post_init__(self) -> None:
-        for name in ("samples", "epochs", "d_model", "n_layer", "n_head"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+    @model_validator(mode="after")
+    def _heads(self) -> PriorTraining:
         check(
             self.d_model % self.n_head == 0, "d_model", f"({self.d_model}) must be divisible by n_head ({self.n_head})"
         )
+        return self
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class ToyOptions:
     """task_options of `toy1d` and `toy2d`."""
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from banel.cache import atomic_write_text, pretrained
-from banel.config import check, config_hash
+from banel.config import Annotated, Ge, Gt, Le, Lt, config_hash, settings_dataclass
 from banel.models.protocol import GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences, derive_seed
@@ -55,13 +55,13 @@ MARGIN = 1e-6  # candidates keep scores this close below a threshold: summation 
 SCORE_CHUNK = 1 << 16  # sequences per exact log-prob call
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class ZooPrior(PriorTraining):
     """How a zoo prior is pre-trained (the same for every run seed): the toys' settings, smaller and shorter."""
 
-    epochs: int = 4
+    epochs: Annotated[int, Ge(1)] = 4
     """Passes over the task's data draws."""
-    d_model: int = 32
+    d_model: Annotated[int, Ge(1)] = 32
     """Transformer width."""
 
 
@@ -267,26 +267,18 @@ class ZooTask:
 # -- grammar: rare valid strings ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class GrammarOptions:
     """task_options of `grammar`."""
 
-    depth: int = 4
+    depth: Annotated[int, Ge(1), Le(6)] = 4
     """A balanced string succeeds when its brackets nest at least this deep."""
-    bracket_probability: float = 0.2
+    bracket_probability: Annotated[float, Gt(0), Lt(0.5)] = 0.2
     """Probability of '(' and of ')' at each position of the pre-training data (the rest: 'a' and 'b')."""
     prior: ZooPrior = field(default_factory=ZooPrior)
     """How the prior is pre-trained."""
     shipped: bool = True
     """Use the shipped prior when `prior` and the data settings are the defaults; false: train it here."""
-
-    def __post_init__(self) -> None:
-        check(1 <= self.depth <= 6, "depth", f"must be in 1..6 (12 tokens), got {self.depth}")
-        check(
-            0 < self.bracket_probability < 0.5,
-            "bracket_probability",
-            f"must be in (0, 0.5), got {self.bracket_probability}",
-        )
 
 
 class Grammar(ZooTask):
@@ -328,26 +320,22 @@ class Grammar(ZooTask):
 # -- classifier: a hidden random network as the oracle --------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class ClassifierOptions:
     """task_options of `classifier`."""
 
     seed: int = 0
     """Seed of the data chain and of the hidden network."""
-    hidden: int = 16
+    hidden: Annotated[int, Ge(1)] = 16
     """Hidden units of the network."""
     threshold: float = 5.4
     """A string succeeds when the network's output exceeds this (calibrated for the defaults)."""
-    concentration: float = 0.5
+    concentration: Annotated[float, Gt(0)] = 0.5
     """Dirichlet concentration of the data chain's rows (smaller: more predictable data)."""
     prior: ZooPrior = field(default_factory=ZooPrior)
     """How the prior is pre-trained."""
     shipped: bool = True
     """Use the shipped prior when `prior` and the data settings are the defaults; false: train it here."""
-
-    def __post_init__(self) -> None:
-        check(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
-        check(self.concentration > 0, "concentration", f"must be > 0, got {self.concentration}")
 
 
 class Classifier(ZooTask):
@@ -395,7 +383,7 @@ class Classifier(ZooTask):
 # -- constrained: a free feasibility rule ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class ConstrainedOptions:
     """task_options of `constrained`."""
 
@@ -403,20 +391,16 @@ class ConstrainedOptions:
     """Seed of the data chain and of the score."""
     rare_bias: float = 1.5
     """Score per nat of data rarity of a token at each hotspot (hotspots favour rare tokens)."""
-    hotspots: int = 3
+    hotspots: Annotated[int, Ge(0), Le(8)] = 3
     """Positions that favour rare tokens."""
     threshold: float = 10.3
     """A feasible string succeeds when its score exceeds this (calibrated for the defaults)."""
-    concentration: float = 0.8
+    concentration: Annotated[float, Gt(0)] = 0.8
     """Dirichlet concentration of the data chain's rows."""
     prior: ZooPrior = field(default_factory=ZooPrior)
     """How the prior is pre-trained."""
     shipped: bool = True
     """Use the shipped prior when `prior` and the data settings are the defaults; false: train it here."""
-
-    def __post_init__(self) -> None:
-        check(0 <= self.hotspots <= 8, "hotspots", f"must be in 0..8, got {self.hotspots}")
-        check(self.concentration > 0, "concentration", f"must be > 0, got {self.concentration}")
 
 
 BIGRAM_SHARE = 0.04  # the forbidden bigram appears in about this share of the data (a synthesis liability)
@@ -493,27 +477,22 @@ class Constrained(ZooTask):
 # -- typical: successes in the typical set ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@settings_dataclass
 class TypicalOptions:
     """task_options of `typical`."""
 
     seed: int = 0
     """Seed of the data chain and of the hidden hash."""
-    band: float = 1.0
+    band: Annotated[float, Gt(0)] = 1.0
     """A success's data log-likelihood lies within this many nats of the chain's mean (its entropy)."""
-    modulus: int = 2000
+    modulus: Annotated[int, Ge(1)] = 2000
     """A success's hidden hash is 0 modulo this (about one typical string in `modulus` succeeds)."""
-    concentration: float = 0.5
+    concentration: Annotated[float, Gt(0)] = 0.5
     """Dirichlet concentration of the data chain's rows."""
     prior: ZooPrior = field(default_factory=ZooPrior)
     """How the prior is pre-trained."""
     shipped: bool = True
     """Use the shipped prior when `prior` and the data settings are the defaults; false: train it here."""
-
-    def __post_init__(self) -> None:
-        check(self.band > 0, "band", f"must be > 0, got {self.band}")
-        check(self.modulus >= 1, "modulus", f"must be >= 1, got {self.modulus}")
-        check(self.concentration > 0, "concentration", f"must be > 0, got {self.concentration}")
 
 
 class Typical(ZooTask):
