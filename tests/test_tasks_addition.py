@@ -15,27 +15,31 @@ import torch.nn.functional as F
 from banel.models.transformer import TransformerModel
 from banel.sequences import derive_seed
 from banel.tasks import make_task
-from banel.tasks.addition import (
-    ATTACKER_CHARS,
-    ATTACKER_INDEX,
+from banel.tasks.adder import (
     TARGET_CHARS,
     TARGET_INDEX,
-    AdditionOptions,
-    AdditionTask,
-    AttackerTraining,
     TargetTraining,
     _lr,
-    all_problems,
-    carry_chain,
-    count_well_formed,
+    _target_batch,
+    decode,
     encode,
-    has_leading_zero,
-    parse_query,
     random_problems,
     target_answers,
     target_config,
     train_target,
     true_sum,
+)
+from banel.tasks.addition import (
+    ATTACKER_CHARS,
+    ATTACKER_INDEX,
+    AdditionOptions,
+    AdditionTask,
+    AttackerTraining,
+    all_problems,
+    carry_chain,
+    count_well_formed,
+    has_leading_zero,
+    parse_query,
     well_formed_queries,
 )
 
@@ -184,7 +188,7 @@ def _tiny_options(**kw) -> AdditionOptions:
 
 
 def test_target_answers_match_a_one_token_at_a_time_loop() -> None:
-    model = TransformerModel(target_config(_tiny_options()), seed=3)
+    model = TransformerModel(target_config(_tiny_options().target, _tiny_options().max_digits), seed=3)
     queries = [("1", "2"), ("34", "5"), ("7", "8"), ("99", "99"), ("0", "0")]
     net, end = model.net, model.config.vocab_size
     for (a, b), got in zip(queries, target_answers(model, queries), strict=True):
@@ -203,7 +207,7 @@ def test_target_answers_match_a_one_token_at_a_time_loop() -> None:
 def original_target_training(options: AdditionOptions) -> tuple[dict[str, torch.Tensor], float]:
     """train_target's loop as it was before TransformerModel.nll (d9109a6): weights and last loss, no checkpoints."""
     t = options.target
-    model = TransformerModel(target_config(options), seed=t.seed)
+    model = TransformerModel(target_config(options.target, options.max_digits), seed=t.seed)
     net, end = model.net, model.config.vocab_size
     opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     for step in range(t.steps):
@@ -236,7 +240,7 @@ def test_target_training_gives_the_weights_of_the_original_loop_bit_for_bit(tmp_
     options = _tiny_options()
     target = replace(options.target, steps=12, eval_every=100, start_digits=max_digits)
     options = replace(options, max_digits=max_digits, target=target)
-    model, state = train_target(options, tmp_path / "t.pt")
+    model, state = train_target(options.target, options.max_digits, tmp_path / "t.pt")
     assert state["step"] == 12 and state["digits"] == max_digits  # no promotion: the reference has none
     reference, loss = original_target_training(options)
     assert state["curve"][-1]["loss"] == loss
@@ -256,16 +260,16 @@ def test_real_target_reward_is_consistent_with_its_answers(tmp_path) -> None:
 
 def test_target_training_is_deterministic_and_resumes(tmp_path) -> None:
     options = _tiny_options()
-    a, state_a = train_target(options, tmp_path / "a.pt")
-    b, _ = train_target(options, tmp_path / "b.pt")
+    a, state_a = train_target(options.target, options.max_digits, tmp_path / "a.pt")
+    b, _ = train_target(options.target, options.max_digits, tmp_path / "b.pt")
     for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
     assert state_a["step"] == 40 and state_a["done"]
     assert [row["step"] for row in state_a["curve"]] == [20, 40]
     # stop after the first step, then resume: the same weights as an uninterrupted run
-    c, state_c = train_target(options, tmp_path / "c.pt", max_seconds=0.0)
+    c, state_c = train_target(options.target, options.max_digits, tmp_path / "c.pt", max_seconds=0.0)
     assert state_c["step"] == 1 and not state_c["done"]
-    c, state_c = train_target(options, tmp_path / "c.pt")
+    c, state_c = train_target(options.target, options.max_digits, tmp_path / "c.pt")
     assert state_c["step"] == 40
     for va, vc in zip(a.net.state_dict().values(), c.net.state_dict().values(), strict=True):
         assert torch.equal(va, vc)
@@ -275,11 +279,11 @@ def test_calibrated_training_stops_at_the_first_check_at_or_below_the_rate(tmp_p
     options = _tiny_options()
     options = replace(options, target=replace(options.target, steps=200, calibrate_rate=0.05, eval_every=10))
     rates = iter([0.5, 0.2, 0.05, 0.01])
-    model, state = train_target(options, tmp_path / "t.pt", prior_rate=lambda m: next(rates))
+    model, state = train_target(options.target, options.max_digits, tmp_path / "t.pt", prior_rate=lambda m: next(rates))
     assert state["done"] and state["calibrated"] and state["step"] == 30
     assert [row["prior_rate"] for row in state["curve"]] == [0.5, 0.2, 0.05]
     # the calibrated checkpoint is finished: loading it trains no further
-    again, state_again = train_target(options, tmp_path / "t.pt", prior_rate=lambda m: 1.0)
+    again, state_again = train_target(options.target, options.max_digits, tmp_path / "t.pt", prior_rate=lambda m: 1.0)
     assert state_again["step"] == 30
     for va, vb in zip(model.net.state_dict().values(), again.net.state_dict().values(), strict=True):
         assert torch.equal(va, vb)
@@ -304,7 +308,7 @@ def test_attacker_prior_is_deterministic_and_cached(tmp_path) -> None:
 def test_unfinished_target_is_an_error_unless_allowed(tmp_path, caplog) -> None:
     options = _tiny_options()
     task = AdditionTask(options, tmp_path)
-    train_target(options, task.target_path(), max_seconds=0.0)
+    train_target(options.target, options.max_digits, task.target_path(), max_seconds=0.0)
     with pytest.raises(ValueError, match="unfinished_target"):
         AdditionTask(options, tmp_path).target(max_seconds=0.0)  # resumes for 0 s, still unfinished
     checkpoint = task.target_path().read_bytes()
@@ -434,16 +438,16 @@ def test_prepare_command_on_a_tiny_configuration(tmp_path, capsys) -> None:
 
 
 def test_a_reversed_target_is_trained_on_reversed_sums_and_answers_in_normal_order(tmp_path) -> None:
-    from banel.tasks.addition import TARGET_CHARS, _target_batch, decode, written_sum
+    from banel.tasks.adder import written_sum
 
     options = replace(_tiny_options(), target=replace(_tiny_options().target, answer_order="reversed"))
-    x, trained = _target_batch(options, 2, 0)
+    x, trained = _target_batch(options.target, 2, 0)
     for text in decode(x, TARGET_CHARS):
         a, rest = text.split("+")
         b, c = rest.split("=")
         assert c == written_sum(a, b, "reversed") == str(int(a) + int(b))[::-1]
     # the answers a reversed target writes are turned back before they are compared with the true sum
-    model = TransformerModel(target_config(options), seed=0)
+    model = TransformerModel(target_config(options.target, options.max_digits), seed=0)
     raw = decode(model.greedy(encode(["12+34="], TARGET_INDEX)), TARGET_CHARS)[0]
     assert target_answers(model, [("12", "34")], "reversed") == [raw[::-1]]
     # a different target: its own cache key, while a plain-order target keeps the key it always had
@@ -454,14 +458,14 @@ def test_a_reversed_target_is_trained_on_reversed_sums_and_answers_in_normal_ord
 
 
 def test_monte_carlo_calibration_counts_wins_among_fixed_attacker_draws(tmp_path) -> None:
-    from banel.tasks.addition import parse_query, true_sum
-
     options = replace(_tiny_options(), max_digits=3)
     options = replace(options, target=replace(options.target, calibrate_rate=1e-3, calibrate_samples=500))
     # an attacker trained enough to write well-formed queries, so that some are scored
     options = replace(options, attacker=replace(options.attacker, samples=3000, epochs=3))
     task = AdditionTask(options, tmp_path)
-    target = TransformerModel(target_config(options), seed=1)  # untrained: it gets most queries wrong
+    target = TransformerModel(
+        target_config(options.target, options.max_digits), seed=1
+    )  # untrained: it gets most queries wrong
     x = task.prior().sample(500, derive_seed(options.attacker.seed, "calibrate"))
     parsed = [p for s in task.decode(x) if (p := parse_query(s, 3, True))]
     wrong = sum(c != true_sum(a, b) for (a, b), c in zip(parsed, target_answers(target, parsed), strict=True))
@@ -469,16 +473,15 @@ def test_monte_carlo_calibration_counts_wins_among_fixed_attacker_draws(tmp_path
 
 
 def test_top_share_draws_that_share_of_a_batch_with_both_operands_at_the_top_length(tmp_path) -> None:
-    from banel.tasks.addition import TARGET_CHARS, _target_batch, decode
 
     plain = replace(_tiny_options(), max_digits=6)
     shared = replace(plain, target=replace(plain.target, batch_size=40, top_share=0.25))
     plain = replace(plain, target=replace(plain.target, batch_size=40))
-    texts = decode(_target_batch(shared, 5, 7)[0], TARGET_CHARS)
+    texts = decode(_target_batch(shared.target, 5, 7)[0], TARGET_CHARS)
     operands = [t.split("=")[0].split("+") for t in texts]
     assert all(len(a) == len(b) == 5 for a, b in operands[:10])
     # the rest is the uniform draw it always was, so top_share = 0 keeps every batch and the cache key
-    assert texts[10:] == decode(_target_batch(plain, 5, 7)[0], TARGET_CHARS)[10:]
+    assert texts[10:] == decode(_target_batch(plain.target, 5, 7)[0], TARGET_CHARS)[10:]
     assert "top_share" not in AdditionTask(plain, tmp_path).target_key()["target"]
     assert AdditionTask(shared, tmp_path).target_key()["target"]["top_share"] == 0.25
     with pytest.raises(ValueError, match="top_share"):

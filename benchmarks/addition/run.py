@@ -32,7 +32,8 @@ from banel.report.table import collect
 from banel.sequences import Sequences, derive_seed
 from banel.sweep import compare
 from banel.tasks import make_task
-from banel.tasks.addition import ATTACKER_INDEX, encode, has_leading_zero, well_formed_queries
+from banel.tasks.adder import encode
+from banel.tasks.addition import ATTACKER_INDEX, has_leading_zero, well_formed_queries
 
 SMOKE_TASK = {
     "max_digits": 3,

@@ -1,7 +1,7 @@
 """The addition attack (paper Appendix B.1): find queries `a+b=` on which a target transformer adds wrongly.
 
-Two of our own transformers. The *target* is trained on `a+b=c` (operands of 1 to `max_digits` digits, no
-leading zeros, the sum in normal digit order) and answers a query by greedy decoding. The *attacker* prior
+Two of our own transformers. The *target* (banel.tasks.adder, where its training lives) is trained on `a+b=c`
+(operands of 1 to `max_digits` digits, no leading zeros) and answers a query by greedy decoding. The *attacker* prior
 is trained on the queries `a+b=` over a wider vocabulary (digits, `+`, `=`, `a`-`z`), so it can also write
 malformed strings. The reward is 1 iff the string is a well-formed query and the target's greedy answer is
 not the true sum. Both models are trained by `prepare` from a seed and cached; target training checkpoints
@@ -13,11 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
-from collections.abc import Callable
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,20 +23,28 @@ from scipy.stats import binomtest
 
 from banel import shipped as references
 from banel.cache import atomic_torch_save, cache_dir, config_hash, safe_torch_load
-from banel.config import Annotated, Ge, Gt, Le, Lt, check, model_validator, settings_dataclass
+from banel.config import Annotated, Ge, Le, check, model_validator, settings_dataclass
 from banel.models.protocol import FitConfig, GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
 from banel.sequences import Sequences, derive_seed
 from banel.tasks import task_factory
+from banel.tasks.adder import (
+    DIGITS,
+    TargetTraining,
+    decode,
+    encode,
+    exact_match,
+    random_operands,
+    random_problems,
+    target_answers,
+    train_target,
+    true_sum,
+)
 
 log = logging.getLogger(__name__)
 
-DIGITS = "0123456789"
-TARGET_CHARS = DIGITS + "+="
-"""The target's content vocabulary (its end token is added by the transformer)."""
 ATTACKER_CHARS = DIGITS + "+=" + "abcdefghijklmnopqrstuvwxyz"
 """The attacker's content vocabulary: a superset of the target's, so it can write malformed strings."""
-TARGET_INDEX = {c: i for i, c in enumerate(TARGET_CHARS)}
 ATTACKER_INDEX = {c: i for i, c in enumerate(ATTACKER_CHARS)}
 VERSION = 1  # bump when the data or training code changes what a cached checkpoint means
 
@@ -91,11 +97,6 @@ def total_probability(model: GenerativeModel, texts: list[str]) -> float:
     return math.exp(float(torch.logsumexp(model.log_prob(encode(texts, ATTACKER_INDEX)).double(), 0)))
 
 
-def true_sum(a: str, b: str) -> str:
-    """The correct answer to `a+b=` in normal digit order, no leading zeros."""
-    return str(int(a) + int(b))
-
-
 def has_leading_zero(a: str, b: str) -> bool:
     """Whether either operand has a leading zero (two or more digits starting with 0)."""
     return (len(a) > 1 and a[0] == "0") or (len(b) > 1 and b[0] == "0")
@@ -114,115 +115,11 @@ def carry_chain(a: str, b: str) -> int:
 
 
 # -- data ----------------------------------------------------------------------------------------------
-def random_operands(n: int, lengths: np.ndarray, rng: np.random.Generator) -> list[str]:
-    """n random operands without leading zeros, operand i with lengths[i] digits (one digit: 0-9)."""
-    out = []
-    for k in lengths.tolist():
-        first = str(rng.integers(0 if k == 1 else 1, 10))
-        rest = "".join(map(str, rng.integers(0, 10, size=k - 1).tolist()))
-        out.append(first + rest)
-    return out
-
-
-def random_problems(n: int, max_digits: int, rng: np.random.Generator) -> list[tuple[str, str]]:
-    """n operand pairs, each operand's digit count uniform on 1..max_digits, no leading zeros."""
-    la = rng.integers(1, max_digits + 1, size=n)
-    lb = rng.integers(1, max_digits + 1, size=n)
-    return list(zip(random_operands(n, la, rng), random_operands(n, lb, rng), strict=True))
-
-
 def all_problems(max_digits: int) -> list[tuple[str, str]]:
     """Every operand pair without leading zeros (10**(2*max_digits) pairs: only for small max_digits)."""
     if max_digits > 3:
         raise ValueError(f"all_problems enumerates 10**(2*max_digits) pairs; max_digits={max_digits} > 3")
     return well_formed_queries(max_digits, leading_zeros=False)
-
-
-def encode(texts: list[str], index: dict[str, int]) -> Sequences:
-    """Token sequences of strings over a vocabulary (every character must be in it)."""
-    return Sequences.from_lists([[index[c] for c in t] for t in texts])
-
-
-def decode(x: Sequences, chars: str) -> list[str]:
-    """Strings of token sequences."""
-    return ["".join(chars[t] for t in row) for row in x.to_lists()]
-
-
-def written_sum(a: str, b: str, answer_order: str = "normal") -> str:
-    """The answer the target is trained to write after `a+b=`: the sum, least significant digit first if reversed."""
-    c = true_sum(a, b)
-    return c[::-1] if answer_order == "reversed" else c
-
-
-# -- greedy answers --------------------------------------------------------------------------------------
-def target_answers(target: TransformerModel, queries: list[tuple[str, str]], answer_order: str = "normal") -> list[str]:
-    """The target's greedy answer to each query `a+b=` in normal digit order (non-digit tokens kept as written)."""
-    written = decode(target.greedy(encode([f"{a}+{b}=" for a, b in queries], TARGET_INDEX)), TARGET_CHARS)
-    return [w[::-1] for w in written] if answer_order == "reversed" else written
-
-
-def exact_match(target: TransformerModel, problems: list[tuple[str, str]], answer_order: str = "normal") -> float:
-    """Fraction of problems the target answers exactly right by greedy decoding."""
-    answers = target_answers(target, problems, answer_order)
-    return float(np.mean([ans == true_sum(a, b) for ans, (a, b) in zip(answers, problems, strict=True)]))
-
-
-# -- configuration ---------------------------------------------------------------------------------------
-@settings_dataclass
-class TargetTraining:
-    """How the target adder is trained (curriculum over operand length, warm-up then cosine decay)."""
-
-    seed: int = 0
-    """Seed of the initial weights and of every batch (batch i uses derive_seed(seed, 'batch', i))."""
-    d_model: Annotated[int, Ge(1)] = 128
-    """Transformer width."""
-    n_layer: Annotated[int, Ge(1)] = 4
-    """Transformer depth."""
-    n_head: Annotated[int, Ge(1)] = 4
-    """Attention heads."""
-    steps: Annotated[int, Ge(1)] = 60_000
-    """Optimiser steps in all (the schedule's length; training resumes from checkpoints until done)."""
-    batch_size: Annotated[int, Ge(1)] = 128
-    """Problems per step."""
-    lr: float = 1e-3
-    """Peak learning rate."""
-    min_lr: Annotated[float, Gt(0)] = 5e-5
-    """Learning rate at the end of the cosine decay."""
-    warmup: int = 500
-    """Linear warm-up steps."""
-    weight_decay: float = 0.01
-    """AdamW weight decay."""
-    start_digits: Annotated[int, Ge(1)] = 3
-    """Curriculum: the largest operand length trained on at the start."""
-    promote_at: Annotated[float, Gt(0), Le(1)] = 0.9
-    """Curriculum: add one digit when exact-match accuracy at the current largest length reaches this."""
-    eval_every: Annotated[int, Ge(1)] = 500
-    """Steps between accuracy checks (curriculum decisions and the accuracy curve)."""
-    eval_problems: Annotated[int, Ge(1)] = 512
-    """Fresh problems per accuracy check."""
-    checkpoint_seconds: float = 300.0
-    """Wall-clock seconds between checkpoints."""
-    calibrate_rate: Annotated[float, Ge(0), Lt(1)] = 0.0
-    """Stop training at the first accuracy check where the attacker prior's exact success rate on queries
-    without leading zeros (the target's own mistakes) is at or below this: a target in the sparse regime on
-    any machine, where float rounding makes the mistakes of a fixed number of steps differ. 0: train to the
-    end of the schedule. Exact with enumerable queries (max_digits <= 2), else Monte-Carlo (calibrate_samples)."""
-    calibrate_samples: Annotated[int, Ge(0)] = 0
-    """Attacker draws (a fixed set, seeded by the attacker's seed) on which calibrate_rate is checked by Monte
-    Carlo, once the curriculum has reached max_digits; 0: the exact rate (max_digits <= 2)."""
-    top_share: Annotated[float, Ge(0), Le(1)] = 0.0
-    """Share of each batch with both operands at the curriculum's top length (the rest: each operand's length
-    uniform on 1..top). With uniform lengths only 1/top**2 of a batch has both at the top, the one case the
-    promotion waits on: at 6 digits that stalled training for 9,000 steps (docs/LOG.md, 2026-12-06)."""
-    answer_order: Literal["normal", "reversed"] = "normal"
-    """The order the target writes the sum in: "normal" (most significant digit first, as the paper) or
-    "reversed" (least significant first: each digit then depends only on digits already read and the carry,
-    which small transformers learn far faster; the reward compares the reversed answer with the true sum)."""
-
-    @model_validator(mode="after")
-    def _schedule(self) -> TargetTraining:
-        check(self.min_lr <= self.lr, "min_lr", f"must be in (0, lr={self.lr}], got {self.min_lr}")
-        return self
 
 
 @settings_dataclass
@@ -287,19 +184,6 @@ class AdditionOptions:
         return self
 
 
-def target_config(options: AdditionOptions) -> TransformerConfig:
-    """The target's architecture: room for `a+b=` and an answer one digit longer than the operands."""
-    t = options.target
-    return TransformerConfig(
-        vocab_size=len(TARGET_CHARS),
-        max_len=3 * options.max_digits + 3,
-        end_token=True,
-        d_model=t.d_model,
-        n_layer=t.n_layer,
-        n_head=t.n_head,
-    )
-
-
 def attacker_config(options: AdditionOptions) -> TransformerConfig:
     """The attacker's architecture: the longest query plus `extra_len` positions."""
     a = options.attacker
@@ -311,120 +195,6 @@ def attacker_config(options: AdditionOptions) -> TransformerConfig:
         n_layer=a.n_layer,
         n_head=a.n_head,
     )
-
-
-# -- target training -------------------------------------------------------------------------------------
-def _lr(t: TargetTraining, step: int) -> float:
-    if step < t.warmup:
-        return t.lr * (step + 1) / t.warmup
-    progress = min(1.0, (step - t.warmup) / max(1, t.steps - t.warmup))
-    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * progress))
-
-
-def _target_batch(options: AdditionOptions, digits: int, step: int) -> tuple[Sequences, torch.Tensor]:
-    """Problems `a+b=c` of training batch `step` (n) and the (n, w + 1) positions trained on: answer and end token."""
-    t = options.target
-    rng = np.random.default_rng(derive_seed(t.seed, "batch", step))
-    problems = random_problems(t.batch_size, digits, rng)
-    n_top = round(t.top_share * t.batch_size)
-    if n_top:  # drawn after the uniform part, so top_share = 0 leaves every earlier batch as it was
-        top = np.full(n_top, digits)
-        problems[:n_top] = zip(random_operands(n_top, top, rng), random_operands(n_top, top, rng), strict=True)
-    order = t.answer_order
-    x = encode([f"{a}+{b}={written_sum(a, b, order)}" for a, b in problems], TARGET_INDEX)
-    answer_start = torch.tensor([len(a) + len(b) + 2 for a, b in problems])  # after `a+b=`
-    columns = torch.arange(x.tokens.shape[1] + 1)
-    return x, (columns >= answer_start.unsqueeze(1)) & (columns <= x.lengths.unsqueeze(1))
-
-
-def train_target(
-    options: AdditionOptions,
-    path: str | Path,
-    device: str = "cpu",
-    max_seconds: float | None = None,
-    on_eval: Callable[[dict[str, Any]], None] | None = None,
-    prior_rate: Callable[[TransformerModel], float] | None = None,
-) -> tuple[TransformerModel, dict[str, Any]]:
-    """Train (or resume training) the target, checkpointing atomically to `path`; returns model and state.
-
-    The state holds `step`, `digits` (the curriculum level), `done` and `curve` (one row per accuracy
-    check). Stops when the schedule ends or after `max_seconds`; calling again resumes bit-for-bit, since
-    every batch is a function of (seed, step). With `prior_rate` (the attacker's success rate against a
-    model) and `target.calibrate_rate` > 0, training also stops, done, at the first accuracy check where
-    that rate is at or below calibrate_rate (`state['calibrated']`).
-    """
-    t = options.target
-    path = Path(path)
-    model = TransformerModel(target_config(options), seed=t.seed, device=device)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    state: dict[str, Any] = {"step": 0, "digits": t.start_digits, "done": False, "curve": []}
-    if path.is_file():
-        saved = safe_torch_load(path)
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        state = saved["state"]
-        log.info("resuming target training at step %d (digits %d)", state["step"], state["digits"])
-    began = last_save = time.time()
-
-    def save() -> None:
-        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}, path)
-
-    while state["step"] < t.steps and not state["done"]:
-        step = state["step"]
-        for group in opt.param_groups:
-            group["lr"] = _lr(t, step)
-        loss = model.nll(*_target_batch(options, state["digits"], step))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        state["step"] = step + 1
-        if state["step"] % t.eval_every == 0 or state["step"] == t.steps:
-            row = _evaluate_target(model, options, state, float(loss.detach()))
-            # a Monte-Carlo check costs seconds: none before the curriculum has reached every length
-            topped = not t.calibrate_samples or state["digits"] == options.max_digits
-            if t.calibrate_rate and prior_rate is not None and topped:
-                row["prior_rate"] = prior_rate(model)
-                if row["prior_rate"] <= t.calibrate_rate:
-                    state["calibrated"] = True
-            state["curve"].append(row)
-            if on_eval:
-                on_eval(row)
-        state["done"] = state["step"] >= t.steps or state.get("calibrated", False)
-        if state["done"]:
-            break
-        if time.time() - last_save > t.checkpoint_seconds:
-            save()
-            last_save = time.time()
-        if max_seconds is not None and time.time() - began > max_seconds:
-            break
-    save()
-    return model, state
-
-
-def _evaluate_target(
-    model: TransformerModel, options: AdditionOptions, state: dict[str, Any], loss: float
-) -> dict[str, Any]:
-    """Exact-match accuracy at the curriculum's top length and overall; promotes the curriculum."""
-    t = options.target
-    rng = np.random.default_rng(derive_seed(t.seed, "eval", state["step"]))
-    d = state["digits"]
-    top = list(zip(*(random_operands(t.eval_problems, np.full(t.eval_problems, d), rng) for _ in "ab"), strict=True))
-    acc_top = exact_match(model, top, t.answer_order)
-    acc_all = exact_match(model, random_problems(t.eval_problems, options.max_digits, rng), t.answer_order)
-    row = {"step": state["step"], "digits": d, "loss": loss, "acc_top_length": acc_top, "acc_all": acc_all}
-    log.info(
-        "target step %d digits %d loss %.4f acc@%d %.3f acc(all) %.3f",
-        state["step"],
-        d,
-        loss,
-        d,
-        acc_top,
-        acc_all,
-    )
-    if acc_top >= t.promote_at and d < options.max_digits:
-        state["digits"] = d + 1
-    return row
 
 
 # -- the task --------------------------------------------------------------------------------------------
@@ -497,7 +267,9 @@ class AdditionTask:
                 "`banel prepare addition --max-seconds S` trains in resumable pieces); checkpoints at %s",
                 path,
             )
-            model, state = train_target(self.options, path, max_seconds=max_seconds, prior_rate=self._prior_rate)
+            model, state = train_target(
+                self.options.target, self.options.max_digits, path, max_seconds=max_seconds, prior_rate=self._prior_rate
+            )
             if not state["done"]:
                 raise ValueError(
                     f"target training stopped at step {state['step']} of {self.options.target.steps}; "
@@ -584,7 +356,9 @@ class AdditionTask:
             saved = safe_torch_load(reference)
             model, state = TransformerModel.from_state_dict(saved["model"]), saved["state"]
         else:
-            model, state = train_target(o, self.target_path(), max_seconds=max_seconds, prior_rate=self._prior_rate)
+            model, state = train_target(
+                o.target, o.max_digits, self.target_path(), max_seconds=max_seconds, prior_rate=self._prior_rate
+            )
         rng = np.random.default_rng(derive_seed(seed, "prepare", "accuracy"))
         per_length = {}
         for d in range(1, o.max_digits + 1):
