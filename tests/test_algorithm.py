@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from banel.algorithm import Banel, BanelConfig, FilteredModel, ratio_scores, select
+from banel.algorithm import Banel, BanelConfig, select
 from banel.config import from_dict
+from banel.filters import FilteredModel, ratio_scores
 from banel.methods import Context
 from banel.models.categorical import CategoricalModel
 from banel.models.protocol import FitConfig
@@ -127,7 +128,7 @@ def test_algorithm2_with_exact_distillation_gives_the_same_distribution():
 
 
 def _as_filter(prior, f):
-    from banel.algorithm import Filter
+    from banel.filters import Filter
 
     return Filter(prior, f.negative, 1.0, f.tau, True)
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from _tiny import TinyTask
-from banel.algorithm import Banel, BanelConfig, ratio_scores, select
+from banel.algorithm import Banel, BanelConfig, select
 from banel.baselines.diverse import Diverse, DiverseConfig, elliptical_bonus, greedy_elliptical
+from banel.filters import ratio_scores
 from banel.methods import Context
 from banel.sequences import Sequences, derive_seed
 

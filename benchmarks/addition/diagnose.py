@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import run as recipe  # noqa: E402
 from failures import failure_modes  # noqa: E402
 
-from banel.algorithm import ratio_scores  # noqa: E402
+from banel.filters import ratio_scores  # noqa: E402
 from banel.models.protocol import FitConfig  # noqa: E402
 from banel.sequences import derive_seed  # noqa: E402
 from banel.tasks import make_task  # noqa: E402

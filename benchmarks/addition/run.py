@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from failures import failure_modes, failure_table, plot_failure_modes, read_successes
 
-from banel.algorithm import Filter, ratio_scores
 from banel.eval.success import clopper_pearson
+from banel.filters import Filter, ratio_scores
 from banel.models.protocol import FitConfig
 from banel.report.table import collect
 from banel.sequences import Sequences, derive_seed

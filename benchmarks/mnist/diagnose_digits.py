@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from banel.algorithm import ratio_scores
+from banel.filters import ratio_scores
 from banel.models.protocol import FitConfig
 from banel.sequences import derive_seed
 from banel.tasks import make_task

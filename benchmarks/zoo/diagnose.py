@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from banel.algorithm import BanelConfig, ratio_scores
+from banel.algorithm import BanelConfig
 from banel.eval.drift import sample_kl
+from banel.filters import ratio_scores
 from banel.sequences import derive_seed
 from banel.tasks import make_task
 from banel.tasks.protocol import Feasibility

@@ -1,8 +1,9 @@
 """banel: post-train likelihood-based generative models from failures alone (BaNEL, arXiv 2510.09596)."""
 
-from banel.algorithm import Banel, BanelConfig, Filter, FilteredModel, ratio_scores, select
+from banel.algorithm import Banel, BanelConfig, select
 from banel.cache import pretrained
 from banel.config import EvalConfig, OracleConfig, RunConfig, SettingError
+from banel.filters import Filter, FilteredModel, ratio_scores
 from banel.methods import Context, Method, Round, resolve_method
 from banel.models import CategoricalModel, FitConfig, GenerativeModel, TransformerConfig, TransformerModel
 from banel.oracle import BudgetedOracle, BudgetExceeded, Ledger, LedgerMismatch, LedgerOracle, OracleFailing

@@ -1,9 +1,10 @@
 """BaNEL: Bayesian Negative Evidence Learning (arXiv 2510.09596), Algorithms 1 and 2.
 
-Read `Banel.round` beside the paper: `# Alg. 2 line 5` marks a line of the paper's algorithm, `# extension
-(setting)` a departure and the setting that turns it on. Each round draws from the proposal, keeps the
-candidates whose likelihood ratio p_theta(x) / p_phi(x)^kappa clears tau, pays m reward evaluations for them,
-fits the negative model p_phi on the failures, and keeps the filter (Algorithm 1) or distils it into the
+The Bayesian update itself (the ratio of Eq. 5, its filter, Algorithm 1's filtered posterior) is in
+banel.filters. Read `Banel.round` beside the paper: `# Alg. 2 line 5` marks a line of the paper's algorithm,
+`# extension (setting)` a departure and the setting that turns it on. Each round draws from the proposal,
+keeps the candidates whose likelihood ratio p_theta(x) / p_phi(x)^kappa clears tau, pays m reward evaluations
+for them, fits the negative model p_phi on the failures, and keeps the filter (Algorithm 1) or distils it into the
 generator (Algorithm 2). `BanelConfig.paper()` is the algorithm as written.
 
 Departures from Algorithms 1-2 (numbered as in docs/algorithms/banel.md, which says why and what was measured):
@@ -29,22 +30,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import field
 from typing import Any, ClassVar, Literal
 
 import torch
 
 from banel.config import Annotated, Ge, Gt, Le, check, model_validator, settings_dataclass
+from banel.filters import Filter, FilteredModel, ratio_scores, rejection_sample
 from banel.methods.protocol import Context, Oracle, Round
 from banel.models.protocol import FitConfig, GenerativeModel, Limits
 from banel.sequences import Sequences, derive_seed
-from banel.tasks.protocol import Feasible
 
 log = logging.getLogger(__name__)
-
-REJECTION_CHUNK = 4096  # candidates drawn at a time by rejection sampling from Algorithm 1's posterior
-REJECTION_MAX_DRAWS = 2_000_000  # give up (with a clear error) rather than loop forever on a tiny acceptance
 
 
 PAPER: dict[str, Any] = {"free_check": False}
@@ -112,16 +110,6 @@ class BanelConfig:
         return self
 
 
-def ratio_scores(
-    x: Sequences, numerator: GenerativeModel, negative: GenerativeModel, kappa: float, normalise: bool
-) -> torch.Tensor:
-    """score(x) = (log p_num(x) - kappa * log p_phi(x)) / l(x) (Eq. 5; l(x) = 1 without normalisation): (n,) float64."""
-    score = numerator.log_prob(x) - kappa * negative.log_prob(x) if kappa else numerator.log_prob(x)
-    if normalise:
-        score = score / numerator.token_counts(x).double().clamp(min=1)
-    return score
-
-
 def select(scores: torch.Tensor, m: int, how: str = "top_m", seed: int = 0) -> tuple[torch.Tensor, float]:
     """Indices of the m kept candidates and the threshold tau (the lowest kept score).
 
@@ -141,128 +129,6 @@ def select(scores: torch.Tensor, m: int, how: str = "top_m", seed: int = 0) -> t
         raise ValueError(f"selection must be 'top_m' or 'importance', got {how!r}")
     order = torch.sort(keys, descending=True, stable=True).indices[:m]
     return order, float(scores[order].min())
-
-
-@dataclass
-class Filter:
-    """One Bayesian update: accept x iff score(x) >= tau for this negative model (Eq. 5-6)."""
-
-    numerator: GenerativeModel
-    negative: GenerativeModel
-    kappa: float
-    tau: float
-    normalise: bool
-    feasible: Feasible | None = None
-    """If set, also reject what it rules out (known failures are in every rejection region)."""
-
-    def accepts(self, x: Sequences) -> torch.Tensor:
-        """Boolean (n,) mask of samples outside the rejection region."""
-        ok = ratio_scores(x, self.numerator, self.negative, self.kappa, self.normalise) >= self.tau
-        return ok & self.feasible(x) if self.feasible is not None else ok
-
-
-class FilteredModel:
-    """Algorithm 1's posterior p_theta(x) * prod_k 1[accepted by filter k] / Z, sampled by rejection.
-
-    log Z is exact when the support is enumerated (`support`), else a Monte-Carlo estimate of the prior's
-    acceptance probability from `z_samples` draws. Training is not supported: Algorithm 1 never distils.
-    """
-
-    def __init__(
-        self,
-        base: GenerativeModel,
-        filters: Sequence[Filter],
-        support: Sequences | None = None,
-        z_samples: int = 20_000,
-        seed: int = 0,
-        feasible: Feasible | None = None,
-    ) -> None:
-        self.base, self.filters, self.feasible = base, list(filters), feasible
-        self._support, self._z_samples, self._seed = support, z_samples, seed
-        self._log_z: float | None = None
-
-    def accepts(self, x: Sequences) -> torch.Tensor:
-        """Accepted by every filter: (n,) bool."""
-        ok = torch.ones(len(x), dtype=torch.bool)
-        for f in self.filters:
-            ok &= f.accepts(x)
-        return ok
-
-    def log_z(self) -> float:
-        """Log of the prior mass that every filter accepts."""
-        if self._log_z is None:
-            if self._support is not None:
-                lp = self.base.log_prob(self._support)
-                self._log_z = float(torch.logsumexp(lp[self.accepts(self._support)], 0)) if len(lp) else -math.inf
-            else:
-                draws = self.base.sample(self._z_samples, derive_seed(self._seed, "log_z"))
-                self._log_z = math.log(max(float(self.accepts(draws).double().mean()), 1.0 / self._z_samples))
-        return self._log_z
-
-    def sample(self, n: int, seed: int, temperature: float = 1.0) -> Sequences:
-        """n draws from the filtered prior by rejection sampling."""
-        return rejection_sample(
-            self.base,
-            self.accepts,
-            n,
-            derive_seed(seed, "rejection"),
-            temperature,
-            "the posterior is too narrow to sample by rejection: use banel.algorithm=2 (distillation)",
-        )
-
-    def log_prob(self, x: Sequences) -> torch.Tensor:
-        """log p_theta(x) - log Z where accepted, -inf elsewhere: (n,) float64."""
-        lp = self.base.log_prob(x) - self.log_z()
-        return torch.where(self.accepts(x), lp, torch.full_like(lp, -math.inf))
-
-    def token_counts(self, x: Sequences) -> torch.Tensor:
-        """The base model's token counts."""
-        return self.base.token_counts(x)
-
-    def fit(self, x: Sequences, epochs: int, seed: int, config: FitConfig | None = None) -> list[float]:
-        """Not available: Algorithm 1 keeps filters instead of training."""
-        raise NotImplementedError("Algorithm 1's posterior is not trained; use banel.algorithm=2 to distil")
-
-    def state_dict(self) -> dict[str, Any]:
-        """Each filter's negative model, kappa, tau and normalisation (the numerator is always the base)."""
-        return {
-            "filters": [
-                {"negative": f.negative.state_dict(), "kappa": f.kappa, "tau": f.tau, "normalise": f.normalise}
-                for f in self.filters
-            ]
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Rebuild the filters saved by `state_dict` on this model's base."""
-        self.filters = []
-        for f in state["filters"]:
-            negative = self.base.clone()
-            negative.load_state_dict(f["negative"])
-            self.filters.append(
-                Filter(self.base, negative, float(f["kappa"]), float(f["tau"]), bool(f["normalise"]), self.feasible)
-            )
-        self._log_z = None
-
-
-def rejection_sample(
-    model: GenerativeModel,
-    accepts: Callable[[Sequences], torch.Tensor],
-    n: int,
-    seed: int,
-    temperature: float = 1.0,
-    remedy: str = "",
-) -> Sequences:
-    """n draws of the model that `accepts` lets through, drawn in chunks (an error, not a hang, if too rare)."""
-    kept: list[Sequences] = []
-    have, drawn, chunk = 0, 0, 0
-    while have < n:
-        if drawn >= REJECTION_MAX_DRAWS:
-            raise RuntimeError(f"rejection sampling accepted {have} of {drawn} draws; {remedy}")
-        x = model.sample(REJECTION_CHUNK, derive_seed(seed, chunk), temperature)
-        acc = x[accepts(x)]
-        kept.append(acc)
-        have, drawn, chunk = have + len(acc), drawn + len(x), chunk + 1
-    return Sequences.cat(kept)[torch.arange(n)]
 
 
 Distiller = Callable[[GenerativeModel, Sequences, Filter, int], list[float]]

@@ -16,8 +16,9 @@ from typing import Any, Literal
 import torch
 from scipy.stats import binomtest
 
-from banel.algorithm import Distiller, Filter
+from banel.algorithm import Distiller
 from banel.config import Annotated, Ge, settings_dataclass
+from banel.filters import Filter
 from banel.models.categorical import CategoricalModel
 from banel.models.protocol import GenerativeModel
 from banel.models.transformer import TransformerConfig, TransformerModel
