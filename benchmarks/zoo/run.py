@@ -45,7 +45,7 @@ SMOKE: dict[str, Any] = {"m": 20, "nre_budget": 40, "eval": {"drift_samples": 50
 def run_task(task: str, out: Path, methods: list[str], seeds: list[int], settings: dict[str, Any]) -> None:
     """One comparison on one zoo task (its table.md and compare.png written by banel.report)."""
     began = time.time()
-    spec = task if task in BUILT_IN else f"banel.zoo:{task}"
+    spec = task if task in BUILT_IN else f"banel.tasks.zoo:{task}"
     compare(spec, methods, seeds, settings, out=out, jobs=1, threads=1)
     print(f"{task}: {', '.join(methods)} x {len(seeds)} seeds in {time.time() - began:.0f} s -> {out}", flush=True)
 
