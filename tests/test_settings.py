@@ -46,6 +46,15 @@ def test_every_setting_is_listed_by_banel_settings_and_in_docs_settings_md(capsy
         assert f"| `{s.path}` |" in docs and s.doc.replace("|", "\\|") in docs, s.path
 
 
+def test_every_setting_is_in_run_help_all(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help-all"])
+    text = capsys.readouterr().out
+    missing = [s.path for _, _, s in leaves() if s.path not in ("options", "task_options")]
+    missing = [p for p in missing if f"  {p} (" not in text]
+    assert not missing
+
+
 def test_docs_settings_md_is_what_the_declarations_generate_now():
     # regenerate with: PYTHONPATH=src python -m banel.cli settings --markdown > docs/settings.md
     assert DOCS.read_text(encoding="utf-8") == settings_markdown()
