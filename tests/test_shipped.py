@@ -115,3 +115,25 @@ def test_the_manifest_describes_every_shipped_file_with_how_it_was_made():
         )
         for prior_name, settings in keys:
             assert shipped.find(prior_name, settings) == shipped.FOLDER / shipped.file_name(prior_name, settings)
+
+
+ADDITION_TARGETS = sorted(f for f, e in shipped.manifest().items() if "target" in e["settings"])
+
+
+@pytest.mark.parametrize("file", ADDITION_TARGETS)
+def test_a_shipped_addition_target_and_its_attacker_load_by_checksum_and_add_as_recorded(file, tmp_path, no_training):
+    from banel.tasks.adder import fixed_batch_accuracy
+
+    entry = shipped.manifest()[file]
+    settings, check = entry["settings"], entry["check"]
+    config = {"addition-small": "small.json", "addition-paper": "paper.json"}[entry["reference"]]
+    options = json.loads((ROOT / "benchmarks" / "addition" / config).read_text())["task_options"]
+    task = make_task("addition", options, tmp_path)
+    assert task.target_key() == settings  # the benchmark's config is what was shipped
+    assert task.shipped_target() == shipped.FOLDER / file and task.shipped_attacker() is not None  # checksums
+    task.prior()
+    accuracy = fixed_batch_accuracy(task.target(), settings["max_digits"], options["target"].get("answer_order",
+                                    "normal"), check["problems"], check["seed"])  # fmt: skip
+    # greedy decoding: another CPU's rounding could flip a near-tie, so one problem of the batch may differ
+    assert abs(accuracy - check["accuracy"]) <= 1 / check["problems"]
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # nothing trained, nothing cached

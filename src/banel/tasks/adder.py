@@ -83,6 +83,15 @@ def exact_match(target: TransformerModel, problems: list[tuple[str, str]], answe
     return float(np.mean([ans == true_sum(a, b) for ans, (a, b) in zip(answers, problems, strict=True)]))
 
 
+def fixed_batch_accuracy(
+    target: TransformerModel, max_digits: int, answer_order: str = "normal", problems: int = 2000, seed: int = 0
+) -> float:
+    """Exact-match accuracy on a fixed batch of `problems` random problems (seed `seed`): the number a shipped
+    target's manifest records, so a test can check that the file still adds as it did when it was made."""
+    rng = np.random.default_rng(derive_seed(seed, "shipped-check"))
+    return exact_match(target, random_problems(problems, max_digits, rng), answer_order)
+
+
 @settings_dataclass
 class TargetTraining:
     """How the target adder is trained (curriculum over operand length, warm-up then cosine decay)."""
