@@ -115,13 +115,13 @@ class _Net(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.n_out = cfg.vocab_size + int(cfg.end_token)
-        self.begin = self.n_out  # input-only token id
+        self.n_out = cfg.vocab_size + int(cfg.end_token)  # the end token is an output like any content token
+        self.begin = self.n_out  # input-only token id: never predicted, so the head has no row for it
         self.tok = nn.Embedding(self.n_out + 1, cfg.d_model)
-        self.pos = nn.Embedding(cfg.max_len + 1, cfg.d_model)
+        self.pos = nn.Embedding(cfg.max_len + 1, cfg.d_model)  # the begin token's position, then max_len content
         self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layer))
         self.ln = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, self.n_out, bias=False)
+        self.head = nn.Linear(cfg.d_model, self.n_out, bias=False)  # no bias, as nanoGPT's lm_head
         self.apply(self._init)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
@@ -160,6 +160,7 @@ class TransformerModel:
     def __init__(self, config: TransformerConfig, seed: int = 0, device: str | torch.device = "cpu") -> None:
         self.config = config
         self.device = torch.device(device)
+        # the weights are a function of the seed alone, and the caller's global generator is left untouched
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = _Net(config)
@@ -185,10 +186,11 @@ class TransformerModel:
         caches = net.caches()
         idx = torch.full((n, 1), net.begin, dtype=torch.long, device=device)
         for t in range(cfg.max_len):
+            # the softmax in float32 whatever dtype autocast gave the logits (bf16 would coarsen rare tokens' mass)
             logits = net(idx, start=t, caches=caches)[:, -1].float() / temperature
             nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen).squeeze(1)
             if cfg.end_token:
-                ended = alive & (nxt == cfg.vocab_size)
+                ended = alive & (nxt == cfg.vocab_size)  # id vocab_size is the end token
                 lengths = torch.where(ended, t, lengths)  # no boolean indexing: it waits for the device
                 alive &= ~ended
                 nxt = torch.where(alive, nxt, torch.zeros_like(nxt))
@@ -199,7 +201,7 @@ class TransformerModel:
                     break
             tokens[:, t] = nxt
             idx = nxt.unsqueeze(1)
-        width = int(lengths.max()) if n else 0
+        width = int(lengths.max()) if n else 0  # trim the padding no sequence reached
         return tokens[:, :width], lengths
 
     def greedy(self, prompts: Sequences, batch: int = 2048) -> Sequences:
@@ -222,6 +224,7 @@ class TransformerModel:
         tokens, lengths = prompts.tokens.to(self.device), prompts.lengths.to(self.device)
         out = torch.zeros((n, cfg.max_len), dtype=torch.long, device=self.device)
         out_lengths = torch.zeros(n, dtype=torch.long, device=self.device)
+        # prompts of one length share positions, so each group fills its cache in one pass with no padding mask
         for length in sorted(set(prompts.lengths.tolist())):
             members = (lengths == length).nonzero().squeeze(1)
             for rows in members.split(batch):
@@ -232,10 +235,10 @@ class TransformerModel:
                 start = 0
                 for step in range(cfg.max_len - length):
                     nxt = net(idx, start=start, caches=caches)[:, -1].argmax(-1)
-                    start += idx.shape[1]
+                    start += idx.shape[1]  # the prompt's width after the first pass, one token after that
                     alive &= nxt != end
                     out[rows, step] = torch.where(alive, nxt, torch.zeros_like(nxt))
-                    out_lengths[rows] += alive.long()
+                    out_lengths[rows] += alive.long()  # the end token itself is not part of the answer
                     if step % END_CHECK_EVERY == END_CHECK_EVERY - 1 and not alive.any():
                         break
                     idx = nxt.unsqueeze(1)
@@ -259,6 +262,7 @@ class TransformerModel:
         positions = torch.arange(width + 1, device=self.device)
         mask = positions.unsqueeze(0) < lengths.unsqueeze(1)
         if cfg.end_token:
+            # the end token is a term of log p(x) unless max_len stopped the sequence: sampling never drew it there
             end_here = positions.unsqueeze(0) == lengths.unsqueeze(1)
             targets[end_here] = cfg.vocab_size
             mask = mask | (end_here & (lengths.unsqueeze(1) < cfg.max_len))
@@ -269,6 +273,7 @@ class TransformerModel:
         """Teacher-forcing inputs, targets and mask cut to the t = min(w + 1, max_len) positions a forward pass
         scores: each (n, t)."""
         inputs, targets, mask = self._teacher_forcing(x)
+        # a max_len sequence has no end term, so its last input column predicts nothing scored: drop it
         steps = min(inputs.shape[1], self.config.max_len)
         return inputs[:, :steps], targets[:, :steps], mask[:, :steps]
 
@@ -323,7 +328,7 @@ class TransformerModel:
         batch = self._score_batch()
         for i in range(0, len(x), batch):
             nll, mask = self._nll_terms(x[i : i + batch])
-            out.append((nll.double() * mask).sum(1).neg())
+            out.append((nll.double() * mask).sum(1).neg())  # summed in float64: rare-event ratios need the digits
         # One copy to the host at the end, not one per chunk.
         return torch.cat(out).cpu() if out else torch.zeros(0, dtype=torch.float64)
 
@@ -409,6 +414,7 @@ class TransformerModel:
 
     def reinitialise(self, seed: int) -> None:
         """Fresh random weights from a seed."""
+        # the weights are a function of the seed alone, and the caller's global generator is left untouched
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = _Net(self.config)
