@@ -13,19 +13,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_scaling_sweep_smoke_writes_its_table_and_figure(tmp_path: Path) -> None:
-    env = {**os.environ, "BANEL_CACHE": str(tmp_path / "cache")}
-    out = tmp_path / "scaling"
-    script = ROOT / "benchmarks" / "mnist" / "scaling.py"
+def smoke(tmp_path: Path, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run benchmarks/SCRIPT with `args` from the repository root, an empty cache under tmp_path; asserts success."""
+    env = {**os.environ, "BANEL_CACHE": str(tmp_path / "cache"), **env}
     done = subprocess.run(
-        [sys.executable, str(script), "--smoke", "--out", str(out), "--jobs", "2"],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+@pytest.mark.slow
+def test_scaling_sweep_smoke_writes_its_table_and_figure(tmp_path: Path) -> None:
+    out = tmp_path / "scaling"
+    smoke(tmp_path, "mnist/scaling.py", "--smoke", "--out", str(out), "--jobs", "2")
     table = json.loads((out / "scaling.json").read_text())["sweep"]
     assert [row["negative_epochs"] for row in table] == [1, 2]
     for row in table:
@@ -39,17 +45,8 @@ def test_scaling_sweep_smoke_writes_its_table_and_figure(tmp_path: Path) -> None
 def test_gsm8k_recipe_smoke_runs_every_step_on_a_tiny_model(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
-    env = {**os.environ, "BANEL_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "gsm8k"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gsm8k" / "recipe.py"), "--smoke", "--out", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = smoke(tmp_path, "gsm8k/recipe.py", "--smoke", "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert [r["question"] for r in summary["base_rates"]] == [0, 1]
     assert [r["question"] for r in summary["results"]] == [0, 1]
@@ -60,14 +57,8 @@ def test_gsm8k_recipe_smoke_runs_every_step_on_a_tiny_model(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_zoo_recipe_smoke_writes_each_table_and_the_summary(tmp_path: Path) -> None:
-    env = {**os.environ, "BANEL_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT / "src")}
     out = tmp_path / "zoo"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "zoo" / "run.py"), "--smoke", "--tasks", "constrained", "--out",
-         str(out)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+    smoke(tmp_path, "zoo/run.py", "--smoke", "--tasks", "constrained", "--out", str(out), PYTHONPATH=str(ROOT / "src"))
     assert (out / "constrained" / "table.md").is_file()
     summary = (out / "summary.md").read_text()
     rows = [line for line in summary.splitlines() if line.startswith("| constrained |")]
@@ -78,12 +69,8 @@ def test_zoo_recipe_smoke_writes_each_table_and_the_summary(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_stopping_benchmark_smoke_scores_every_rule_from_the_run_folders(tmp_path: Path) -> None:
-    env = {**os.environ, "BANEL_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "stopping"
-    script = ROOT / "benchmarks" / "stopping" / "run.py"
-    args = [sys.executable, str(script), "--smoke", "--out", str(out), "--seeds", "0-1", "--variants", "default"]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    smoke(tmp_path, "stopping/run.py", "--smoke", "--out", str(out), "--seeds", "0-1", "--variants", "default")
     table = (out / "stopping.md").read_text()
     for task in ("toy1d", "zoo-typical"):
         rows = [line for line in table.splitlines() if line.startswith(f"| {task} | 2 | default |")]
@@ -92,18 +79,10 @@ def test_stopping_benchmark_smoke_scores_every_rule_from_the_run_folders(tmp_pat
     assert all(line.split(" | ")[8] == "1" for line in table.splitlines() if " | final | " in line)
 
 
+@pytest.mark.slow
 def test_controls_benchmark_smoke_tables_every_method_and_variant_with_verdicts_against_banel(tmp_path: Path) -> None:
-    env = {**os.environ, "BANEL_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "controls"
-    script = ROOT / "benchmarks" / "controls" / "run.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--smoke", "--out", str(out), "--seeds", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    smoke(tmp_path, "controls/run.py", "--smoke", "--out", str(out), "--seeds", "0")
     rows = [line.split(" | ") for line in (out / "controls.md").read_text().splitlines()[2:]]
     methods = [r[1] for r in rows]
     assert methods[0] == "banel" and {"npo", "negrl", "rnd", "count", "base"} <= set(methods)
