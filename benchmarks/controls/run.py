@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny budgets on toy1d (CI)")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     tasks = ["toy1d"] if args.smoke else args.tasks.split(",")
     sys.path.insert(0, str(ROOT))  # examples.seqdesign
     if not args.table_only:
