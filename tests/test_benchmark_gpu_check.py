@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+from _benchmarks import load
 from _mnist_files import write_mnist
 from banel.config import parse_overrides
 from banel.runner import parse_config
@@ -19,12 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _check() -> ModuleType:
     """The check script as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu" / "check.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load("benchmarks/gpu/check.py", "gpu_check")
 
 
 def test_smoke_runs_every_step_and_writes_the_summary_files(tmp_path: Path, cache: Path) -> None:
@@ -80,10 +76,7 @@ def test_the_gpu_plan_passes_each_script_arguments_it_accepts(tmp_path: Path) ->
     assert list(steps) == list(check.STEPS) and steps["table2"].budget == 0  # table2: what the others leave
     assert sum(s.budget for s in steps.values()) < 60 * 9
 
-    spec = importlib.util.spec_from_file_location("gpu_table2", ROOT / "benchmarks" / "mnist" / "gpu_table2.py")
-    assert spec is not None and spec.loader is not None
-    table2 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table2)
+    table2 = load("benchmarks/mnist/gpu_table2.py", "gpu_table2")
     args = table2.build_parser().parse_args(steps["table2"].command[2:])
     settings = table2.settings_for(args, tmp_path)
     assert settings["nre_budget"] == 15 * 250 and settings["banel"] == table2.PAPER["banel"]  # 15 paper rounds

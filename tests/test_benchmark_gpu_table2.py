@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -11,6 +10,7 @@ from types import ModuleType
 import pytest
 import torch
 
+from _benchmarks import load
 from _mnist_files import write_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,11 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _recipe() -> ModuleType:
     """The recipe script as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("gpu_table2", ROOT / "benchmarks" / "mnist" / "gpu_table2.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("benchmarks/mnist/gpu_table2.py", "gpu_table2")
 
 
 @pytest.mark.slow

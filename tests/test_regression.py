@@ -10,12 +10,12 @@ the comparison catches a 2x change in any pinned number. Deselect the runs with 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from _benchmarks import load
 from banel.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,14 +23,7 @@ HERE = ROOT / "benchmarks" / "regression"
 REFERENCES = sorted(HERE.glob("*.json"))
 
 
-def _pin_module():
-    spec = importlib.util.spec_from_file_location("banel_regression_pin", HERE / "pin.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pin = _pin_module()
+pin = load("benchmarks/regression/pin.py", "banel_regression_pin")
 
 
 def _run(argv: list[str], tmp_path: Path, monkeypatch) -> dict:

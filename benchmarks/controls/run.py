@@ -113,10 +113,6 @@ def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.3g}×"
 
 
-def _n(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3g}"
-
-
 def _p(v: float | None) -> str:
     return "-" if v is None else f"{v:.3g}"
 
@@ -132,7 +128,7 @@ def table(out: Path, tasks: list[str]) -> str:
         for r in task_rows(out / folder_name(task)):
             lines.append(
                 f"| {task} | {r['method']} | {r['seeds']} | {_x(r['best_x'])} | {_x(r['final_x'])} "
-                f"| {r['mean_per_1000']:.3g} | {_n(r['kl'])} "
+                f"| {r['mean_per_1000']:.3g} | {_p(r['kl'])} "
                 f"| {_p(r.get('banel_best_p'))} | {_p(r.get('banel_paid_p'))} |"
             )
     return "\n".join(lines) + "\n"
