@@ -60,6 +60,15 @@ def test_compare_writes_one_reproducible_folder_per_run_and_resumes(tmp_path):
         compare(TINY, ["base", "negrl"], [0, 1], {**BASE, "nre_budget": 80}, tmp_path, jobs=1)
     with pytest.raises(ValueError, match=r"negrl.seed0 holds a finished run with other settings \(negrl.lr differ"):
         compare(TINY, ["negrl"], [0], {**BASE, "negrl": {"lr": 0.1}}, tmp_path, jobs=1)
+    # A run made by a banel that had a setting this one deleted is refused, and the message says so.
+    saved = tmp_path / "base" / "seed1" / "config.json"
+    record = json.loads(saved.read_text())
+    record["run"]["patience"] = 3
+    saved.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"base.seed1 holds a finished run made by another banel version.*patience"):
+        compare(TINY, ["base"], [0, 1], BASE, tmp_path, jobs=1)
+    del record["run"]["patience"]
+    saved.write_text(json.dumps(record))
     # `banel report` rebuilds the same table from the folders alone.
     paths[0].unlink()
     assert write_report(tmp_path)[0].read_text() == table

@@ -203,11 +203,27 @@ def _check_same_settings(folder: Path, config: dict[str, Any], what: str) -> Non
         raise ValueError(f"{folder} holds a run without a run_id that cannot be resumed; move it or use another --out")
     plain = json.loads(json.dumps(config, default=str))  # tuples as lists, as config.json holds them
     changed = differing_keys(saved.get("run", {}), plain)
+    gone = [k for k in changed if _absent(plain, k)]
+    if gone:
+        raise ValueError(
+            f"{folder} holds {what} made by another banel version, with settings this version does not have "
+            f"({', '.join(gone)}); finish it with that version, or move it, or use another --out"
+        )
     if changed:
         raise ValueError(
             f"{folder} holds {what} with other settings ({', '.join(changed)} differ); move it, or use another "
             "--out, to run these settings"
         )
+
+
+def _absent(config: dict[str, Any], dotted: str) -> bool:
+    """Whether a dotted setting name is missing from a nested settings dict."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return True
+        node = node[part]
+    return False
 
 
 def sweep(
