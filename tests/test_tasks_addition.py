@@ -472,6 +472,25 @@ def test_monte_carlo_calibration_counts_wins_among_fixed_attacker_draws(tmp_path
     assert len(parsed) > 10 and task._prior_rate(target) == wrong / 500 > 0
 
 
+def test_monte_carlo_calibration_waits_for_the_accuracy_over_all_lengths(tmp_path, monkeypatch) -> None:
+    import banel.tasks.adder as adder
+
+    t = replace(_tiny_options().target, steps=3, eval_every=1, start_digits=2, calibrate_rate=0.5, calibrate_samples=10)
+    checked = []
+
+    def rate(model):
+        checked.append(model)
+        return 1.0  # never calibrated: training runs its three steps
+
+    # untrained, the target gets every problem wrong: no check costs its minutes
+    _, state = adder.train_target(t, 2, tmp_path / "a.pt", prior_rate=rate)
+    assert checked == [] and all("prior_rate" not in row for row in state["curve"])
+    # at promote_at's accuracy every check is made
+    monkeypatch.setattr(adder, "exact_match", lambda *args: t.promote_at)
+    _, state = adder.train_target(t, 2, tmp_path / "b.pt", prior_rate=rate)
+    assert len(checked) == 3 and [row["prior_rate"] for row in state["curve"]] == [1.0] * 3
+
+
 def test_top_share_draws_that_share_of_a_batch_with_both_operands_at_the_top_length(tmp_path) -> None:
 
     plain = replace(_tiny_options(), max_digits=6)

@@ -199,7 +199,8 @@ def train_target(
     check). Stops when the schedule ends or after `max_seconds`; calling again resumes bit-for-bit, since
     every batch is a function of (seed, step). With `prior_rate` (the attacker's success rate against a
     model) and `target.calibrate_rate` > 0, training also stops, done, at the first accuracy check where
-    that rate is at or below calibrate_rate (`state['calibrated']`).
+    that rate is at or below calibrate_rate (`state['calibrated']`); a Monte-Carlo rate is checked only once
+    the curriculum is at max_digits and the accuracy over all lengths has reached promote_at.
     """
     path = Path(path)
     model = TransformerModel(target_config(t, max_digits), seed=t.seed, device=device)
@@ -228,8 +229,10 @@ def train_target(
         state["step"] = step + 1
         if state["step"] % t.eval_every == 0 or state["step"] == t.steps:
             row = _evaluate_target(model, t, max_digits, state, float(loss.detach()))
-            # a Monte-Carlo check costs seconds: none before the curriculum has reached every length
-            topped = not t.calibrate_samples or state["digits"] == max_digits
+            # A Monte-Carlo check costs minutes at 10 digits: none before the curriculum has reached every
+            # length, nor while the accuracy over all lengths is below promote_at (an error rate of 10% on the
+            # problems the attacker was trained to write cannot be a win rate of 1e-3).
+            topped = not t.calibrate_samples or (state["digits"] == max_digits and row["acc_all"] >= t.promote_at)
             if t.calibrate_rate and prior_rate is not None and topped:
                 row["prior_rate"] = prior_rate(model)
                 if row["prior_rate"] <= t.calibrate_rate:
