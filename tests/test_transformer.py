@@ -7,8 +7,10 @@ from banel.sequences import Sequences
 from banel.testing import check_model, enumerate_sequences
 
 
-def tiny(end_token=True, seed=0):
-    cfg = TransformerConfig(vocab_size=3, max_len=3, end_token=end_token, d_model=16, n_layer=2, n_head=2)
+def tiny(end_token=True, seed=0, positions="learned"):
+    cfg = TransformerConfig(
+        vocab_size=3, max_len=3, end_token=end_token, d_model=16, n_layer=2, n_head=2, positions=positions
+    )
     model = TransformerModel(cfg, seed=seed)
     # Random weights are near-uniform; sharpen them so the checks are not trivially satisfied.
     with torch.no_grad():
@@ -16,9 +18,10 @@ def tiny(end_token=True, seed=0):
     return model
 
 
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
 @pytest.mark.parametrize("end_token", [True, False])
-def test_distribution_is_normalised_and_sampling_matches_log_prob(end_token):
-    model = tiny(end_token)
+def test_distribution_is_normalised_and_sampling_matches_log_prob(end_token, positions):
+    model = tiny(end_token, positions=positions)
     support = enumerate_sequences(3, 3, end_token)
     report = check_model(model, support, n=30_000, seed=1)
     assert report["total_mass"] == pytest.approx(1.0, abs=1e-5)
@@ -45,8 +48,9 @@ def test_batched_log_prob_equals_per_sample_loop():
         [1, 5, 1, 2],
     ],
 )
-def test_kv_cache_matches_full_forward(chunks):
-    cfg = TransformerConfig(vocab_size=5, max_len=8, d_model=16, n_layer=2, n_head=2)
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_kv_cache_matches_full_forward(chunks, positions):
+    cfg = TransformerConfig(vocab_size=5, max_len=8, d_model=16, n_layer=2, n_head=2, positions=positions)
     net = TransformerModel(cfg, seed=1).net.eval()
     gen = torch.Generator().manual_seed(0)
     idx = torch.cat([torch.full((3, 1), net.begin), torch.randint(0, net.n_out, (3, 8), generator=gen)], 1)
@@ -58,6 +62,24 @@ def test_kv_cache_matches_full_forward(chunks):
             pieces.append(net(idx[:, start : start + t], start=start, caches=caches))
             start += t
     torch.testing.assert_close(torch.cat(pieces, 1), full)
+
+
+def test_rotary_attention_sees_offsets_only_and_learned_positions_do_not():
+    gen = torch.Generator().manual_seed(0)
+    for positions, invariant in (("rotary", True), ("learned", False)):
+        cfg = TransformerConfig(vocab_size=5, max_len=12, d_model=16, n_layer=2, n_head=2, positions=positions)
+        net = TransformerModel(cfg, seed=1).net.eval()
+        idx = torch.randint(0, net.n_out, (3, 6), generator=gen)
+        with torch.no_grad():
+            here, shifted = net(idx, start=0), net(idx, start=5)
+        # a whole window moved by 5 positions: with rotary every query-key offset is the same, so is the output
+        assert torch.allclose(here, shifted, atol=1e-5) == invariant
+    rotary = TransformerModel(TransformerConfig(vocab_size=5, max_len=12, positions="rotary"))
+    assert not any(k.startswith("pos") for k in rotary.net.state_dict())  # the angles are not weights
+    with pytest.raises(ValueError, match="positions"):
+        TransformerConfig(vocab_size=5, max_len=4, d_model=6, n_head=2, positions="rotary")
+    with pytest.raises(ValueError, match="positions"):
+        TransformerConfig(vocab_size=5, max_len=4, positions="sinusoidal")
 
 
 def slow_greedy(model, prompt):
@@ -74,19 +96,22 @@ def slow_greedy(model, prompt):
     return out
 
 
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
 @pytest.mark.parametrize("end_token", [True, False])
-def test_greedy_equals_an_uncached_forward_pass_per_token(end_token):
-    cfg = TransformerConfig(vocab_size=4, max_len=7, end_token=end_token, d_model=16, n_layer=2, n_head=2)
+def test_greedy_equals_an_uncached_forward_pass_per_token(end_token, positions):
+    cfg = TransformerConfig(
+        vocab_size=4, max_len=7, end_token=end_token, d_model=16, n_layer=2, n_head=2, positions=positions
+    )
     model = TransformerModel(cfg, seed=0)
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(0, cfg.max_len + 1, (60,), generator=gen).tolist()
     prompts = [torch.randint(0, cfg.vocab_size, (k,), generator=gen).tolist() for k in lengths]
     got = model.greedy(Sequences.from_lists(prompts), batch=4)  # several batches per prompt length
     assert got.to_lists() == [slow_greedy(model, p) for p in prompts]
-    if end_token:  # the seed is one where continuations end early at several lengths
-        assert len({len(r) for r, k in zip(got.to_lists(), lengths, strict=True) if k + len(r) < 7}) > 2
-    else:
+    if not end_token:
         assert (got.lengths + torch.tensor(lengths) == 7).all()
+    elif positions == "learned":  # the seed is one where continuations end early at several lengths
+        assert len({len(r) for r, k in zip(got.to_lists(), lengths, strict=True) if k + len(r) < 7}) > 2
     assert len(model.greedy(Sequences.from_lists([]))) == 0
     with pytest.raises(ValueError, match="max_len"):
         model.greedy(Sequences.from_lists([[0] * 8]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -44,13 +44,28 @@ class TransformerConfig:
     """Attention heads per block (must divide d_model)."""
     dropout: Annotated[float, Ge(0), Lt(1)] = 0.0
     """Dropout in attention and MLP during fit."""
+    positions: Literal["learned", "rotary"] = "learned"
+    """How positions enter: "learned" absolute embeddings added to the tokens (nanoGPT, GPT-2), or "rotary"
+    (RoPE, Su et al. 2021): queries and keys rotated by their position, so attention sees offsets between
+    tokens, and what a head learned at one position holds at every other."""
 
     @model_validator(mode="after")
     def _heads(self) -> TransformerConfig:
         check(
             self.d_model % self.n_head == 0, "d_model", f"({self.d_model}) must be divisible by n_head ({self.n_head})"
         )
+        check(
+            self.positions == "learned" or (self.d_model // self.n_head) % 2 == 0,
+            "positions",
+            f"rotary needs an even head width, got d_model / n_head = {self.d_model // self.n_head}",
+        )
         return self
+
+
+def _rotate(z: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on (n, h, t, dh): each pair of halves (z1, z2) turned by its position's angles, cos and sin (t, dh/2)."""
+    z1, z2 = z.float().chunk(2, dim=-1)
+    return torch.cat((z1 * cos - z2 * sin, z1 * sin + z2 * cos), dim=-1).type_as(z)
 
 
 class _Block(nn.Module):
@@ -66,11 +81,16 @@ class _Block(nn.Module):
         )
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, cache: _KVCache | None = None) -> torch.Tensor:
-        """x: (n, t, d). With a cache, x holds only the new positions, whose keys and values are appended to it."""
+    def forward(
+        self, x: torch.Tensor, cache: _KVCache | None = None, angles: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """x: (n, t, d). With a cache, x holds only the new positions, whose keys and values are appended to it;
+        with angles (rotary positions: cos and sin of x's positions), queries and keys are rotated first."""
         n, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
         q, k, v = (z.view(n, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
+        if angles is not None:  # before the cache: cached keys keep the rotation of their own positions
+            q, k = _rotate(q, *angles), _rotate(k, *angles)
         drop = self.dropout if self.training else 0.0
         past = 0
         if cache is not None:
@@ -118,7 +138,14 @@ class _Net(nn.Module):
         self.n_out = cfg.vocab_size + int(cfg.end_token)  # the end token is an output like any content token
         self.begin = self.n_out  # input-only token id: never predicted, so the head has no row for it
         self.tok = nn.Embedding(self.n_out + 1, cfg.d_model)
-        self.pos = nn.Embedding(cfg.max_len + 1, cfg.d_model)  # the begin token's position, then max_len content
+        if cfg.positions == "learned":
+            self.pos = nn.Embedding(cfg.max_len + 1, cfg.d_model)  # the begin token's position, then max_len content
+        else:  # not in the state dict: a function of the architecture alone
+            half = cfg.d_model // cfg.n_head // 2
+            freq = 10_000.0 ** (-torch.arange(half, dtype=torch.float64) / half)
+            angle = torch.arange(cfg.max_len + 1, dtype=torch.float64).unsqueeze(1) * freq
+            self.register_buffer("cos", angle.cos().float(), persistent=False)
+            self.register_buffer("sin", angle.sin().float(), persistent=False)
         self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layer))
         self.ln = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, self.n_out, bias=False)  # no bias, as nanoGPT's lm_head
@@ -143,10 +170,14 @@ class _Net(nn.Module):
 
     def hidden(self, idx: torch.Tensor, start: int = 0, caches: list[_KVCache] | None = None) -> torch.Tensor:
         """Final hidden states (n, t, d_model), after the last layer norm: what the head reads."""
-        pos = torch.arange(start, start + idx.shape[1], device=idx.device)
-        x = self.tok(idx) + self.pos(pos)
+        end = start + idx.shape[1]
+        angles = None
+        if self.cfg.positions == "learned":
+            x = self.tok(idx) + self.pos(torch.arange(start, end, device=idx.device))
+        else:
+            x, angles = self.tok(idx), (self.cos[start:end], self.sin[start:end])
         for i, block in enumerate(self.blocks):
-            x = block(x, None if caches is None else caches[i])
+            x = block(x, None if caches is None else caches[i], angles)
         return self.ln(x)
 
     def caches(self) -> list[_KVCache]:

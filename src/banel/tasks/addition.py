@@ -218,7 +218,12 @@ class AdditionTask:
         """The settings the target's checkpoint (cached or shipped) is keyed by (its training settings only)."""
         o = self.options
         what: dict[str, Any] = {"version": VERSION, "max_digits": o.max_digits, "target": asdict(o.target)}
-        for name, default in (("calibrate_samples", 0), ("answer_order", "normal"), ("top_share", 0.0)):
+        for name, default in (
+            ("calibrate_samples", 0),
+            ("answer_order", "normal"),
+            ("top_share", 0.0),
+            ("positions", "learned"),
+        ):
             if what["target"][name] == default:
                 del what["target"][name]  # keeps the keys of targets cached before the option existed
         if not o.target.calibrate_rate:
