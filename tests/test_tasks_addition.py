@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from banel.cache import safe_torch_load
 from banel.models.transformer import TransformerModel
 from banel.sequences import derive_seed
 from banel.tasks import make_task
@@ -470,6 +471,17 @@ def test_monte_carlo_calibration_counts_wins_among_fixed_attacker_draws(tmp_path
     parsed = [p for s in task.decode(x) if (p := parse_query(s, 3, True))]
     wrong = sum(c != true_sum(a, b) for (a, b), c in zip(parsed, target_answers(target, parsed), strict=True))
     assert len(parsed) > 10 and task._prior_rate(target) == wrong / 500 > 0
+
+
+def test_a_rotary_target_has_its_own_key_and_architecture_and_a_learned_one_keeps_its_key(tmp_path) -> None:
+    learned = _tiny_options()
+    rotary = replace(learned, target=replace(learned.target, positions="rotary"))
+    assert "positions" not in AdditionTask(learned, tmp_path).target_key()["target"]
+    assert AdditionTask(rotary, tmp_path).target_key()["target"]["positions"] == "rotary"
+    assert AdditionTask(rotary, tmp_path).target_path() != AdditionTask(learned, tmp_path).target_path()
+    model, state = train_target(rotary.target, 2, tmp_path / "t.pt", max_seconds=None)
+    assert model.config.positions == "rotary" and state["done"]
+    assert TransformerModel.from_state_dict(safe_torch_load(tmp_path / "t.pt")["model"]).config.positions == "rotary"
 
 
 def test_monte_carlo_calibration_waits_for_the_accuracy_over_all_lengths(tmp_path, monkeypatch) -> None:
