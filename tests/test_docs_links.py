@@ -46,6 +46,6 @@ def test_the_readme_stays_a_front_door():
     commands = [line.split("#")[0].strip() for line in lines[5:7]]
     assert commands == [
         "pip install torch==2.13.0 -e . && banel run toy1d",
-        'pip install -e ".[ray,test]" && python -m pytest -q',
+        'pip install -e ".[ray,test]" && python -m pytest -q -n 2',
     ]
-    assert "python3 -m pytest -q" in (ROOT / ".ci" / "run").read_text()
+    assert "python3 -m pytest -q -n 2" in (ROOT / ".ci" / "run").read_text()
