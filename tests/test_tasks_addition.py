@@ -29,6 +29,7 @@ from banel.tasks.adder import (
     target_config,
     train_target,
     true_sum,
+    written_sum,
 )
 from banel.tasks.addition import (
     ATTACKER_CHARS,
@@ -439,7 +440,6 @@ def test_prepare_command_on_a_tiny_configuration(tmp_path, capsys) -> None:
 
 
 def test_a_reversed_target_is_trained_on_reversed_sums_and_answers_in_normal_order(tmp_path) -> None:
-    from banel.tasks.adder import written_sum
 
     options = replace(_tiny_options(), target=replace(_tiny_options().target, answer_order="reversed"))
     x, trained = _target_batch(options.target, 2, 0)
@@ -450,7 +450,7 @@ def test_a_reversed_target_is_trained_on_reversed_sums_and_answers_in_normal_ord
     # the answers a reversed target writes are turned back before they are compared with the true sum
     model = TransformerModel(target_config(options.target, options.max_digits), seed=0)
     raw = decode(model.greedy(encode(["12+34="], TARGET_INDEX)), TARGET_CHARS)[0]
-    assert target_answers(model, [("12", "34")], "reversed") == [raw[::-1]]
+    assert target_answers(model, [("12", "34")], options.target) == [raw[::-1]]
     # a different target: its own cache key, while a plain-order target keeps the key it always had
     assert "answer_order" in AdditionTask(options, tmp_path).target_key()["target"]
     assert "answer_order" not in AdditionTask(_tiny_options(), tmp_path).target_key()["target"]
@@ -482,6 +482,31 @@ def test_a_rotary_target_has_its_own_key_and_architecture_and_a_learned_one_keep
     model, state = train_target(rotary.target, 2, tmp_path / "t.pt", max_seconds=None)
     assert model.config.positions == "rotary" and state["done"]
     assert TransformerModel.from_state_dict(safe_torch_load(tmp_path / "t.pt")["model"]).config.positions == "rotary"
+
+
+def test_an_abacus_target_reads_reversed_operands_with_places_and_has_its_own_key(tmp_path) -> None:
+    plain = replace(_tiny_options(), target=replace(_tiny_options().target, answer_order="reversed"))
+    abacus = replace(plain, target=replace(plain.target, abacus=True))
+    x, trained = _target_batch(abacus.target, 2, 0)
+    for text, (a, b, _) in zip(
+        decode(x, TARGET_CHARS),
+        (t.replace("+", "=").split("=") for t in decode(_target_batch(plain.target, 2, 0)[0], TARGET_CHARS)),
+        strict=True,
+    ):  # the same problems, each operand least significant digit first, the answer as the reversed target's
+        assert text == f"{a[::-1]}+{b[::-1]}={written_sum(a, b, 'reversed')}"
+    model = TransformerModel(target_config(abacus.target, abacus.max_digits), seed=0)
+    assert model.config.places == 10
+    raw = decode(model.greedy(encode(["21+43="], TARGET_INDEX)), TARGET_CHARS)[0]
+    assert target_answers(model, [("12", "34")], abacus.target) == [raw[::-1]]  # the attacker's `12+34=`, read reversed
+    assert "abacus" not in AdditionTask(plain, tmp_path).target_key()["target"]
+    assert AdditionTask(abacus, tmp_path).target_path() != AdditionTask(plain, tmp_path).target_path()
+    model, state = train_target(abacus.target, 2, tmp_path / "t.pt", max_seconds=None)
+    assert (
+        state["done"]
+        and TransformerModel.from_state_dict(safe_torch_load(tmp_path / "t.pt")["model"]).config.places == 10
+    )
+    with pytest.raises(ValueError, match="abacus"):
+        TargetTraining(abacus=True)  # a normal-order answer's places would not match the operands'
 
 
 def test_monte_carlo_calibration_waits_for_the_accuracy_over_all_lengths(tmp_path, monkeypatch) -> None:

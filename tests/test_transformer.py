@@ -2,14 +2,17 @@ import pytest
 import torch
 
 from banel.cache import atomic_torch_save, safe_torch_load
-from banel.models.transformer import TransformerConfig, TransformerModel
+from banel.models.transformer import TransformerConfig, TransformerModel, _digit_places
 from banel.sequences import Sequences
 from banel.testing import check_model, enumerate_sequences
+
+ARCHITECTURES = {"learned": {}, "rotary": {"positions": "rotary"}, "places": {"positions": "rotary", "places": 2}}
+"""Position schemes every sampling, scoring and caching path is checked under (places: digits are tokens 0 and 1)."""
 
 
 def tiny(end_token=True, seed=0, positions="learned"):
     cfg = TransformerConfig(
-        vocab_size=3, max_len=3, end_token=end_token, d_model=16, n_layer=2, n_head=2, positions=positions
+        vocab_size=3, max_len=3, end_token=end_token, d_model=16, n_layer=2, n_head=2, **ARCHITECTURES[positions]
     )
     model = TransformerModel(cfg, seed=seed)
     # Random weights are near-uniform; sharpen them so the checks are not trivially satisfied.
@@ -18,7 +21,7 @@ def tiny(end_token=True, seed=0, positions="learned"):
     return model
 
 
-@pytest.mark.parametrize("positions", ["learned", "rotary"])
+@pytest.mark.parametrize("positions", sorted(ARCHITECTURES))
 @pytest.mark.parametrize("end_token", [True, False])
 def test_distribution_is_normalised_and_sampling_matches_log_prob(end_token, positions):
     model = tiny(end_token, positions=positions)
@@ -48,12 +51,14 @@ def test_batched_log_prob_equals_per_sample_loop():
         [1, 5, 1, 2],
     ],
 )
-@pytest.mark.parametrize("positions", ["learned", "rotary"])
+@pytest.mark.parametrize("positions", sorted(ARCHITECTURES))
 def test_kv_cache_matches_full_forward(chunks, positions):
-    cfg = TransformerConfig(vocab_size=5, max_len=8, d_model=16, n_layer=2, n_head=2, positions=positions)
+    cfg = TransformerConfig(vocab_size=5, max_len=8, d_model=16, n_layer=2, n_head=2, **ARCHITECTURES[positions])
     net = TransformerModel(cfg, seed=1).net.eval()
     gen = torch.Generator().manual_seed(0)
-    idx = torch.cat([torch.full((3, 1), net.begin), torch.randint(0, net.n_out, (3, 8), generator=gen)], 1)
+    # tokens 0-2 only (of 0-5) where places count: long digit runs that cross the chunks' borders
+    high = 3 if cfg.places else net.n_out
+    idx = torch.cat([torch.full((3, 1), net.begin), torch.randint(0, high, (3, 8), generator=gen)], 1)
     with torch.no_grad():
         full = net(idx)
         caches = net.caches()
@@ -82,6 +87,25 @@ def test_rotary_attention_sees_offsets_only_and_learned_positions_do_not():
         TransformerConfig(vocab_size=5, max_len=4, positions="sinusoidal")
 
 
+def test_a_digit_s_place_counts_its_run_of_digits_and_carries_across_calls():
+    begin, plus = 9, 2  # digits are tokens 0 and 1
+    idx = torch.tensor([[begin, 1, 0, 0, plus, 1, 1, plus], [begin, plus, 0, 1, 1, 1, 0, 0]])
+    expected = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 0], [0, 0, 1, 2, 3, 4, 5, 6]])
+    assert torch.equal(_digit_places(idx, 2, torch.zeros(2, dtype=torch.long)), expected)
+    # in pieces, each piece told the run the one before ended with: the same places
+    first = _digit_places(idx[:, :4], 2, torch.zeros(2, dtype=torch.long))
+    second = _digit_places(idx[:, 4:], 2, first[:, -1])
+    assert torch.equal(torch.cat([first, second], 1), expected)
+    # a place embedding is a weight of the net, and only where asked for
+    with_places = TransformerModel(TransformerConfig(vocab_size=5, max_len=6, places=3)).net.state_dict()
+    assert (
+        "place.weight" in with_places
+        and "place.weight" not in TransformerModel(TransformerConfig(5, 6)).net.state_dict()
+    )
+    with pytest.raises(ValueError, match="places"):
+        TransformerConfig(vocab_size=5, max_len=4, places=6)
+
+
 def slow_greedy(model, prompt):
     """Reference for `greedy`: the full uncached forward pass over the whole prefix for every new token."""
     net, cfg = model.net, model.config
@@ -96,11 +120,11 @@ def slow_greedy(model, prompt):
     return out
 
 
-@pytest.mark.parametrize("positions", ["learned", "rotary"])
+@pytest.mark.parametrize("positions", sorted(ARCHITECTURES))
 @pytest.mark.parametrize("end_token", [True, False])
 def test_greedy_equals_an_uncached_forward_pass_per_token(end_token, positions):
     cfg = TransformerConfig(
-        vocab_size=4, max_len=7, end_token=end_token, d_model=16, n_layer=2, n_head=2, positions=positions
+        vocab_size=4, max_len=7, end_token=end_token, d_model=16, n_layer=2, n_head=2, **ARCHITECTURES[positions]
     )
     model = TransformerModel(cfg, seed=0)
     gen = torch.Generator().manual_seed(0)

@@ -35,7 +35,7 @@ from banel import shipped
 from banel.cache import atomic_torch_save, atomic_write_text, config_hash, safe_torch_load
 from banel.models.transformer import TransformerModel
 from banel.tasks import make_task
-from banel.tasks.adder import fixed_batch_accuracy
+from banel.tasks.adder import TargetTraining, fixed_batch_accuracy
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_ADDITION = ROOT / "benchmarks" / "addition" / "small.json"
@@ -105,9 +105,9 @@ def train(reference: str, cache: Path) -> list[tuple[str, dict[str, Any], int, P
 def target_check(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """A shipped target's exact-match accuracy on the fixed batch tests/test_shipped.py replays."""
     model = TransformerModel.from_state_dict(safe_torch_load(path)["model"])
-    order = settings["target"].get("answer_order", "normal")
+    training = TargetTraining(**settings["target"])
     check = {"problems": 2000, "seed": 0}
-    return check | {"accuracy": fixed_batch_accuracy(model, settings["max_digits"], order, **check)}
+    return check | {"accuracy": fixed_batch_accuracy(model, settings["max_digits"], training, **check)}
 
 
 def main(argv: list[str] | None = None) -> int:

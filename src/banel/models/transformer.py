@@ -48,6 +48,11 @@ class TransformerConfig:
     """How positions enter: "learned" absolute embeddings added to the tokens (nanoGPT, GPT-2), or "rotary"
     (RoPE, Su et al. 2021): queries and keys rotated by their position, so attention sees offsets between
     tokens, and what a head learned at one position holds at every other."""
+    places: Annotated[int, Ge(0)] = 0
+    """Place embeddings (Abacus embeddings, McLeish et al. 2024): with k > 0, content tokens 0..k-1 are digits,
+    and each digit also gets a learned embedding of its place in its run of consecutive digits (1 for the run's
+    first), so a head can find "the k-th digit of each number" by content whatever the numbers' lengths. The
+    place depends on earlier tokens only: sampling, scoring and decoding stay one autoregressive model. 0: none."""
 
     @model_validator(mode="after")
     def _heads(self) -> TransformerConfig:
@@ -59,6 +64,9 @@ class TransformerConfig:
             "positions",
             f"rotary needs an even head width, got d_model / n_head = {self.d_model // self.n_head}",
         )
+        check(
+            self.places <= self.vocab_size, "places", f"must be at most vocab_size={self.vocab_size}, got {self.places}"
+        )
         return self
 
 
@@ -66,6 +74,14 @@ def _rotate(z: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     """RoPE on (n, h, t, dh): each pair of halves (z1, z2) turned by its position's angles, cos and sin (t, dh/2)."""
     z1, z2 = z.float().chunk(2, dim=-1)
     return torch.cat((z1 * cos - z2 * sin, z1 * sin + z2 * cos), dim=-1).type_as(z)
+
+
+def _digit_places(idx: torch.Tensor, digits: int, before: torch.Tensor) -> torch.Tensor:
+    """Place of each token of idx (n, t) in its run of digits (ids below `digits`; 1 for a run's first, 0 for a
+    non-digit), where `before` (n,) is the length of the run the tokens before idx ended with."""
+    columns = torch.arange(idx.shape[1], device=idx.device).unsqueeze(0)
+    last_break = torch.where(idx < digits, -1, columns).cummax(dim=1).values  # the last non-digit up to here
+    return torch.where(last_break >= 0, columns - last_break, columns + 1 + before.unsqueeze(1))
 
 
 class _Block(nn.Module):
@@ -131,6 +147,12 @@ class _KVCache:
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
+class _Caches(list):
+    """One _KVCache per block, and the length of the digit run the cached positions end with (place embeddings)."""
+
+    run: torch.Tensor | None = None
+
+
 class _Net(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -146,6 +168,8 @@ class _Net(nn.Module):
             angle = torch.arange(cfg.max_len + 1, dtype=torch.float64).unsqueeze(1) * freq
             self.register_buffer("cos", angle.cos().float(), persistent=False)
             self.register_buffer("sin", angle.sin().float(), persistent=False)
+        if cfg.places:
+            self.place = nn.Embedding(cfg.max_len + 1, cfg.d_model)  # 0: not a digit, then places 1..max_len
         self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layer))
         self.ln = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, self.n_out, bias=False)  # no bias, as nanoGPT's lm_head
@@ -164,11 +188,11 @@ class _Net(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, 0.0, 0.02)
 
-    def forward(self, idx: torch.Tensor, start: int = 0, caches: list[_KVCache] | None = None):
+    def forward(self, idx: torch.Tensor, start: int = 0, caches: _Caches | None = None):
         """Logits (n, t, n_out) for input ids idx (n, t) placed at positions start..start+t-1."""
         return self.head(self.hidden(idx, start, caches))
 
-    def hidden(self, idx: torch.Tensor, start: int = 0, caches: list[_KVCache] | None = None) -> torch.Tensor:
+    def hidden(self, idx: torch.Tensor, start: int = 0, caches: _Caches | None = None) -> torch.Tensor:
         """Final hidden states (n, t, d_model), after the last layer norm: what the head reads."""
         end = start + idx.shape[1]
         angles = None
@@ -176,13 +200,19 @@ class _Net(nn.Module):
             x = self.tok(idx) + self.pos(torch.arange(start, end, device=idx.device))
         else:
             x, angles = self.tok(idx), (self.cos[start:end], self.sin[start:end])
+        if self.cfg.places:
+            before = caches.run if caches is not None and caches.run is not None else idx.new_zeros(idx.shape[0])
+            places = _digit_places(idx, self.cfg.places, before)
+            x = x + self.place(places)
+            if caches is not None:
+                caches.run = places[:, -1]
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i], angles)
         return self.ln(x)
 
-    def caches(self) -> list[_KVCache]:
+    def caches(self) -> _Caches:
         """Empty key-value caches of max_len + 1 positions (begin token and content), one per block."""
-        return [_KVCache(self.cfg.max_len + 1) for _ in self.blocks]
+        return _Caches(_KVCache(self.cfg.max_len + 1) for _ in self.blocks)
 
 
 class TransformerModel:

@@ -71,25 +71,33 @@ def written_sum(a: str, b: str, answer_order: str = "normal") -> str:
 
 
 # -- greedy answers --------------------------------------------------------------------------------------
-def target_answers(target: TransformerModel, queries: list[tuple[str, str]], answer_order: str = "normal") -> list[str]:
-    """The target's greedy answer to each query `a+b=` in normal digit order (non-digit tokens kept as written)."""
-    written = decode(target.greedy(encode([f"{a}+{b}=" for a, b in queries], TARGET_INDEX)), TARGET_CHARS)
-    return [w[::-1] for w in written] if answer_order == "reversed" else written
+def target_query(a: str, b: str, t: TargetTraining | None = None) -> str:
+    """The string the target reads for the query `a+b=`: its operands reversed when it reads them so (abacus)."""
+    return f"{a[::-1]}+{b[::-1]}=" if t is not None and t.abacus else f"{a}+{b}="
 
 
-def exact_match(target: TransformerModel, problems: list[tuple[str, str]], answer_order: str = "normal") -> float:
+def target_answers(
+    target: TransformerModel, queries: list[tuple[str, str]], t: TargetTraining | None = None
+) -> list[str]:
+    """The target's greedy answer to each query `a+b=` in normal digit order (non-digit tokens kept as written);
+    `t`: the training settings, which say how the target reads and writes (None: the defaults)."""
+    written = decode(target.greedy(encode([target_query(a, b, t) for a, b in queries], TARGET_INDEX)), TARGET_CHARS)
+    return [w[::-1] for w in written] if t is not None and t.answer_order == "reversed" else written
+
+
+def exact_match(target: TransformerModel, problems: list[tuple[str, str]], t: TargetTraining | None = None) -> float:
     """Fraction of problems the target answers exactly right by greedy decoding."""
-    answers = target_answers(target, problems, answer_order)
+    answers = target_answers(target, problems, t)
     return float(np.mean([ans == true_sum(a, b) for ans, (a, b) in zip(answers, problems, strict=True)]))
 
 
 def fixed_batch_accuracy(
-    target: TransformerModel, max_digits: int, answer_order: str = "normal", problems: int = 2000, seed: int = 0
+    target: TransformerModel, max_digits: int, t: TargetTraining | None = None, problems: int = 2000, seed: int = 0
 ) -> float:
     """Exact-match accuracy on a fixed batch of `problems` random problems (seed `seed`): the number a shipped
     target's manifest records, so a test can check that the file still adds as it did when it was made."""
     rng = np.random.default_rng(derive_seed(seed, "shipped-check"))
-    return exact_match(target, random_problems(problems, max_digits, rng), answer_order)
+    return exact_match(target, random_problems(problems, max_digits, rng), t)
 
 
 @settings_dataclass
@@ -146,10 +154,21 @@ class TargetTraining:
     """The order the target writes the sum in: "normal" (most significant digit first, as the paper) or
     "reversed" (least significant first: each digit then depends only on digits already read and the carry,
     which small transformers learn far faster; the reward compares the reversed answer with the true sum)."""
+    abacus: bool = False
+    """The target reads each operand least significant digit first (its tokenizer reverses them: the attacker
+    still writes `a+b=` in normal order, leading zeros and all) and sees each digit's place in its number as a
+    learned embedding (the transformer's `places`; Abacus embeddings, McLeish et al. 2024). Operand digit k and
+    answer digit k then share place k at every length, where plain positions must count the operands' lengths:
+    the rotary target stalled at 8 digits on that (docs/LOG.md, 2026-12-07). Needs answer_order="reversed"."""
 
     @model_validator(mode="after")
     def _schedule(self) -> TargetTraining:
         check(self.min_lr <= self.lr, "min_lr", f"must be in (0, lr={self.lr}], got {self.min_lr}")
+        check(
+            not self.abacus or self.answer_order == "reversed",
+            "abacus",
+            f'needs answer_order="reversed" (the answer\'s places match the operands\'), got "{self.answer_order}"',
+        )
         return self
 
 
@@ -163,6 +182,7 @@ def target_config(t: TargetTraining, max_digits: int) -> TransformerConfig:
         n_layer=t.n_layer,
         n_head=t.n_head,
         positions=t.positions,
+        places=len(DIGITS) if t.abacus else 0,
     )
 
 
@@ -182,8 +202,7 @@ def _target_batch(t: TargetTraining, digits: int, step: int) -> tuple[Sequences,
     if n_top:  # drawn after the uniform part, so top_share = 0 leaves every earlier batch as it was
         top = np.full(n_top, digits)
         problems[:n_top] = zip(random_operands(n_top, top, rng), random_operands(n_top, top, rng), strict=True)
-    order = t.answer_order
-    x = encode([f"{a}+{b}={written_sum(a, b, order)}" for a, b in problems], TARGET_INDEX)
+    x = encode([target_query(a, b, t) + written_sum(a, b, t.answer_order) for a, b in problems], TARGET_INDEX)
     answer_start = torch.tensor([len(a) + len(b) + 2 for a, b in problems])  # after `a+b=`
     columns = torch.arange(x.tokens.shape[1] + 1)
     return x, (columns >= answer_start.unsqueeze(1)) & (columns <= x.lengths.unsqueeze(1))
@@ -264,8 +283,8 @@ def _evaluate_target(
     rng = np.random.default_rng(derive_seed(t.seed, "eval", state["step"]))
     d = state["digits"]
     top = list(zip(*(random_operands(t.eval_problems, np.full(t.eval_problems, d), rng) for _ in "ab"), strict=True))
-    acc_top = exact_match(model, top, t.answer_order)
-    acc_all = exact_match(model, random_problems(t.eval_problems, max_digits, rng), t.answer_order)
+    acc_top = exact_match(model, top, t)
+    acc_all = exact_match(model, random_problems(t.eval_problems, max_digits, rng), t)
     row = {"step": state["step"], "digits": d, "loss": loss, "acc_top_length": acc_top, "acc_all": acc_all}
     log.info(
         "target step %d digits %d loss %.4f acc@%d %.3f acc(all) %.3f",

@@ -223,6 +223,7 @@ class AdditionTask:
             ("answer_order", "normal"),
             ("top_share", 0.0),
             ("positions", "learned"),
+            ("abacus", False),
         ):
             if what["target"][name] == default:
                 del what["target"][name]  # keeps the keys of targets cached before the option existed
@@ -310,20 +311,20 @@ class AdditionTask:
         """The attacker prior's success rate against `target`: exact on queries without leading zeros, or
         (target.calibrate_samples > 0) the fraction of a fixed set of attacker draws that win."""
         o = self.options
-        order = o.target.answer_order
+        t = o.target
         if o.target.calibrate_samples:
             x = self.prior().sample(o.target.calibrate_samples, derive_seed(o.attacker.seed, "calibrate"))
             parsed = [p for s in self.decode(x) if (p := parse_query(s, o.max_digits, o.leading_zeros))]
-            answers = target_answers(target, parsed, order)
+            answers = target_answers(target, parsed, t)
             return sum(c != true_sum(a, b) for (a, b), c in zip(parsed, answers, strict=True)) / len(x)
         problems = well_formed_queries(o.max_digits, leading_zeros=False)
-        answers = target_answers(target, problems, order)
+        answers = target_answers(target, problems, t)
         wins = [f"{a}+{b}=" for (a, b), c in zip(problems, answers, strict=True) if c != true_sum(a, b)]
         return total_probability(self.prior(), wins)
 
     def answers(self, queries: list[tuple[str, str]]) -> list[str]:
         """The target's greedy answers to well-formed queries in normal digit order (test doubles override this)."""
-        return target_answers(self.target(), queries, self.options.target.answer_order)
+        return target_answers(self.target(), queries, self.options.target)
 
     # -- Task protocol ---------------------------------------------------------------------------------
     def reward(self, x: Sequences) -> torch.Tensor:
@@ -369,8 +370,8 @@ class AdditionTask:
         for d in range(1, o.max_digits + 1):
             lengths = np.full(max(problems // 5, 1), d)
             ops = [random_operands(len(lengths), lengths, rng) for _ in "ab"]
-            per_length[d] = exact_match(model, list(zip(*ops, strict=True)), o.target.answer_order)
-        overall = exact_match(model, random_problems(problems, o.max_digits, rng), o.target.answer_order)
+            per_length[d] = exact_match(model, list(zip(*ops, strict=True)), o.target)
+        overall = exact_match(model, random_problems(problems, o.max_digits, rng), o.target)
         report: dict[str, Any] = {
             "target_path": str(reference or self.target_path()),
             "target_step": state["step"],
@@ -384,7 +385,7 @@ class AdditionTask:
             "accuracy_problems": problems,
         }
         if o.max_digits <= 2:
-            report["accuracy_exact"] = exact_match(model, all_problems(o.max_digits), o.target.answer_order)
+            report["accuracy_exact"] = exact_match(model, all_problems(o.max_digits), o.target)
         attacker = self.prior()
         report["attacker_path"] = str(self.shipped_attacker() or self.attacker_path())
         if state["done"] or o.unfinished_target:
