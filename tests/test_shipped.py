@@ -96,15 +96,22 @@ def test_the_manifest_describes_every_shipped_file_with_how_it_was_made():
     files = sorted(p.name for p in shipped.FOLDER.iterdir() if p.name != shipped.MANIFEST)
     assert sorted(entries) == files
     zoo = {"zoo-grammar", "zoo-classifier", "zoo-constrained", "zoo-typical"}  # tests/test_zoo.py pins their rates
-    assert {e["reference"] for e in entries.values()} == {"toy1d", "toy2d", "digits", "addition-small", *zoo}
+    assert {e["reference"] for e in entries.values()} == {
+        "toy1d",
+        "toy2d",
+        "digits",
+        "addition-small",
+        "addition-paper",
+        *zoo,
+    }
     for file, entry in entries.items():
         path = shipped.FOLDER / file
         assert shipped.sha256(path) == entry["sha256"] and path.stat().st_size == entry["bytes"]
         assert entry["settings_hash"] == config_hash(entry["settings"])
         assert file.endswith(f"-{entry['settings_hash']}.pt")
-        assert entry["command"].endswith(f"make_priors.py --only {entry['reference']}") and entry["seed"] == 0
+        assert f"make_priors.py --only {entry['reference']}" in entry["command"] and entry["seed"] == 0
         assert entry["threads"] == 1 and entry["torch"] and entry["machine"]
-    assert sum(e["bytes"] for e in entries.values()) < 5_000_000
+    assert sum(e["bytes"] for e in entries.values()) < 8_000_000  # the paper-scale target is 3.2 MB of it
     # the defaults of every built-in task with a prior resolve to a shipped file (toy, digits; addition: small.json)
     for name, (options, _) in DOCUMENTED.items():
         task = make_task(name, options)

@@ -102,6 +102,15 @@ def train(reference: str, cache: Path) -> list[tuple[str, dict[str, Any], int, P
     return [(name, settings, seed, cache / "priors" / f"{name}-{config_hash(settings)}.pt")]
 
 
+def command(reference: str) -> str:
+    """The commands that made a reference's files (addition-paper: its training, then the shipping)."""
+    ship = f"PYTHONPATH=src python benchmarks/references/make_priors.py --only {reference}"
+    if reference != "addition-paper":
+        return ship
+    train = "banel prepare addition --config benchmarks/addition/paper.json --samples 60000 --threads 1"
+    return f"{train} && {ship} --cache ~/.cache/banel"
+
+
 def target_check(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """A shipped target's exact-match accuracy on the fixed batch tests/test_shipped.py replays."""
     model = TransformerModel.from_state_dict(safe_torch_load(path)["model"])
@@ -143,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                     "reference": reference,
                     "sha256": shipped.sha256(out / file),
                     "bytes": (out / file).stat().st_size,
-                    "command": f"PYTHONPATH=src python benchmarks/references/make_priors.py --only {reference}",
+                    "command": command(reference),
                     "seed": seed,
                     "settings_hash": config_hash(settings),
                     "settings": json.loads(json.dumps(settings)),
