@@ -311,14 +311,13 @@ class AdditionTask:
         """The attacker prior's success rate against `target`: exact on queries without leading zeros, or
         (target.calibrate_samples > 0) the fraction of a fixed set of attacker draws that win."""
         o = self.options
-        t = o.target
         if o.target.calibrate_samples:
             x = self.prior().sample(o.target.calibrate_samples, derive_seed(o.attacker.seed, "calibrate"))
             parsed = [p for s in self.decode(x) if (p := parse_query(s, o.max_digits, o.leading_zeros))]
-            answers = target_answers(target, parsed, t)
+            answers = target_answers(target, parsed, o.target)
             return sum(c != true_sum(a, b) for (a, b), c in zip(parsed, answers, strict=True)) / len(x)
         problems = well_formed_queries(o.max_digits, leading_zeros=False)
-        answers = target_answers(target, problems, t)
+        answers = target_answers(target, problems, o.target)
         wins = [f"{a}+{b}=" for (a, b), c in zip(problems, answers, strict=True) if c != true_sum(a, b)]
         return total_probability(self.prior(), wins)
 
