@@ -1,11 +1,19 @@
-"""Why BaNEL's gain is what it is on the addition task: one round's negative model and ratio, inspected.
+"""Why BaNEL's gain is what it is on the addition task: one round's negative model and ratio, or a run's rounds.
 
     python benchmarks/addition/diagnose.py --mode small
+    python benchmarks/addition/diagnose.py --mode full --trace 12 --out trace.json   # where the rounds lose it
 
-Draws m prior samples (all failures in the sparse regime), fits p_phi as BaNEL's round does (from the
-prior's weights, `negative_epochs` epochs), and reports: p_phi's NLL per token on its training failures and
+One round: draws m prior samples (all failures in the sparse regime), fits p_phi as BaNEL's round does (from
+the prior's weights, `negative_epochs` epochs), and reports: p_phi's NLL per token on its training failures and
 on fresh prior samples (memorisation), the distribution of the length-normalised ratio score over fresh
 prior samples, and the failure modes and success rate of the top 1/f of them by score.
+
+`--trace R` steps BaNEL (the paper's settings of the comparison, `banel.Banel.round`) for R rounds and measures
+each round's three distributions on fresh free samples (the task's declared free ground truth, no NREs): the
+proposal p_theta_{i-1}, the filtered proposal it is distilled from (the proposal restricted to the round's
+filter, by rejection) and the distilled generator p_theta_i (the next round's proposal). Their success rates
+split each round's gain into the filter's enrichment (filtered / proposal) and what distillation keeps of it
+(distilled / filtered); the leading-zero and malformed shares say what the filter selects.
 """
 
 from __future__ import annotations
@@ -21,7 +29,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import run as recipe  # noqa: E402
 from failures import failure_modes  # noqa: E402
 
-from banel.filters import ratio_scores  # noqa: E402
+from banel.algorithm import Banel, BanelConfig  # noqa: E402
+from banel.eval.success import clopper_pearson  # noqa: E402
+from banel.filters import Filter, ratio_scores  # noqa: E402
+from banel.methods.protocol import Context  # noqa: E402
 from banel.models.protocol import FitConfig  # noqa: E402
 from banel.sequences import derive_seed  # noqa: E402
 from banel.tasks import make_task  # noqa: E402
@@ -35,10 +46,18 @@ def main() -> None:
     p.add_argument("--kappa", type=float, default=recipe.KAPPA)
     p.add_argument("--filter-factor", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trace", type=int, default=0, help="step BaNEL this many rounds and measure each (0: off)")
+    p.add_argument("--distil-samples", type=int, default=0, help="banel.distil_samples for --trace")
+    p.add_argument("--out", help="write the trace (JSON) here")
     args = p.parse_args()
     torch.set_num_threads(1)
     mode = recipe.MODES[args.mode]
     task = make_task("addition", mode["task"], None)
+    if args.trace:
+        rows = trace(task, mode, args)
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+        return
     prior = task.prior()
     x = prior.sample(mode["m"], derive_seed(args.seed, "diag", "round"))
     failures = x[task.free_reward(x) == 0]
@@ -70,6 +89,49 @@ def main() -> None:
             "top_examples": top_texts[:15],
         }
         print(json.dumps({epochs: out[f"epochs_{epochs}"]}, indent=1), flush=True)
+
+
+def describe(task, x, max_digits: int) -> dict:
+    """Success rate (free ground truth, with its Clopper-Pearson interval) and failure modes of samples x."""
+    k, n = int(task.free_reward(x).sum()), len(x)
+    low, high = clopper_pearson(k, n)
+    modes = failure_modes(task.decode(x), max_digits)
+    return {"n": n, "successes": k, "rate": k / n, "low": low, "high": high} | {
+        key: modes[key] for key in ("invalid_rate", "leading_zero_share", "operand_length_mean")
+    }
+
+
+def trace(task, mode: dict, args) -> list[dict]:
+    """Step BaNEL round by round; measure proposal, filtered proposal and distilled generator on free samples."""
+    config = BanelConfig.paper(
+        kappa=args.kappa,
+        filter_factor=args.filter_factor,
+        negative_epochs=mode["negative_epochs"],
+        generator_epochs=mode["generator_epochs"],
+        distil_samples=args.distil_samples,
+    )
+    prior, digits, n = task.prior(), task.options.max_digits, args.fresh
+    banel = Banel(prior, config, Context(m=mode["m"], seed=args.seed))
+    free = lambda x: task.free_reward(x).double()  # noqa: E731 (the benchmark's declared free ground truth)
+    rows, proposal_stats = [], None
+    for i in range(args.trace):
+        proposal, negative = banel.generator, banel.negative
+        if proposal_stats is None:
+            proposal_stats = describe(task, proposal.sample(n, derive_seed(args.seed, "trace", i, "proposal")), digits)
+        result = banel.round(free, i)
+        row = {"round": i, "proposal": proposal_stats, "paid": describe(task, result.samples, digits)}
+        row["tau"] = result.stats.get("tau")
+        if negative is not None:  # the filter this round applied (Alg. 2 line 5), on fresh proposal draws
+            f = Filter(prior, negative, config.kappa, row["tau"], config.length_normalise)
+            x = proposal.sample(n * config.filter_factor, derive_seed(args.seed, "trace", i, "filtered"))
+            row["filtered"] = describe(task, x[f.accepts(x)], digits)
+        after = banel.generator.sample(n, derive_seed(args.seed, "trace", i + 1, "proposal"))
+        proposal_stats = describe(task, after, digits)
+        row["distilled"] = proposal_stats
+        rows.append(row)
+        show = {k: (v["rate"], v.get("leading_zero_share")) if isinstance(v, dict) else v for k, v in row.items()}
+        print(json.dumps(show), flush=True)
+    return rows
 
 
 if __name__ == "__main__":
