@@ -123,7 +123,8 @@ def trace(task, mode: dict, args) -> list[dict]:
         row["tau"] = result.stats.get("tau")
         if negative is not None:  # the filter this round applied (Alg. 2 line 5), on fresh proposal draws
             f = Filter(prior, negative, config.kappa, row["tau"], config.length_normalise)
-            x = proposal.sample(n * config.filter_factor, derive_seed(args.seed, "trace", i, "filtered"))
+            # n * f draws keep about n; past f = 4 fewer, as the rates to compare are then far apart
+            x = proposal.sample(n * min(config.filter_factor, 4), derive_seed(args.seed, "trace", i, "filtered"))
             row["filtered"] = describe(task, x[f.accepts(x)], digits)
         after = banel.generator.sample(n, derive_seed(args.seed, "trace", i + 1, "proposal"))
         proposal_stats = describe(task, after, digits)
