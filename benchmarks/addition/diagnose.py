@@ -1,7 +1,7 @@
 """Why BaNEL's gain is what it is on the addition task: one round's negative model and ratio, or a run's rounds.
 
     python benchmarks/addition/diagnose.py --mode small
-    python benchmarks/addition/diagnose.py --mode full --trace 12 --out trace.json   # where the rounds lose it
+    python benchmarks/addition/diagnose.py --mode full --trace 15 --out trace.json   # where the rounds lose it
 
 One round: draws m prior samples (all failures in the sparse regime), fits p_phi as BaNEL's round does (from
 the prior's weights, `negative_epochs` epochs), and reports: p_phi's NLL per token on its training failures and
@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trace", type=int, default=0, help="step BaNEL this many rounds and measure each (0: off)")
     p.add_argument("--distil-samples", type=int, default=0, help="banel.distil_samples for --trace")
+    p.add_argument("--feasible-only", action="store_true", help="the run's feasible_only for --trace")
     p.add_argument("--out", help="write the trace (JSON) here")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -111,7 +112,8 @@ def trace(task, mode: dict, args) -> list[dict]:
         distil_samples=args.distil_samples,
     )
     prior, digits, n = task.prior(), task.options.max_digits, args.fresh
-    banel = Banel(prior, config, Context(m=mode["m"], seed=args.seed))
+    feasible = task.feasible if args.feasible_only else None
+    banel = Banel(prior, config, Context(m=mode["m"], seed=args.seed, feasible=feasible, check=feasible))
     free = lambda x: task.free_reward(x).double()  # noqa: E731 (the benchmark's declared free ground truth)
     rows, proposal_stats = [], None
     for i in range(args.trace):
@@ -122,7 +124,7 @@ def trace(task, mode: dict, args) -> list[dict]:
         row = {"round": i, "proposal": proposal_stats, "paid": describe(task, result.samples, digits)}
         row["tau"] = result.stats.get("tau")
         if negative is not None:  # the filter this round applied (Alg. 2 line 5), on fresh proposal draws
-            f = Filter(prior, negative, config.kappa, row["tau"], config.length_normalise)
+            f = Filter(prior, negative, config.kappa, row["tau"], config.length_normalise, feasible)
             # n * f draws keep about n; past f = 4 fewer, as the rates to compare are then far apart
             x = proposal.sample(n * min(config.filter_factor, 4), derive_seed(args.seed, "trace", i, "filtered"))
             row["filtered"] = describe(task, x[f.accepts(x)], digits)
