@@ -73,7 +73,7 @@ def written_sum(a: str, b: str, answer_order: str = "normal") -> str:
 # -- greedy answers --------------------------------------------------------------------------------------
 def target_query(a: str, b: str, t: TargetTraining | None = None) -> str:
     """The string the target reads for the query `a+b=`: its operands reversed when it reads them so (abacus)."""
-    return f"{a[::-1]}+{b[::-1]}=" if t is not None and t.abacus else f"{a}+{b}="
+    return f"{a[::-1]}+{b[::-1]}=" if (t or TargetTraining()).abacus else f"{a}+{b}="
 
 
 def target_answers(
@@ -81,8 +81,9 @@ def target_answers(
 ) -> list[str]:
     """The target's greedy answer to each query `a+b=` in normal digit order (non-digit tokens kept as written);
     `t`: the training settings, which say how the target reads and writes (None: the defaults)."""
+    t = t or TargetTraining()
     written = decode(target.greedy(encode([target_query(a, b, t) for a, b in queries], TARGET_INDEX)), TARGET_CHARS)
-    return [w[::-1] for w in written] if t is not None and t.answer_order == "reversed" else written
+    return [w[::-1] for w in written] if t.answer_order == "reversed" else written
 
 
 def exact_match(target: TransformerModel, problems: list[tuple[str, str]], t: TargetTraining | None = None) -> float:
