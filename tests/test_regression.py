@@ -1,8 +1,9 @@
 """The regression tier: short pinned runs compared round by round with benchmarks/regression/*.json.
 
 benchmarks/regression/pin.py wrote each reference: the run's per-round trajectory on one machine and, for every
-number, a tolerance of 10x the largest difference measured between torch's CPU kernels (other float rounding,
-as on another CPU), at least 1e-4 relative. Rounds after the kernels' paths part are not pinned. The tests
+number, a tolerance of 10x the largest difference measured between the runs it records (torch's CPU kernels,
+MKL's and oneDNN's code paths, on each machine it was pinned or added on: other float rounding, as on another
+CPU), at least 1e-4 relative. Rounds after the kernels' paths part are not pinned. The tests
 marked `regression` run the commands (about a minute in all); the others check, without running anything, that
 the comparison catches a 2x change in any pinned number. Deselect the runs with `-m "not regression"`.
 """
@@ -90,3 +91,39 @@ def test_a_real_change_to_the_method_fails(tmp_path, monkeypatch):
     found = pin.violations(reference, _run([*reference["argv"], "--set", "banel.kappa=2"], tmp_path, monkeypatch))
     assert any(v.startswith("round 1 tau:") for v in found), found
     assert any(" success_rate:" in v for v in found), found
+
+
+def test_adding_a_machine_keeps_the_reference_and_widens_the_spread_with_its_runs(monkeypatch):
+    reference = json.loads((HERE / "toy2d.json").read_text())
+    pinned = copy.deepcopy(reference["trajectory"])
+    other = copy.deepcopy(pinned)
+    other["rounds"][3]["kl_to_prior"] *= 1.001  # another CPU's rounding, 1e-3 apart in round 3
+    env = {**reference["environment"], "cpu": {**reference["environment"]["cpu"], "model": "Other CPU"}}
+    env.pop("added", None)
+    measured = {"trajectory": other, "kernels": {"default": pinned}, "environment": env}
+    monkeypatch.setattr(pin, "pin", lambda name: copy.deepcopy(measured))
+    widened = pin.with_tolerances(pin.add(copy.deepcopy(reference), "toy2d"))
+    assert widened["trajectory"] == pinned  # the reference stays the one pinned
+    label = f"Other CPU {env['native_capability']}"
+    assert {f"{label}: native", f"{label}: default"} <= set(widened["kernels"])
+    assert [e["label"] for e in widened["environment"]["added"]].count(label) == 1
+    assert widened["tolerance"]["round 3"]["kl_to_prior"] == pytest.approx(10 * 0.001 / 1.001, rel=1e-3)
+    again = pin.add(copy.deepcopy(widened), "toy2d")  # the same CPU again replaces, never duplicates
+    assert [e["label"] for e in again["environment"]["added"]].count(label) == 1
+
+
+def test_every_run_starts_from_no_code_path_selector(monkeypatch):
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def spawn(command, env, **kwargs):
+        seen.update(env)
+        raise Stop
+
+    monkeypatch.setenv("MKL_CBWR", "AUTO")  # the caller's selector must not leak into a pinned run
+    monkeypatch.setattr(pin.subprocess, "run", spawn)
+    with pytest.raises(Stop):
+        pin.run(["run", "toy1d"], {"ONEDNN_MAX_CPU_ISA": "SSE41"})
+    assert seen["ONEDNN_MAX_CPU_ISA"] == "SSE41" and "MKL_CBWR" not in seen and seen["OMP_NUM_THREADS"] == "1"

@@ -2,13 +2,18 @@
 
     PYTHONPATH=src python benchmarks/regression/pin.py                  # both: ~4 min on one thread
     PYTHONPATH=src python benchmarks/regression/pin.py --only toy1d,toy2d
+    PYTHONPATH=src python benchmarks/regression/pin.py --add            # widen the spread with this CPU's runs
 
 Each pinned command runs from an empty cache (so it uses the priors shipped with banel) on one torch thread,
-once with this machine's own kernels (the reference) and once under each other kernel torch has for this CPU
-(`ATEN_CPU_CAPABILITY=default`, `avx2`, and `avx512` where /proc/cpuinfo has avx512f: other float rounding,
-the nearest we have to another CPU). For every quantity of every round (exact success rate, NREs paid, τ, the
-negative model's and the generator's loss, drift, successes found) the spread is the largest relative
-difference |a - b| / max(|a|, |b|) between any two of these runs; the quantity's tolerance is
+once with this machine's own kernels (the reference) and once under each other code path we can select on
+this CPU (VARIANTS: torch's own kernels by `ATEN_CPU_CAPABILITY`; MKL's and oneDNN's by their environment
+variables, since the BLAS and oneDNN dispatch by CPU on their own and `ATEN_CPU_CAPABILITY` does not reach
+them). These are other float rounding, the nearest one machine has to another CPU, and not the same: on
+2026-12-07 an AVX2-only AMD EPYC parted from a reference pinned with ATEN kernels alone on an AVX-512 one
+at toy1d's round 3 (docs/LOG.md). So `--add` runs the same set on another machine and adds its runs to the
+reference's, which stays the one it was. For every quantity of every round (exact success rate, NREs paid, τ,
+the negative model's and the generator's loss, drift, successes found) the spread is the largest relative
+difference |a - b| / max(|a|, |b|) between any two of the recorded runs; the quantity's tolerance is
 TOLERANCE_MULTIPLE times its spread, never below TOLERANCE_FLOOR. A quantity whose tolerance would let a 2x
 change pass (relative difference 0.5) is refused: pin.py stops rather than write a tier that cannot fail.
 
@@ -170,17 +175,25 @@ def cpu() -> dict[str, Any]:
     return {"model": model, "machine": system, "flags": flags}
 
 
-def kernels(flags: list[str]) -> list[str]:
-    """The ATEN_CPU_CAPABILITY values this CPU can run."""
-    return ["default", *(["avx2"] if "avx2" in flags else []), *(["avx512"] if "avx512f" in flags else [])]
+SELECTORS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+"""The environment variables that choose a code path; every run starts with none of them set."""
 
 
-def run(argv: list[str], kernel: str | None) -> tuple[dict[str, Any], float]:
-    """The trajectory and wall seconds of one run from an empty cache, in a fresh process (kernel None: native)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("ATEN_CPU_CAPABILITY", None)
-    if kernel is not None:
-        env["ATEN_CPU_CAPABILITY"] = kernel
+def variants(flags: list[str]) -> dict[str, dict[str, str]]:
+    """The code paths this CPU can run besides its native one: a label and the environment that selects it."""
+    aten = ["default", *(["avx2"] if "avx2" in flags else []), *(["avx512"] if "avx512f" in flags else [])]
+    return {
+        **{k: {"ATEN_CPU_CAPABILITY": k} for k in aten},
+        # MKL's reproducible mode takes a BLAS path no particular CPU takes natively; the sum order differs
+        "mkl-compatible": {"MKL_CBWR": "COMPATIBLE"},
+        # oneDNN's oldest x86 path, as a CPU without AVX would run it
+        "onednn-sse41": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
+    }
+
+
+def run(argv: list[str], selects: dict[str, str]) -> tuple[dict[str, Any], float]:
+    """The trajectory and wall seconds of one run from an empty cache, in a fresh process ({}: native)."""
+    env = {k: v for k, v in os.environ.items() if k not in SELECTORS} | {"OMP_NUM_THREADS": "1"} | selects
     with tempfile.TemporaryDirectory(prefix="banel-pin-") as tmp:
         command = [sys.executable, "-m", "banel.cli", *argv, "--seed", str(SEED), "--threads", "1", "--quiet"]
         command += ["--no-plot", "--out", f"{tmp}/run", "--cache", f"{tmp}/cache"]
@@ -197,7 +210,7 @@ def native_capability() -> str:
     """The kernels torch picks on this CPU without ATEN_CPU_CAPABILITY."""
     out = subprocess.run(
         [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-        env={k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"},
+        env={k: v for k, v in os.environ.items() if k not in SELECTORS},
         capture_output=True,
         text=True,
         check=True,
@@ -210,10 +223,12 @@ def with_tolerances(reference: dict[str, Any]) -> dict[str, Any]:
     spread = spreads([reference["trajectory"], *reference["kernels"].values()])
     reference["spread"] = spread
     reference["tolerance"], reference["not_pinned"] = tolerances(spread)
-    others = ", ".join(reference["kernels"])
+    others = "; ".join(reference["kernels"])
     reference["how"] = (
         "Per round (and the summary) and quantity, the spread is the largest relative difference "
-        f"|a - b| / max(|a|, |b|) between the native run and the runs under ATEN_CPU_CAPABILITY={others}; the "
+        f"|a - b| / max(|a|, |b|) between any two of the reference (the native run) and the runs: {others} (a "
+        "label names an ATEN_CPU_CAPABILITY, or MKL's or oneDNN's code path, see pin.py's variants; one prefixed "
+        "by a CPU was run on that CPU, environment['added']); the "
         f"tolerance is {TOLERANCE_MULTIPLE:g}x the spread, at least {TOLERANCE_FLOOR:g}. Rounds from the first one "
         f"where a tolerance would exceed {TOLERANCE_CEILING:g} on are not pinned (the kernels' paths part there: "
         "see not_pinned), nor are such summary numbers. Written by benchmarks/regression/pin.py from an empty "
@@ -223,15 +238,14 @@ def with_tolerances(reference: dict[str, Any]) -> dict[str, Any]:
 
 
 def pin(name: str) -> dict[str, Any]:
-    """Run one pinned command natively and under every kernel; its reference JSON."""
+    """Run one pinned command natively and under every variant; its reference JSON."""
     import torch
 
     description, argv = PINS[name]
     machine = cpu()
     runs, seconds = {}, {}
-    for kernel in [None, *kernels(machine["flags"])]:
-        label = kernel or "native"
-        runs[label], seconds[label] = run(argv, kernel)
+    for label, selects in {"native": {}, **variants(machine["flags"])}.items():
+        runs[label], seconds[label] = run(argv, selects)
         print(f"{name} {label}: {json.dumps(runs[label]['summary'])} ({seconds[label]:.1f} s)", flush=True)
     return {
         "reference": name,
@@ -251,17 +265,34 @@ def pin(name: str) -> dict[str, Any]:
     }
 
 
+def add(reference: dict[str, Any], name: str) -> dict[str, Any]:
+    """The reference with this machine's native and variant runs added to its runs, labelled by this CPU."""
+    measured = pin(name)
+    env = measured["environment"]
+    where = f"{env['cpu']['model']} {env['native_capability']}"
+    reference["kernels"] |= {f"{where}: native": measured["trajectory"]}
+    reference["kernels"] |= {f"{where}: {label}": t for label, t in measured["kernels"].items()}
+    added = [e for e in reference["environment"].get("added", []) if e["label"] != where]
+    reference["environment"]["added"] = [*added, {"label": where, **env}]
+    return reference
+
+
 def main(argv: list[str] | None = None) -> int:
     """Pin the chosen commands and write benchmarks/regression/NAME.json for each."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", default=",".join(PINS), help=f"comma-separated, of {', '.join(PINS)}")
     p.add_argument("--recompute", action="store_true", help="the tolerances again from the runs a JSON records")
+    p.add_argument("--add", action="store_true", help="this CPU's runs added to the pinned ones, reference kept")
     args = p.parse_args(argv)
     for name in [r.strip() for r in args.only.split(",") if r.strip()]:
         if name not in PINS:
             p.error(f"unknown pin {name}; choose from {', '.join(PINS)}")
         path = HERE / f"{name}.json"
-        reference = json.loads(path.read_text()) if args.recompute else pin(name)
+        if args.recompute or args.add:
+            reference = json.loads(path.read_text())
+            reference = add(reference, name) if args.add else reference
+        else:
+            reference = pin(name)
         path.write_text(json.dumps(reference, indent=2) + "\n")  # the runs survive a refusal below
         reference = with_tolerances(reference)
         path.write_text(json.dumps(reference, indent=2) + "\n")
