@@ -6,7 +6,7 @@
 
 Each pinned command runs from an empty cache (so it uses the priors shipped with banel) on one torch thread,
 once with this machine's own kernels (the reference) and once under each other code path we can select on
-this CPU (VARIANTS: torch's own kernels by `ATEN_CPU_CAPABILITY`; MKL's and oneDNN's by their environment
+this CPU (`variants`: torch's own kernels by `ATEN_CPU_CAPABILITY`; MKL's and oneDNN's by their environment
 variables, since the BLAS and oneDNN dispatch by CPU on their own and `ATEN_CPU_CAPABILITY` does not reach
 them). These are other float rounding, the nearest one machine has to another CPU, and not the same: on
 2026-12-07 an AVX2-only AMD EPYC parted from a reference pinned with ATEN kernels alone on an AVX-512 one
@@ -270,8 +270,8 @@ def add(reference: dict[str, Any], name: str) -> dict[str, Any]:
     measured = pin(name)
     env = measured["environment"]
     where = f"{env['cpu']['model']} {env['native_capability']}"
-    reference["kernels"] |= {f"{where}: native": measured["trajectory"]}
-    reference["kernels"] |= {f"{where}: {label}": t for label, t in measured["kernels"].items()}
+    runs = {"native": measured["trajectory"], **measured["kernels"]}
+    reference["kernels"] |= {f"{where}: {label}": t for label, t in runs.items()}
     added = [e for e in reference["environment"].get("added", []) if e["label"] != where]
     reference["environment"]["added"] = [*added, {"label": where, **env}]
     return reference
@@ -288,9 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         if name not in PINS:
             p.error(f"unknown pin {name}; choose from {', '.join(PINS)}")
         path = HERE / f"{name}.json"
-        if args.recompute or args.add:
+        if args.add:
+            reference = add(json.loads(path.read_text()), name)
+        elif args.recompute:
             reference = json.loads(path.read_text())
-            reference = add(reference, name) if args.add else reference
         else:
             reference = pin(name)
         path.write_text(json.dumps(reference, indent=2) + "\n")  # the runs survive a refusal below
